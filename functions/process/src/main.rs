@@ -1,1 +1,42 @@
-fn main(){}
+//! The processing Lambda's entry point: wiring only.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::{TimeZone, Utc};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use process::{Deps, NoFaults, handle};
+use tracemeter::adapters::{
+    dynamo::DynamoLedger, langfuse::LangfuseClient, sqs::SqsRedelivery, stripe::StripeClient,
+};
+use tracemeter::clock::SystemClock;
+use tracemeter::config::Config;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracemeter::telemetry::init();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
+    let redelivery = SqsRedelivery::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
+    let usage = LangfuseClient::new(&config.langfuse)?;
+    let meter = StripeClient::new(&config.stripe)?;
+    let deps = Deps {
+        config: &config,
+        usage: &usage,
+        meter: &meter,
+        ledger: &ledger,
+        redelivery: &redelivery,
+        clock: &SystemClock,
+        faults: &NoFaults,
+    };
+    let deps = &deps;
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = Utc
+            .timestamp_millis_opt(i64::try_from(event.context.deadline).unwrap_or(i64::MAX))
+            .single()
+            .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(30));
+        handle(deps, event.payload, deadline)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,846 @@
+//! The DynamoDB ledger: one table, `pk`/`sk` keys, conditional writes only.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | trace ledger entry | `TRACE#<trace id>` | `LEDGER` |
+//! | malformed message | `MESSAGE#<message id>` | `FAILED` |
+//! | budget counter | `BUDGET#<customer>` | `PERIOD#<period key>` |
+//! | budget alert | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
+//! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
+//! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
+//!
+//! Every attribute in an expression is written `#name` and aliased automatically, so no
+//! DynamoDB reserved word can bite.
+
+use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
+use crate::error::{Error, FailureReason, Result};
+use crate::ports::{BudgetUsage, Claim, ClaimResult, Expect, FailureKey, Ledger};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use std::collections::HashMap;
+
+const SERVICE: &str = "dynamodb";
+type Item = HashMap<String, AttributeValue>;
+
+/// The ledger, budgets and mappings in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// Key of a trace's ledger entry.
+pub fn trace_key(trace_id: &str) -> (String, String) {
+    (format!("TRACE#{trace_id}"), "LEDGER".to_string())
+}
+/// Key of a budget counter.
+pub fn budget_key(customer: &str, period: &str) -> (String, String) {
+    (format!("BUDGET#{customer}"), format!("PERIOD#{period}"))
+}
+/// Key of a budget alert record.
+pub fn alert_key(customer: &str, period: &str, pct: u32) -> (String, String) {
+    (
+        format!("BUDGET#{customer}"),
+        format!("ALERT#{period}#{pct:03}"),
+    )
+}
+/// Key of a customer's budget policy.
+pub fn policy_key(customer: &str) -> (String, String) {
+    (format!("CUSTOMER#{customer}"), "BUDGET".to_string())
+}
+/// Key of a user-to-customer mapping.
+pub fn user_key(user_id: &str) -> (String, String) {
+    (format!("USER#{user_id}"), "CUSTOMER".to_string())
+}
+/// Key of a malformed message record.
+pub fn message_key(message_id: &str) -> (String, String) {
+    (format!("MESSAGE#{message_id}"), "FAILED".to_string())
+}
+
+/// A string attribute.
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+/// A number attribute.
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn key_item((pk, sk): (String, String)) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+/// Reads a string attribute.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+/// Reads a whole-number attribute.
+pub fn get_u64(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    get_i64(item, name).and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+}
+fn ms(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp_millis())
+}
+
+/// Aliases every `#name` of the expressions to `name`.
+fn names(exprs: &[&str]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for expr in exprs {
+        let bytes = expr.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'#' {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                {
+                    end += 1;
+                }
+                let name = &expr[start..end];
+                out.insert(format!("#{name}"), name.to_string());
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> Error
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Error::transient(SERVICE, format!("{op}: {}", DisplayErrorContext(e)))
+}
+
+/// A parsed ledger entry.
+pub fn parse_entry(item: &Item) -> Option<LedgerEntry> {
+    let pk = get_s(item, "pk")?;
+    let trace_id = pk.strip_prefix("TRACE#")?.to_string();
+    let state = LedgerState::parse(get_s(item, "state")?)?;
+    let pending = match get_u64(item, "p_rev") {
+        Some(rev) => Some(PendingClaim {
+            revision: u32::try_from(rev).ok()?,
+            identifier: get_s(item, "p_identifier")?.to_string(),
+            customer_id: get_s(item, "p_customer")?.to_string(),
+            billable: get_u64(item, "p_billable")?,
+            capped: get_u64(item, "p_capped")?,
+            total_after: get_u64(item, "p_total")?,
+            event_timestamp: get_i64(item, "p_event_ts")?,
+            period: get_s(item, "p_period")?.to_string(),
+            claimed_at: get_time(item, "p_claimed_at")?,
+            lease_until: get_time(item, "p_lease_until")?,
+        }),
+        None => None,
+    };
+    Some(LedgerEntry {
+        trace_id,
+        state,
+        version: get_u64(item, "ver").unwrap_or(0),
+        revision: get_u64(item, "revision")
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
+        total_credits: get_u64(item, "total_credits").unwrap_or(0),
+        billed_credits: get_u64(item, "billed_credits").unwrap_or(0),
+        capped_credits: get_u64(item, "capped_credits").unwrap_or(0),
+        customer_id: get_s(item, "customer_id").map(str::to_string),
+        last_observation_at: get_time(item, "last_observation_at"),
+        pending,
+        reason: get_s(item, "reason").map(str::to_string),
+        detail: get_s(item, "detail").map(str::to_string),
+    })
+}
+
+const PENDING_FIELDS: &str = "#p_rev, #p_identifier, #p_customer, #p_billable, #p_capped, #p_total, #p_event_ts, #p_period, #p_claimed_at, #p_lease_until";
+
+impl DynamoLedger {
+    /// For one table.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> DynamoLedger {
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
+    async fn get(&self, key: (String, String), consistent: bool) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", &e))?;
+        Ok(out.item)
+    }
+
+    /// A conditional update; `Ok(false)` when the condition failed.
+    async fn update(
+        &self,
+        key: (String, String),
+        update: &str,
+        condition: Option<&str>,
+        values: Item,
+    ) -> Result<bool> {
+        let exprs: Vec<&str> = [Some(update), condition].into_iter().flatten().collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)))
+            .update_expression(update)
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_names(Some(names(&exprs)))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("UpdateItem", &e)),
+        }
+    }
+
+    fn tx_update(
+        &self,
+        key: (String, String),
+        update: &str,
+        condition: Option<&str>,
+        values: Item,
+    ) -> Result<TransactWriteItem> {
+        let exprs: Vec<&str> = [Some(update), condition].into_iter().flatten().collect();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)))
+            .update_expression(update)
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_names(Some(names(&exprs)))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::transient(SERVICE, format!("building an update: {e}")))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Runs a transaction; on cancellation returns each item's reason code and old item.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<(String, Option<Item>)>>> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) =
+                    e.as_service_error()
+                {
+                    let reasons = c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned()))
+                        .collect::<Vec<_>>();
+                    if !reasons.is_empty() {
+                        return Ok(Some(reasons));
+                    }
+                }
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_in_progress_exception())
+                {
+                    return Ok(Some(vec![("TransactionConflict".to_string(), None)]));
+                }
+                Err(sdk_error("TransactWriteItems", &e))
+            }
+        }
+    }
+
+    /// Writes a customer's budget policy (operator tooling and tests).
+    pub async fn put_budget_policy(&self, customer: &str, policy: &BudgetPolicy) -> Result<()> {
+        let mut item = key_item(policy_key(customer));
+        if let Some(limit) = policy.limit {
+            item.insert("limit".into(), n(limit));
+        }
+        item.insert("period".into(), s(policy.period.as_str()));
+        item.insert("mode".into(), s(policy.mode.as_str()));
+        item.insert(
+            "thresholds".into(),
+            AttributeValue::L(policy.thresholds.iter().map(|t| n(*t)).collect()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", &e))?;
+        Ok(())
+    }
+
+    /// Maps a Langfuse user id to a Stripe customer (operator tooling and tests).
+    pub async fn put_user_mapping(&self, user_id: &str, customer: &str) -> Result<()> {
+        let mut item = key_item(user_key(user_id));
+        item.insert("customer_id".into(), s(customer));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", &e))?;
+        Ok(())
+    }
+
+    /// The raw item of a key (inspection).
+    pub async fn raw(&self, key: (String, String)) -> Result<Option<Item>> {
+        self.get(key, true).await
+    }
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>> {
+        let Some(item) = self.get(trace_key(trace_id), true).await? else {
+            return Ok(None);
+        };
+        parse_entry(&item).map(Some).ok_or_else(|| {
+            Error::transient(
+                SERVICE,
+                format!("ledger entry of trace {trace_id} is malformed: {item:?}"),
+            )
+        })
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<ClaimResult> {
+        let p = &claim.pending;
+        let mut values: Item = HashMap::from([
+            (":cus".into(), s(&p.customer_id)),
+            (":uat".into(), ms(claim.usage_at)),
+            (":now".into(), ms(claim.now)),
+            (":zero".into(), n(0)),
+            (":one".into(), n(1)),
+            (":rev".into(), n(p.revision)),
+            (":total".into(), n(p.total_after)),
+            (":capped".into(), n(p.capped)),
+            (":period".into(), s(&p.period)),
+        ]);
+        let mut set = vec![
+            "#customer_id = :cus",
+            "#usage_at = :uat",
+            "#updated_at = :now",
+            "#created_at = if_not_exists(#created_at, :now)",
+            "#billed_credits = if_not_exists(#billed_credits, :zero)",
+        ];
+        if let Some(lo) = claim.last_observation_at {
+            values.insert(":lo".into(), ms(lo));
+            set.push("#last_observation_at = :lo");
+        }
+        let remove;
+        if p.billable > 0 {
+            values.insert(":state".into(), s(LedgerState::Claimed.as_str()));
+            values.insert(":ident".into(), s(&p.identifier));
+            values.insert(":billable".into(), n(p.billable));
+            values.insert(":ets".into(), n(p.event_timestamp));
+            values.insert(":lease".into(), ms(p.lease_until));
+            set.extend([
+                "#state = :state",
+                "#p_rev = :rev",
+                "#p_identifier = :ident",
+                "#p_customer = :cus",
+                "#p_billable = :billable",
+                "#p_capped = :capped",
+                "#p_total = :total",
+                "#p_event_ts = :ets",
+                "#p_period = :period",
+                "#p_claimed_at = :now",
+                "#p_lease_until = :lease",
+                "#revision = if_not_exists(#revision, :zero)",
+                "#total_credits = if_not_exists(#total_credits, :zero)",
+                "#capped_credits = if_not_exists(#capped_credits, :zero)",
+            ]);
+            remove = "REMOVE #reason, #detail".to_string();
+        } else {
+            // Nothing to send: the revision is committed as capped right away.
+            values.insert(":state".into(), s(LedgerState::Capped.as_str()));
+            set.extend([
+                "#state = :state",
+                "#revision = :rev",
+                "#total_credits = :total",
+                "#capped_credits = if_not_exists(#capped_credits, :zero) + :capped",
+                "#period = :period",
+            ]);
+            remove = format!("REMOVE #reason, #detail, {PENDING_FIELDS}");
+        }
+        let ledger_update = format!("SET {} {remove} ADD #ver :one", set.join(", "));
+        let ledger_condition = match claim.expect {
+            Expect::Absent => "attribute_not_exists(#pk)".to_string(),
+            Expect::Version(v) => {
+                values.insert(":ver".into(), n(v));
+                "#ver = :ver".to_string()
+            }
+        };
+        let (customer, period) = (&p.customer_id, &p.period);
+        let mut budget_values: Item = HashMap::from([
+            (":billable".into(), n(p.billable)),
+            (":capped".into(), n(p.capped)),
+            (":now".into(), ms(claim.now)),
+            (":cus".into(), s(customer)),
+            (":period".into(), s(period)),
+        ]);
+        let mut budget_set = vec![
+            "#updated_at = :now",
+            "#customer_id = :cus",
+            "#period = :period",
+        ];
+        if let Some(limit) = claim.limit {
+            budget_values.insert(":limit".into(), n(limit));
+            budget_set.push("#limit = :limit");
+        }
+        if p.capped > 0 {
+            budget_values.insert(":true".into(), AttributeValue::Bool(true));
+            budget_set.push("#exceeded = :true");
+        }
+        let budget_update = format!(
+            "SET {} ADD #used :billable, #capped :capped",
+            budget_set.join(", ")
+        );
+        // A condition on ADD sees the value before the add: to stay within L while adding
+        // b, the counter must be at most L - b.
+        let budget_condition = match claim.hard_limit {
+            Some(limit) if p.billable > 0 => {
+                let room = limit.checked_sub(p.billable).ok_or_else(|| {
+                    Error::transient(
+                        SERVICE,
+                        format!("claim of {} credits over the limit {limit}", p.billable),
+                    )
+                })?;
+                budget_values.insert(":room".into(), n(room));
+                Some("attribute_not_exists(#used) OR #used <= :room")
+            }
+            _ => None,
+        };
+        let items = vec![
+            self.tx_update(
+                trace_key(&claim.trace_id),
+                &ledger_update,
+                Some(&ledger_condition),
+                values,
+            )?,
+            self.tx_update(
+                budget_key(customer, period),
+                &budget_update,
+                budget_condition,
+                budget_values,
+            )?,
+        ];
+        let Some(reasons) = self.transact(items).await? else {
+            return Ok(ClaimResult::Claimed);
+        };
+        let code = |i: usize| reasons.get(i).map(|r| r.0.as_str()).unwrap_or("None");
+        if code(0) == "ConditionalCheckFailed" {
+            return Ok(ClaimResult::LedgerChanged);
+        }
+        if code(1) == "ConditionalCheckFailed" {
+            let used = reasons
+                .get(1)
+                .and_then(|r| r.1.as_ref())
+                .and_then(|item| get_u64(item, "used"))
+                .unwrap_or(0);
+            return Ok(ClaimResult::OverBudget { used });
+        }
+        if reasons.iter().any(|r| {
+            r.0 == "TransactionConflict"
+                || r.0 == "ThrottlingError"
+                || r.0 == "ProvisionedThroughputExceeded"
+        }) {
+            return Ok(ClaimResult::Conflict);
+        }
+        Err(Error::transient(
+            SERVICE,
+            format!(
+                "claim of trace {} cancelled: {:?}",
+                claim.trace_id,
+                reasons.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()
+            ),
+        ))
+    }
+
+    async fn take_over(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.update(
+            trace_key(trace_id),
+            "SET #p_lease_until = :lease, #updated_at = :now ADD #ver :one",
+            Some("#state = :claimed AND #p_rev = :rev AND #p_lease_until <= :now"),
+            HashMap::from([
+                (":lease".into(), ms(lease_until)),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(revision)),
+            ]),
+        )
+        .await
+    }
+
+    async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()> {
+        self.update(
+            trace_key(trace_id),
+            "SET #p_lease_until = :now, #updated_at = :now ADD #ver :one",
+            Some("#state = :claimed AND #p_rev = :rev"),
+            HashMap::from([
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(revision)),
+            ]),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn mark_metered(
+        &self,
+        trace_id: &str,
+        p: &PendingClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let update = format!(
+            "SET #state = :metered, #revision = :rev, #total_credits = :total, \
+             #billed_credits = #billed_credits + :billable, #capped_credits = #capped_credits + :capped, \
+             #period = :period, #metered_at = :now, #updated_at = :now \
+             REMOVE {PENDING_FIELDS} ADD #ver :one, #identifiers :ids"
+        );
+        self.update(
+            trace_key(trace_id),
+            &update,
+            Some("#state = :claimed AND #p_rev = :rev"),
+            HashMap::from([
+                (":metered".into(), s(LedgerState::Metered.as_str())),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(p.revision)),
+                (":total".into(), n(p.total_after)),
+                (":billable".into(), n(p.billable)),
+                (":capped".into(), n(p.capped)),
+                (":period".into(), s(&p.period)),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+                (
+                    ":ids".into(),
+                    AttributeValue::Ss(vec![p.identifier.clone()]),
+                ),
+            ]),
+        )
+        .await
+    }
+
+    async fn fail_claim(
+        &self,
+        trace_id: &str,
+        p: &PendingClaim,
+        reason: FailureReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let ledger = self.tx_update(
+            trace_key(trace_id),
+            &format!(
+                "SET #state = :failed, #reason = :reason, #detail = :detail, #failed_at = :now, #updated_at = :now \
+                 REMOVE {PENDING_FIELDS} ADD #ver :one"
+            ),
+            Some("#state = :claimed AND #p_rev = :rev"),
+            HashMap::from([
+                (":failed".into(), s(LedgerState::Failed.as_str())),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(p.revision)),
+                (":reason".into(), s(reason.as_str())),
+                (":detail".into(), s(truncate(detail, 1000))),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+            ]),
+        )?;
+        let budget = self.tx_update(
+            budget_key(&p.customer_id, &p.period),
+            "SET #updated_at = :now ADD #used :minus_billable, #capped :minus_capped",
+            None,
+            HashMap::from([
+                (":now".into(), ms(now)),
+                (
+                    ":minus_billable".into(),
+                    AttributeValue::N(format!("-{}", p.billable)),
+                ),
+                (
+                    ":minus_capped".into(),
+                    AttributeValue::N(format!("-{}", p.capped)),
+                ),
+            ]),
+        )?;
+        match self.transact(vec![ledger, budget]).await? {
+            None => Ok(true),
+            Some(reasons)
+                if reasons
+                    .first()
+                    .is_some_and(|r| r.0 == "ConditionalCheckFailed") =>
+            {
+                Ok(false)
+            }
+            Some(reasons) => Err(Error::transient(
+                SERVICE,
+                format!(
+                    "recording the failure of trace {trace_id} cancelled: {:?}",
+                    reasons.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()
+                ),
+            )),
+        }
+    }
+
+    async fn mark_ambiguous(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.update(
+            trace_key(trace_id),
+            "SET #state = :ambiguous, #reason = :reason, #detail = :detail, #updated_at = :now ADD #ver :one",
+            Some("#state = :claimed AND #p_rev = :rev"),
+            HashMap::from([
+                (":ambiguous".into(), s(LedgerState::Ambiguous.as_str())),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(revision)),
+                (":reason".into(), s("claim_outlived_stripe_dedup_window")),
+                (
+                    ":detail".into(),
+                    s("claimed but never marked metered, and older than Stripe's identifier dedup window: \
+                       check Stripe for the identifier before resending or releasing the budget"),
+                ),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+            ]),
+        )
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        key: &FailureKey,
+        reason: FailureReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut values: Item = HashMap::from([
+            (":failed".into(), s(LedgerState::Failed.as_str())),
+            (":reason".into(), s(reason.as_str())),
+            (":detail".into(), s(truncate(detail, 1000))),
+            (":now".into(), ms(now)),
+            (":one".into(), n(1)),
+        ]);
+        let (db_key, update) = match key {
+            // Keeps the state of an entry that was billed before (a later revision failed);
+            // a new entry becomes `failed`.
+            FailureKey::Trace(trace_id) => (
+                trace_key(trace_id),
+                "SET #state = if_not_exists(#state, :failed), #reason = :reason, #detail = :detail, \
+                 #failed_at = :now, #updated_at = :now, #created_at = if_not_exists(#created_at, :now) \
+                 ADD #ver :one, #failures :one"
+                    .to_string(),
+            ),
+            FailureKey::Message { message_id, body } => {
+                values.insert(":body".into(), s(truncate(body, 2048)));
+                (
+                    message_key(message_id),
+                    "SET #state = :failed, #reason = :reason, #detail = :detail, #body = :body, \
+                     #failed_at = :now, #updated_at = :now ADD #ver :one, #failures :one"
+                        .to_string(),
+                )
+            }
+        };
+        self.update(db_key, &update, None, values).await.map(|_| ())
+    }
+
+    async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>> {
+        let Some(item) = self.get(policy_key(customer_id), false).await? else {
+            return Ok(None);
+        };
+        let bad = |what: &str| {
+            Error::transient(
+                SERVICE,
+                format!("budget policy of customer {customer_id} is malformed: {what}"),
+            )
+        };
+        let period = Period::parse(get_s(&item, "period").unwrap_or("month"))
+            .ok_or_else(|| bad("period"))?;
+        let mode =
+            BudgetMode::parse(get_s(&item, "mode").unwrap_or("hard")).ok_or_else(|| bad("mode"))?;
+        let thresholds = match item.get("thresholds") {
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .map(|v| v.as_n().ok().and_then(|n| n.parse::<u32>().ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| bad("thresholds"))?,
+            _ => vec![50, 80, 100],
+        };
+        Ok(Some(BudgetPolicy {
+            limit: get_u64(&item, "limit").filter(|l| *l > 0),
+            period,
+            mode,
+            thresholds,
+        }))
+    }
+
+    async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .get(user_key(user_id), false)
+            .await?
+            .and_then(|item| get_s(&item, "customer_id").map(str::to_string)))
+    }
+
+    async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
+        Ok(
+            match self.get(budget_key(customer_id, period), true).await? {
+                Some(item) => BudgetUsage {
+                    used: get_u64(&item, "used").unwrap_or(0),
+                    capped: get_u64(&item, "capped").unwrap_or(0),
+                    exceeded: item
+                        .get("exceeded")
+                        .and_then(|v| v.as_bool().ok())
+                        .copied()
+                        .unwrap_or(false),
+                },
+                None => BudgetUsage::default(),
+            },
+        )
+    }
+
+    async fn record_alert(
+        &self,
+        customer_id: &str,
+        period: &str,
+        threshold: u32,
+        usage: BudgetUsage,
+        limit: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut item = key_item(alert_key(customer_id, period, threshold));
+        item.insert("customer_id".into(), s(customer_id));
+        item.insert("period".into(), s(period));
+        item.insert("threshold_pct".into(), n(threshold));
+        item.insert("used".into(), n(usage.used));
+        item.insert("limit".into(), n(limit));
+        item.insert("created_at".into(), ms(now));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("PutItem", &e)),
+        }
+    }
+
+    async fn set_exceeded(
+        &self,
+        customer_id: &str,
+        period: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.update(
+            budget_key(customer_id, period),
+            "SET #exceeded = :true, #exceeded_at = if_not_exists(#exceeded_at, :now)",
+            None,
+            HashMap::from([
+                (":true".into(), AttributeValue::Bool(true)),
+                (":now".into(), ms(now)),
+            ]),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hash_name_is_aliased() {
+        let m = names(&[
+            "SET #state = :s, #p_rev = :r ADD #ver :one",
+            "#used <= :room",
+        ]);
+        assert_eq!(m.get("#state").map(String::as_str), Some("state"));
+        assert_eq!(m.get("#p_rev").map(String::as_str), Some("p_rev"));
+        assert_eq!(m.get("#used").map(String::as_str), Some("used"));
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

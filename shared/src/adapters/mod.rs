@@ -1,0 +1,7 @@
+//! One small adapter per outside system.
+
+pub mod dynamo;
+pub mod http;
+pub mod langfuse;
+pub mod sqs;
+pub mod stripe;

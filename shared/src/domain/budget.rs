@@ -1,0 +1,222 @@
+//! Budget rules: periods in the key, hard and soft limits, alert thresholds.
+
+use chrono::{DateTime, Datelike, Utc};
+
+/// A budget period, in UTC calendar terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A UTC calendar day.
+    Day,
+    /// An ISO week (Monday to Sunday, UTC).
+    Week,
+    /// A UTC calendar month.
+    Month,
+}
+
+impl Period {
+    /// Parses `day`, `week` or `month`.
+    pub fn parse(s: &str) -> Option<Period> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "day" | "daily" => Some(Period::Day),
+            "week" | "weekly" => Some(Period::Week),
+            "month" | "monthly" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+
+    /// The key of the period that contains `at`: `2026-11-23`, `2026-W48` or `2026-11`.
+    pub fn key(self, at: DateTime<Utc>) -> String {
+        match self {
+            Period::Day => at.format("%Y-%m-%d").to_string(),
+            Period::Week => {
+                let week = at.iso_week();
+                format!("{}-W{:02}", week.year(), week.week())
+            }
+            Period::Month => at.format("%Y-%m").to_string(),
+        }
+    }
+}
+
+/// What happens at the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetMode {
+    /// Never bill past the limit; the excess is recorded as capped.
+    Hard,
+    /// Always bill; alert at thresholds.
+    Soft,
+}
+
+impl BudgetMode {
+    /// Parses `hard` or `soft`.
+    pub fn parse(s: &str) -> Option<BudgetMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hard" => Some(BudgetMode::Hard),
+            "soft" => Some(BudgetMode::Soft),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetMode::Hard => "hard",
+            BudgetMode::Soft => "soft",
+        }
+    }
+}
+
+/// A customer's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// Credits per period; `None` means unlimited (usage is still counted).
+    pub limit: Option<u64>,
+    /// The period the limit applies to.
+    pub period: Period,
+    /// Hard or soft.
+    pub mode: BudgetMode,
+    /// Alert thresholds in percent of the limit, ascending.
+    pub thresholds: Vec<u32>,
+}
+
+/// How a charge splits against the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Credits to bill.
+    pub billable: u64,
+    /// Credits not billed because the hard limit was reached.
+    pub capped: u64,
+}
+
+impl BudgetPolicy {
+    /// The hard limit, when one applies.
+    pub fn hard_limit(&self) -> Option<u64> {
+        match self.mode {
+            BudgetMode::Hard => self.limit,
+            BudgetMode::Soft => None,
+        }
+    }
+
+    /// Splits `credits` given `used` credits already counted in the period.
+    pub fn split(&self, used: u64, credits: u64) -> Split {
+        match self.hard_limit() {
+            Some(limit) => {
+                let room = limit.saturating_sub(used);
+                let billable = credits.min(room);
+                Split {
+                    billable,
+                    capped: credits - billable,
+                }
+            }
+            None => Split {
+                billable: credits,
+                capped: 0,
+            },
+        }
+    }
+
+    /// The thresholds reached at `used` credits (all of them, not only new ones).
+    pub fn thresholds_reached(&self, used: u64) -> Vec<u32> {
+        let Some(limit) = self.limit.filter(|l| *l > 0) else {
+            return Vec::new();
+        };
+        self.thresholds
+            .iter()
+            .copied()
+            .filter(|pct| u128::from(used) * 100 >= u128::from(*pct) * u128::from(limit))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, s)
+            .single()
+            .expect("valid time")
+    }
+
+    #[test]
+    fn period_keys_use_the_usage_time_in_utc() {
+        let last_second = at(2026, 11, 30, 23, 59, 59);
+        let next = at(2026, 12, 1, 0, 0, 0);
+        assert_eq!(Period::Month.key(last_second), "2026-11");
+        assert_eq!(Period::Month.key(next), "2026-12");
+        assert_eq!(Period::Day.key(last_second), "2026-11-30");
+        assert_eq!(Period::Day.key(next), "2026-12-01");
+        // ISO week: 2026-12-31 is a Thursday in 2026-W53; 2027-01-01 too.
+        assert_eq!(Period::Week.key(at(2026, 12, 31, 12, 0, 0)), "2026-W53");
+        assert_eq!(Period::Week.key(at(2027, 1, 1, 12, 0, 0)), "2026-W53");
+        assert_eq!(Period::Week.key(at(2026, 11, 22, 23, 59, 59)), "2026-W47");
+        assert_eq!(Period::Week.key(at(2026, 11, 23, 0, 0, 0)), "2026-W48");
+    }
+
+    #[test]
+    fn hard_limit_caps_the_excess() {
+        let p = BudgetPolicy {
+            limit: Some(100),
+            period: Period::Month,
+            mode: BudgetMode::Hard,
+            thresholds: vec![50, 80, 100],
+        };
+        assert_eq!(
+            p.split(0, 60),
+            Split {
+                billable: 60,
+                capped: 0
+            }
+        );
+        assert_eq!(
+            p.split(60, 60),
+            Split {
+                billable: 40,
+                capped: 20
+            }
+        );
+        assert_eq!(
+            p.split(100, 5),
+            Split {
+                billable: 0,
+                capped: 5
+            }
+        );
+        assert_eq!(
+            p.split(150, 5),
+            Split {
+                billable: 0,
+                capped: 5
+            }
+        );
+    }
+
+    #[test]
+    fn soft_limit_bills_everything_and_reports_thresholds() {
+        let p = BudgetPolicy {
+            limit: Some(1000),
+            period: Period::Day,
+            mode: BudgetMode::Soft,
+            thresholds: vec![50, 80, 100],
+        };
+        assert_eq!(
+            p.split(5000, 10),
+            Split {
+                billable: 10,
+                capped: 0
+            }
+        );
+        assert_eq!(p.thresholds_reached(499), Vec::<u32>::new());
+        assert_eq!(p.thresholds_reached(500), vec![50]);
+        assert_eq!(p.thresholds_reached(1200), vec![50, 80, 100]);
+    }
+}

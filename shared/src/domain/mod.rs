@@ -1,0 +1,8 @@
+//! The billing domain: plain data and rules, no SDK types.
+
+pub mod budget;
+pub mod credits;
+pub mod customer;
+pub mod ledger;
+pub mod message;
+pub mod usage;
