@@ -341,6 +341,11 @@ impl Ledger for DynamoLedger {
         let Some(item) = self.get(trace_key(trace_id), true).await? else {
             return Ok(None);
         };
+        // An item with keys but no state holds nothing (claims are conditioned on
+        // `attribute_not_exists(state)`, so it is claimable).
+        if !item.contains_key("state") {
+            return Ok(None);
+        }
         parse_entry(&item).map(Some).ok_or_else(|| {
             Error::transient(
                 SERVICE,
@@ -411,7 +416,7 @@ impl Ledger for DynamoLedger {
         }
         let ledger_update = format!("SET {} {remove} ADD #ver :one", set.join(", "));
         let ledger_condition = match claim.expect {
-            Expect::Absent => "attribute_not_exists(#pk)".to_string(),
+            Expect::Absent => "attribute_not_exists(#state)".to_string(),
             Expect::Version(v) => {
                 values.insert(":ver".into(), n(v));
                 "#ver = :ver".to_string()

@@ -1,0 +1,179 @@
+//! The SQS event source mapping, played locally: receive a batch, invoke the function,
+//! delete what succeeded, leave what failed for redelivery (visibility timeout, then the
+//! dead-letter queue after `maxReceiveCount`), exactly as Lambda's poller does with
+//! `ReportBatchItemFailures`.
+
+use anyhow::{Context, Result};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+/// One queue polled for one function.
+#[derive(Debug, Clone)]
+pub struct EventSourceMapping {
+    /// SQS client (pointed at the local stack).
+    pub sqs: aws_sdk_sqs::Client,
+    /// The queue.
+    pub queue_url: String,
+    /// Its ARN, put in each record as `eventSourceARN`.
+    pub queue_arn: String,
+    /// Records per invocation (the mapping's `BatchSize`).
+    pub batch_size: i32,
+    /// Region put in each record.
+    pub region: String,
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollReport {
+    /// Records handed to the function.
+    pub received: usize,
+    /// Records deleted (succeeded).
+    pub deleted: usize,
+    /// Records reported in `batchItemFailures`.
+    pub failed: usize,
+    /// Whether the invocation as a whole failed (every record comes back).
+    pub invocation_failed: bool,
+}
+
+/// Converts a received SQS message into the record Lambda delivers.
+pub fn to_record(msg: &aws_sdk_sqs::types::Message, queue_arn: &str, region: &str) -> SqsMessage {
+    let mut record = SqsMessage::default();
+    record.message_id = msg.message_id().map(str::to_string);
+    record.receipt_handle = msg.receipt_handle().map(str::to_string);
+    record.body = msg.body().map(str::to_string);
+    record.md5_of_body = msg.md5_of_body().map(str::to_string);
+    record.attributes = msg
+        .attributes()
+        .map(|attrs| {
+            attrs
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                .collect::<HashMap<_, _>>()
+        })
+        .unwrap_or_default();
+    record.event_source = Some("aws:sqs".to_string());
+    record.event_source_arn = Some(queue_arn.to_string());
+    record.aws_region = Some(region.to_string());
+    record
+}
+
+impl EventSourceMapping {
+    /// Receives up to one batch (long-polling `wait_seconds`). `None` when the queue is empty.
+    pub async fn receive(&self, wait_seconds: i32) -> Result<Option<SqsEvent>> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(self.batch_size.clamp(1, 10))
+            .wait_time_seconds(wait_seconds)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .context("ReceiveMessage")?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .iter()
+            .map(|m| to_record(m, &self.queue_arn, &self.region))
+            .collect();
+        Ok(Some(event))
+    }
+
+    /// Deletes the records that did not fail; on an invocation error deletes nothing.
+    pub async fn complete<E>(
+        &self,
+        event: &SqsEvent,
+        result: &std::result::Result<SqsBatchResponse, E>,
+    ) -> Result<PollReport> {
+        let mut report = PollReport {
+            received: event.records.len(),
+            ..PollReport::default()
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(_) => {
+                report.invocation_failed = true;
+                report.failed = event.records.len();
+                return Ok(report);
+            }
+        };
+        let failed: HashSet<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let to_delete: Vec<&SqsMessage> = event
+            .records
+            .iter()
+            .filter(|r| !failed.contains(r.message_id.as_deref().unwrap_or_default()))
+            .collect();
+        report.failed = event.records.len() - to_delete.len();
+        for chunk in to_delete.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("d{i}"))
+                        .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .context("delete entry")
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .context("DeleteMessageBatch")?;
+            report.deleted += out.successful().len();
+        }
+        Ok(report)
+    }
+
+    /// Receives one batch and runs `invoke` on it. `None` when the queue had nothing.
+    pub async fn poll<F, Fut, E>(&self, wait_seconds: i32, invoke: F) -> Result<Option<PollReport>>
+    where
+        F: FnOnce(SqsEvent) -> Fut,
+        Fut: Future<Output = std::result::Result<SqsBatchResponse, E>>,
+    {
+        let Some(event) = self.receive(wait_seconds).await? else {
+            return Ok(None);
+        };
+        let result = invoke(event.clone()).await;
+        self.complete(&event, &result).await.map(Some)
+    }
+
+    /// Approximate counts of the queue: (visible, in flight).
+    pub async fn depth(&self, queue_url: &str) -> Result<(i64, i64)> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .send()
+            .await
+            .context("GetQueueAttributes")?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: aws_sdk_sqs::types::QueueAttributeName| {
+            attrs
+                .get(&name)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+}

@@ -1,0 +1,256 @@
+//! One isolated local stack per test: moto (shared per process, resources under a unique
+//! prefix), a Langfuse fake, a Stripe fake, the real adapters and the real handler.
+
+use crate::esm::{EventSourceMapping, PollReport};
+use crate::fakes::langfuse::LangfuseFake;
+use crate::fakes::stripe::StripeFake;
+use crate::stack::{self, LocalResources, Moto, ProvisionOverrides};
+use anyhow::Result;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use process::{Crash, Deps, Faults, NoFaults};
+use std::collections::HashMap;
+use tracemeter::adapters::dynamo::DynamoLedger;
+use tracemeter::adapters::langfuse::LangfuseClient;
+use tracemeter::adapters::sqs::SqsRedelivery;
+use tracemeter::adapters::stripe::StripeClient;
+use tracemeter::clock::OffsetClock;
+use tracemeter::config::Config;
+
+/// Langfuse public key used by the fakes.
+pub const LANGFUSE_PUBLIC_KEY: &str = "pk-lf-local-0000";
+/// Langfuse secret key used by the fakes.
+pub const LANGFUSE_SECRET_KEY: &str = "sk-lf-local-secret-7f3a";
+/// Stripe secret key used by the fake.
+pub const STRIPE_SECRET_KEY: &str = "sk_test_local_secret_9d21";
+/// The meter's event name.
+pub const METER_EVENT_NAME: &str = "llm_credits";
+
+/// A running local stack.
+pub struct TestStack {
+    /// moto's endpoint.
+    pub endpoint: String,
+    /// The resources of template.yaml.
+    pub resources: LocalResources,
+    /// Langfuse fake.
+    pub langfuse: LangfuseFake,
+    /// Stripe fake.
+    pub stripe: StripeFake,
+    /// Typed configuration, as the function reads it.
+    pub config: Config,
+    /// The environment the functions would get.
+    pub env: HashMap<String, String>,
+    /// The DynamoDB adapter.
+    pub ledger: DynamoLedger,
+    /// The Langfuse adapter.
+    pub langfuse_client: LangfuseClient,
+    /// The Stripe adapter.
+    pub stripe_client: StripeClient,
+    /// The SQS adapter.
+    pub redelivery: SqsRedelivery,
+    /// SQS client.
+    pub sqs: aws_sdk_sqs::Client,
+    /// The event source mapping.
+    pub esm: EventSourceMapping,
+    /// The clock the handler sees.
+    pub clock: OffsetClock,
+}
+
+/// Options for a stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Extra or overriding environment variables of the function.
+    pub env: Vec<(String, String)>,
+    /// The queue's visibility timeout (tests use 1-2 s).
+    pub visibility_timeout: Option<i32>,
+    /// The queue's maxReceiveCount.
+    pub max_receive_count: Option<i32>,
+}
+
+impl StackOptions {
+    /// Adds a variable.
+    pub fn var(mut self, name: &str, value: impl ToString) -> StackOptions {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl TestStack {
+    /// A stack with defaults and a short visibility timeout.
+    pub async fn start(label: &str) -> Result<TestStack> {
+        TestStack::start_with(label, StackOptions::default()).await
+    }
+
+    /// A stack with options.
+    pub async fn start_with(label: &str, options: StackOptions) -> Result<TestStack> {
+        init_test_logs();
+        let moto = Moto::try_shared()?;
+        let endpoint = moto.endpoint().to_string();
+        let sdk = stack::sdk_config(&endpoint).await;
+        let overrides = ProvisionOverrides {
+            visibility_timeout: Some(options.visibility_timeout.unwrap_or(2)),
+            max_receive_count: options.max_receive_count,
+        };
+        let resources = stack::provision(&sdk, &stack::unique_prefix(label), &overrides).await?;
+        let langfuse = LangfuseFake::start(LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY).await;
+        let stripe = StripeFake::start(STRIPE_SECRET_KEY).await;
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("LANGFUSE_BASE_URL".into(), langfuse.base_url()),
+            ("LANGFUSE_PUBLIC_KEY".into(), LANGFUSE_PUBLIC_KEY.into()),
+            ("LANGFUSE_SECRET_KEY".into(), LANGFUSE_SECRET_KEY.into()),
+            ("LANGFUSE_API".into(), "v2".into()),
+            ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
+            ("STRIPE_API_BASE".into(), stripe.base_url()),
+            ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
+            ("STRIPE_METER_EVENT_NAME".into(), METER_EVENT_NAME.into()),
+            ("STRIPE_TIMEOUT_MS".into(), "3000".into()),
+            ("TABLE_NAME".into(), resources.table_name.clone()),
+            ("QUEUE_URL".into(), resources.queue_url.clone()),
+            ("RETRY_BASE_SECONDS".into(), "1".into()),
+            ("RETRY_MAX_SECONDS".into(), "2".into()),
+        ]);
+        for (k, v) in stack::safe_aws_env(&endpoint) {
+            env.insert(k.to_string(), v);
+        }
+        for (k, v) in options.env {
+            env.insert(k, v);
+        }
+        let config = Config::from_lookup(&|name| env.get(name).cloned())?;
+        let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), &resources.table_name);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let redelivery = SqsRedelivery::new(sqs.clone(), &resources.queue_url);
+        let esm = EventSourceMapping {
+            sqs: sqs.clone(),
+            queue_url: resources.queue_url.clone(),
+            queue_arn: resources.queue_arn.clone(),
+            batch_size: resources.batch_size,
+            region: "us-east-1".into(),
+        };
+        Ok(TestStack {
+            endpoint,
+            langfuse_client: LangfuseClient::new(&config.langfuse)?,
+            stripe_client: StripeClient::new(&config.stripe)?,
+            resources,
+            langfuse,
+            stripe,
+            config,
+            env,
+            ledger,
+            redelivery,
+            sqs,
+            esm,
+            clock: OffsetClock::new(),
+        })
+    }
+
+    /// The handler's dependencies, with the given fault injector.
+    pub fn deps<'a>(&'a self, faults: &'a dyn Faults) -> Deps<'a> {
+        Deps {
+            config: &self.config,
+            usage: &self.langfuse_client,
+            meter: &self.stripe_client,
+            ledger: &self.ledger,
+            redelivery: &self.redelivery,
+            clock: &self.clock,
+            faults,
+        }
+    }
+
+    /// Invokes the real handler on an event (30 s deadline).
+    pub async fn invoke_with(
+        &self,
+        faults: &dyn Faults,
+        event: SqsEvent,
+    ) -> Result<SqsBatchResponse, Crash> {
+        let deadline = tracemeter::clock::Clock::now(&self.clock) + chrono::Duration::seconds(30);
+        process::handle(&self.deps(faults), event, deadline).await
+    }
+
+    /// Sends message bodies to the queue (10 per call).
+    pub async fn send_bodies(&self, bodies: &[String]) -> Result<()> {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("e{i}"))
+                        .message_body(body)
+                        .build()
+                        .map_err(anyhow::Error::from)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.resources.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await?;
+            anyhow::ensure!(out.failed().is_empty(), "send failed: {:?}", out.failed());
+        }
+        Ok(())
+    }
+
+    /// Enqueues trace ids as ingest would.
+    pub async fn send_traces(&self, trace_ids: &[&str]) -> Result<()> {
+        let bodies: Vec<String> = trace_ids
+            .iter()
+            .map(|id| {
+                tracemeter::domain::message::MeterMessage {
+                    trace_id: id.to_string(),
+                }
+                .to_body()
+            })
+            .collect();
+        self.send_bodies(&bodies).await
+    }
+
+    /// Polls one batch and invokes the handler with `faults`.
+    pub async fn poll_with(
+        &self,
+        faults: &dyn Faults,
+        wait_seconds: i32,
+    ) -> Result<Option<PollReport>> {
+        self.esm
+            .poll(wait_seconds, |event| self.invoke_with(faults, event))
+            .await
+    }
+
+    /// Polls until the queue is empty (visible and in flight), up to `max_polls` batches.
+    pub async fn drain(&self, max_polls: usize) -> Result<Vec<PollReport>> {
+        let mut reports = Vec::new();
+        for _ in 0..max_polls {
+            match self.poll_with(&NoFaults, 1).await? {
+                Some(r) => reports.push(r),
+                None => {
+                    let (visible, in_flight) = self.esm.depth(&self.resources.queue_url).await?;
+                    if visible == 0 && in_flight == 0 {
+                        return Ok(reports);
+                    }
+                }
+            }
+        }
+        anyhow::bail!("queue not drained after {max_polls} polls: {reports:?}")
+    }
+
+    /// Messages in the dead-letter queue.
+    pub async fn dlq_depth(&self) -> Result<i64> {
+        let (visible, in_flight) = self.esm.depth(&self.resources.dlq_url).await?;
+        Ok(visible + in_flight)
+    }
+}
+
+/// Logs of the code under test, captured per test (shown when a test fails).
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,aws_smithy_runtime=warn,aws_config=warn,hyper=warn",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real handler, the real AWS SDK against moto over HTTP, and the
+//! Langfuse and Stripe fakes over HTTP. One test binary for the whole workspace.
+
+mod common;
+mod process;
