@@ -73,8 +73,22 @@ pub struct Claim {
     pub usage_at: DateTime<Utc>,
     /// Newest observation time included.
     pub last_observation_at: Option<DateTime<Utc>>,
+    /// The usage as seen, so ingest can tell whether a trace changed since it was billed:
+    /// Langfuse's model cost (USD, before the BYO-key rule), latency (s), observation count.
+    pub seen: SeenUsage,
     /// Now.
     pub now: DateTime<Utc>,
+}
+
+/// What the ledger remembers of the usage it billed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeenUsage {
+    /// Model cost in USD as Langfuse reported it.
+    pub cost_usd: rust_decimal::Decimal,
+    /// Latency in seconds.
+    pub latency_seconds: rust_decimal::Decimal,
+    /// Number of observations.
+    pub observations: u32,
 }
 
 /// The outcome of a claim.

@@ -60,28 +60,39 @@ pub fn to_record(msg: &aws_sdk_sqs::types::Message, queue_arn: &str, region: &st
 }
 
 impl EventSourceMapping {
-    /// Receives up to one batch (long-polling `wait_seconds`). `None` when the queue is empty.
+    /// Receives up to one batch, waiting up to `wait_seconds` for messages. `None` when the
+    /// queue stayed empty.
+    ///
+    /// moto's long polling spins a CPU core for the whole wait, so this polls with
+    /// `WaitTimeSeconds=0` and sleeps on the client side between empty receives.
     pub async fn receive(&self, wait_seconds: i32) -> Result<Option<SqsEvent>> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(self.batch_size.clamp(1, 10))
-            .wait_time_seconds(wait_seconds)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .context("ReceiveMessage")?;
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return Ok(None);
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(u64::try_from(wait_seconds).unwrap_or(0));
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(self.batch_size.clamp(1, 10))
+                .wait_time_seconds(0)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .context("ReceiveMessage")?;
+            let messages = out.messages.unwrap_or_default();
+            if !messages.is_empty() {
+                let mut event = SqsEvent::default();
+                event.records = messages
+                    .iter()
+                    .map(|m| to_record(m, &self.queue_arn, &self.region))
+                    .collect();
+                return Ok(Some(event));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let mut event = SqsEvent::default();
-        event.records = messages
-            .iter()
-            .map(|m| to_record(m, &self.queue_arn, &self.region))
-            .collect();
-        Ok(Some(event))
     }
 
     /// Deletes the records that did not fail; on an invocation error deletes nothing.

@@ -1,1 +1,10 @@
-pub fn x(){}
+//! The tracemeter local stack as a library: moto launcher and provisioning from
+//! `template.yaml` ([`stack`]), Langfuse and Stripe fakes ([`fakes`]), the SQS event source
+//! mapping played locally ([`esm`]) and the per-test harness ([`harness`]).
+
+pub mod esm;
+pub mod fakes;
+pub mod harness;
+pub mod stack;
+pub mod summary;
+pub mod workload;

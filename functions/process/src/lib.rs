@@ -22,7 +22,7 @@ use tracemeter::domain::message::MeterMessage;
 use tracemeter::domain::usage::TraceUsage;
 use tracemeter::ports::{
     Claim, ClaimResult, Delivery, Expect, FailureKey, Ledger, MeterEvent, MeterSink, Redelivery,
-    UsageSource,
+    SeenUsage, UsageSource,
 };
 use tracemeter::{Error, FailureReason};
 use tracing::{error, info, warn};
@@ -539,10 +539,26 @@ async fn claim_and_deliver(
             limit: policy.limit,
             usage_at: usage.timestamp,
             last_observation_at: usage.last_observation_at,
+            seen: SeenUsage {
+                cost_usd: usage.ai_cost_usd,
+                latency_seconds: usage.latency_seconds,
+                observations: usage.observation_count,
+            },
             now,
         };
         match deps.ledger.claim(&claim).await? {
             ClaimResult::Claimed => {
+                if pending.billable == 0 && pending.capped == 0 {
+                    info!(
+                        trace_id,
+                        "trace costs no credits: recorded, nothing to send"
+                    );
+                    return Ok(Some(Outcome::Metered {
+                        billable: 0,
+                        capped: 0,
+                        resumed: false,
+                    }));
+                }
                 if pending.billable == 0 {
                     info!(trace_id, customer = %customer_id, capped = pending.capped, period = %period,
                           "usage over the hard limit: recorded as capped, not billed");

@@ -374,12 +374,19 @@ impl Ledger for DynamoLedger {
             "#created_at = if_not_exists(#created_at, :now)",
             "#billed_credits = if_not_exists(#billed_credits, :zero)",
         ];
+        values.insert(":cost".into(), n(claim.seen.cost_usd.normalize()));
+        values.insert(":lat".into(), n(claim.seen.latency_seconds.normalize()));
+        values.insert(":obs".into(), n(claim.seen.observations));
+        set.extend([
+            "#cost_usd = :cost",
+            "#latency_s = :lat",
+            "#observations = :obs",
+        ]);
         if let Some(lo) = claim.last_observation_at {
             values.insert(":lo".into(), ms(lo));
             set.push("#last_observation_at = :lo");
         }
-        let remove;
-        if p.billable > 0 {
+        let remove = if p.billable > 0 {
             values.insert(":state".into(), s(LedgerState::Claimed.as_str()));
             values.insert(":ident".into(), s(&p.identifier));
             values.insert(":billable".into(), n(p.billable));
@@ -401,10 +408,16 @@ impl Ledger for DynamoLedger {
                 "#total_credits = if_not_exists(#total_credits, :zero)",
                 "#capped_credits = if_not_exists(#capped_credits, :zero)",
             ]);
-            remove = "REMOVE #reason, #detail".to_string();
+            "REMOVE #reason, #detail".to_string()
         } else {
-            // Nothing to send: the revision is committed as capped right away.
-            values.insert(":state".into(), s(LedgerState::Capped.as_str()));
+            // Nothing to send: the revision is committed right away (capped, or a trace
+            // that costs nothing).
+            let state = if p.capped > 0 {
+                LedgerState::Capped
+            } else {
+                LedgerState::Metered
+            };
+            values.insert(":state".into(), s(state.as_str()));
             set.extend([
                 "#state = :state",
                 "#revision = :rev",
@@ -412,8 +425,8 @@ impl Ledger for DynamoLedger {
                 "#capped_credits = if_not_exists(#capped_credits, :zero) + :capped",
                 "#period = :period",
             ]);
-            remove = format!("REMOVE #reason, #detail, {PENDING_FIELDS}");
-        }
+            format!("REMOVE #reason, #detail, {PENDING_FIELDS}")
+        };
         let ledger_update = format!("SET {} {remove} ADD #ver :one", set.join(", "));
         let ledger_condition = match claim.expect {
             Expect::Absent => "attribute_not_exists(#state)".to_string(),

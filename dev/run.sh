@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make run`: the whole pipeline on the local stack with a sample workload, then a billing
+# summary. Offline: moto on 127.0.0.1 (project venv), in-process Langfuse and Stripe fakes.
+# TRACES=N changes the workload size (default 1000).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+"$repo/dev/venv.sh"
+# shellcheck source=dev/aws-env.sh
+. "$repo/dev/aws-env.sh"
+export RUST_LOG="${RUST_LOG:-error}"
+echo "+ cargo run -p tracemeter-tests --bin tracemeter-local" >&2
+cargo run --quiet -p tracemeter-tests --bin tracemeter-local

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`, run by CI): venv, template checks, all Rust tests.
+# Everything runs offline against loopback: moto on 127.0.0.1, fakes of Langfuse and Stripe.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+trap 'status=$?; if [ $status -ne 0 ]; then echo "dev/test.sh: FAILED (exit $status)"; fi' EXIT
+
+"$repo/dev/venv.sh"
+# shellcheck source=dev/aws-env.sh
+. "$repo/dev/aws-env.sh"
+
+"$repo/dev/validate.sh"
+
+echo "+ cargo test --workspace"
+cargo test --workspace
+
+echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace)"
