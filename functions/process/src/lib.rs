@@ -761,3 +761,59 @@ async fn resolve_customer(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(base: u32, max: u32) -> Config {
+        let vars = [
+            ("LANGFUSE_BASE_URL", "http://127.0.0.1:1".to_string()),
+            ("LANGFUSE_PUBLIC_KEY", "pk".to_string()),
+            ("LANGFUSE_SECRET_KEY", "sk".to_string()),
+            ("STRIPE_SECRET_KEY", "sk_test_x".to_string()),
+            ("STRIPE_METER_EVENT_NAME", "m".to_string()),
+            ("TABLE_NAME", "t".to_string()),
+            ("QUEUE_URL", "http://127.0.0.1:1/q".to_string()),
+            ("RETRY_BASE_SECONDS", base.to_string()),
+            ("RETRY_MAX_SECONDS", max.to_string()),
+        ];
+        Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .expect("valid config")
+    }
+
+    #[test]
+    fn retry_delay_grows_with_receives_and_is_capped() {
+        let cfg = config(30, 900);
+        for receives in 1..=10u32 {
+            let d = retry_delay(&cfg, "msg-1", receives, None);
+            let full = (30u64 << (receives - 1)).min(900) as i32;
+            assert!(
+                d >= full / 2 && d <= full,
+                "receive {receives}: {d} not in [{}, {full}]",
+                full / 2
+            );
+        }
+        assert!(retry_delay(&cfg, "m", 30, None) <= 900);
+    }
+
+    #[test]
+    fn retry_delay_honours_the_service_wait() {
+        let cfg = config(1, 600);
+        assert!(retry_delay(&cfg, "m", 1, Some(Duration::from_secs(120))) >= 120);
+        // but never past the cap
+        assert_eq!(
+            retry_delay(&cfg, "m", 1, Some(Duration::from_secs(5000))),
+            600
+        );
+    }
+
+    #[test]
+    fn jitter_differs_between_messages() {
+        let cfg = config(100, 10_000);
+        let delays: std::collections::BTreeSet<i32> = (0..20)
+            .map(|i| retry_delay(&cfg, &format!("m{i}"), 3, None))
+            .collect();
+        assert!(delays.len() > 5, "{delays:?}");
+    }
+}
