@@ -17,12 +17,13 @@ fn process_binary() -> PathBuf {
         .expect("target dir")
         .to_path_buf();
     let bin = dir.join("process");
-    // Always (re)build: `cargo test` builds test targets, not the plain binary, which may be
+    // Always (re)build, with the same feature unification as `cargo test --workspace` (so
+    // nothing is recompiled): `cargo test` builds test targets, not the plain binary, which may be
     // stale. Cargo has released the build lock by the time tests run; this is a no-op when
     // the binary is current.
     {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "process", "--bin", "process"])
+            .args(["build", "--workspace", "--bins"])
             .status()
             .expect("cargo build");
         assert!(status.success(), "building the process binary");
