@@ -385,6 +385,105 @@ impl Config {
     }
 }
 
+/// Configuration of the ingest function, read on its own so that ingest needs no Stripe
+/// secrets: Langfuse, the table, the queue, settling and the ingest tuning.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Langfuse (`LANGFUSE_BASE_URL`, `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY`,
+    /// `LANGFUSE_API`, `LANGFUSE_TIMEOUT_MS`).
+    pub langfuse: LangfuseConfig,
+    /// `TABLE_NAME`: the ledger table, which also holds ingest's lease and cursor.
+    pub table_name: String,
+    /// `QUEUE_URL`: the meter queue.
+    pub queue_url: String,
+    /// `SETTLE_SECONDS` (default 900): usage younger than this is left for a later run.
+    pub settle: chrono::Duration,
+    /// `RESCAN_SECONDS` (default 86400): each run also re-reads this much before the
+    /// watermark, to find late observations (0 = no re-scan).
+    pub rescan: chrono::Duration,
+    /// `INGEST_START_LOOKBACK_SECONDS` (default 86400): how far back the very first run (no
+    /// watermark yet) starts.
+    pub start_lookback: chrono::Duration,
+    /// `LANGFUSE_REQUESTS_PER_MINUTE` (default 30): the request budget of one run. 30 fits
+    /// the smallest Langfuse Cloud plan (Hobby: 30/min on the public API); raise it on paid
+    /// plans (1000) or self-hosted (no limit).
+    pub requests_per_minute: u32,
+    /// `INGEST_TIME_BUDGET_MARGIN_SECONDS` (default 20): a run stops, checkpoints and releases
+    /// its lease this long before the Lambda's deadline.
+    pub time_budget_margin: chrono::Duration,
+    /// `INGEST_SEND_ATTEMPTS` (default 4): tries per SQS entry before it is reported failed.
+    pub send_attempts: u32,
+    /// `INGEST_LANGFUSE_ATTEMPTS` (default 4): tries per Langfuse page on 5xx or transport
+    /// errors (429s are waited out and not counted).
+    pub langfuse_attempts: u32,
+    /// `INGEST_PROGRESS_EVERY_PAGES` (default 10): a progress line every N pages.
+    pub progress_every_pages: u32,
+}
+
+impl IngestConfig {
+    /// Reads the ingest configuration from the process environment.
+    pub fn from_env() -> Result<IngestConfig> {
+        IngestConfig::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the ingest configuration through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<IngestConfig> {
+        let env = Env { lookup };
+        let api = match env.optional("LANGFUSE_API").as_deref() {
+            None | Some("v2") => LangfuseApi::V2,
+            Some("legacy") => LangfuseApi::Legacy,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "LANGFUSE_API={other:?} is not valid: expected v2 or legacy"
+                )));
+            }
+        };
+        let langfuse = LangfuseConfig {
+            base_url: env.url("LANGFUSE_BASE_URL", None)?,
+            public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
+            secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
+            api,
+            timeout: Duration::from_millis(env.parsed(
+                "LANGFUSE_TIMEOUT_MS",
+                10_000u64,
+                "milliseconds as a whole number",
+            )?),
+            score_enabled: false,
+        };
+        let seconds = |name: &str, default: i64, max: i64| -> Result<chrono::Duration> {
+            let v: i64 = env.parsed(name, default, "whole seconds")?;
+            if !(0..=max).contains(&v) {
+                return Err(Error::Config(format!(
+                    "{name}={v} is not valid: expected 0 to {max} seconds"
+                )));
+            }
+            Ok(chrono::Duration::seconds(v))
+        };
+        let count = |name: &str, default: u32, max: u32| -> Result<u32> {
+            let v: u32 = env.parsed(name, default, "a whole number")?;
+            if !(1..=max).contains(&v) {
+                return Err(Error::Config(format!(
+                    "{name}={v} is not valid: expected 1 to {max}"
+                )));
+            }
+            Ok(v)
+        };
+        Ok(IngestConfig {
+            langfuse,
+            table_name: env.required("TABLE_NAME")?,
+            queue_url: env.url("QUEUE_URL", None)?,
+            settle: seconds("SETTLE_SECONDS", 900, 7 * 86_400)?,
+            rescan: seconds("RESCAN_SECONDS", 86_400, 30 * 86_400)?,
+            start_lookback: seconds("INGEST_START_LOOKBACK_SECONDS", 86_400, 366 * 86_400)?,
+            requests_per_minute: count("LANGFUSE_REQUESTS_PER_MINUTE", 30, 1_000_000)?,
+            time_budget_margin: seconds("INGEST_TIME_BUDGET_MARGIN_SECONDS", 20, 600)?,
+            send_attempts: count("INGEST_SEND_ATTEMPTS", 4, 20)?,
+            langfuse_attempts: count("INGEST_LANGFUSE_ATTEMPTS", 4, 20)?,
+            progress_every_pages: count("INGEST_PROGRESS_EVERY_PAGES", 10, 1_000_000)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +585,67 @@ mod tests {
         assert!(is_loopback_host("[::1]"));
         assert!(!is_loopback_host("10.0.0.1"));
         assert!(!is_loopback_host("api.stripe.com"));
+    }
+}
+
+#[cfg(test)]
+mod ingest_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("LANGFUSE_BASE_URL", "http://127.0.0.1:3000"),
+            ("LANGFUSE_PUBLIC_KEY", "pk-lf-test"),
+            ("LANGFUSE_SECRET_KEY", "sk-lf-secret"),
+            ("TABLE_NAME", "ledger"),
+            ("QUEUE_URL", "http://127.0.0.1:5000/123456789012/meter"),
+        ])
+    }
+
+    fn load(vars: &HashMap<&'static str, &'static str>) -> Result<IngestConfig> {
+        IngestConfig::from_lookup(&|k| vars.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn ingest_defaults_need_no_stripe_settings() {
+        let cfg = load(&base()).expect("valid");
+        assert_eq!(cfg.settle, chrono::Duration::seconds(900));
+        assert_eq!(cfg.rescan, chrono::Duration::seconds(86_400));
+        assert_eq!(cfg.requests_per_minute, 30);
+        assert_eq!(cfg.time_budget_margin, chrono::Duration::seconds(20));
+        assert_eq!(cfg.langfuse.api, LangfuseApi::V2);
+        assert!(!format!("{cfg:?}").contains("sk-lf-secret"));
+    }
+
+    #[test]
+    fn ingest_missing_and_malformed_values_are_named() {
+        for name in [
+            "LANGFUSE_BASE_URL",
+            "LANGFUSE_PUBLIC_KEY",
+            "LANGFUSE_SECRET_KEY",
+            "TABLE_NAME",
+            "QUEUE_URL",
+        ] {
+            let mut vars = base();
+            vars.remove(name);
+            let err = load(&vars).expect_err(name).to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        for (name, value) in [
+            ("RESCAN_SECONDS", "a day"),
+            ("RESCAN_SECONDS", "-1"),
+            ("SETTLE_SECONDS", "x"),
+            ("LANGFUSE_REQUESTS_PER_MINUTE", "0"),
+            ("LANGFUSE_REQUESTS_PER_MINUTE", "lots"),
+            ("INGEST_TIME_BUDGET_MARGIN_SECONDS", "-3"),
+            ("INGEST_SEND_ATTEMPTS", "0"),
+            ("LANGFUSE_API", "v1"),
+        ] {
+            let mut vars = base();
+            vars.insert(name, value);
+            let err = load(&vars).expect_err(name).to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 }

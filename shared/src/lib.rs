@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod ports;
+pub mod ports_ingest;
 pub mod telemetry;
 
 pub use error::{Error, FailureReason, Result};

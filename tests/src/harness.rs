@@ -11,11 +11,15 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use process::{Crash, Deps, Faults, NoFaults};
 use std::collections::HashMap;
 use tracemeter::adapters::dynamo::DynamoLedger;
+use tracemeter::adapters::ingest_store::DynamoIngestStore;
 use tracemeter::adapters::langfuse::LangfuseClient;
+use tracemeter::adapters::langfuse_scan::LangfuseScanner;
 use tracemeter::adapters::sqs::SqsRedelivery;
+use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::OffsetClock;
-use tracemeter::config::Config;
+use tracemeter::config::{Config, IngestConfig};
+use tracemeter::ports_ingest::QueueSender;
 
 /// Langfuse public key used by the fakes.
 pub const LANGFUSE_PUBLIC_KEY: &str = "pk-lf-local-0000";
@@ -54,6 +58,51 @@ pub struct TestStack {
     pub esm: EventSourceMapping,
     /// The clock the handler sees.
     pub clock: OffsetClock,
+}
+
+/// The ingest function's real adapters, built as its `main` builds them.
+pub struct IngestRig {
+    /// Its configuration.
+    pub config: IngestConfig,
+    /// Lease, cursor, ledger coverage.
+    pub store: DynamoIngestStore,
+    /// The meter queue.
+    pub sqs: SqsSender,
+    /// Langfuse listing.
+    pub lister: LangfuseScanner,
+}
+
+impl IngestRig {
+    /// Runs the real ingest handler once, as the schedule would, sending to `queue`, with
+    /// `seconds` until the invocation's deadline.
+    pub async fn run_with(
+        &self,
+        stack: &TestStack,
+        queue: &dyn QueueSender,
+        seconds: i64,
+    ) -> std::result::Result<ingest::IngestSummary, tracemeter::Error> {
+        let deps = ingest::IngestDeps {
+            config: &self.config,
+            lister: &self.lister,
+            store: &self.store,
+            queue,
+            clock: &stack.clock,
+        };
+        let event = serde_json::json!({
+            "id": "local-schedule", "detail-type": "Scheduled Event", "source": "aws.events"
+        });
+        let deadline =
+            tracemeter::clock::Clock::now(&stack.clock) + chrono::Duration::seconds(seconds);
+        ingest::handle(&deps, &event, deadline).await
+    }
+
+    /// Runs the real ingest handler with the real SQS adapter and a 60 s deadline.
+    pub async fn run(
+        &self,
+        stack: &TestStack,
+    ) -> std::result::Result<ingest::IngestSummary, tracemeter::Error> {
+        self.run_with(stack, &self.sqs, 60).await
+    }
 }
 
 /// Options for a stack.
@@ -164,6 +213,27 @@ impl TestStack {
     ) -> Result<SqsBatchResponse, Crash> {
         let deadline = tracemeter::clock::Clock::now(&self.clock) + chrono::Duration::seconds(30);
         process::handle(&self.deps(faults), event, deadline).await
+    }
+
+    /// The ingest function's adapters for this stack, with its environment plus `vars`.
+    /// Unless `vars` says otherwise, Langfuse is not rate limited and a run stops 2 s before
+    /// its deadline.
+    pub fn ingest(&self, vars: &[(&str, &str)]) -> IngestRig {
+        let mut env = self.env.clone();
+        env.insert("LANGFUSE_REQUESTS_PER_MINUTE".into(), "100000".into());
+        env.insert("INGEST_TIME_BUDGET_MARGIN_SECONDS".into(), "2".into());
+        for (k, v) in vars {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = IngestConfig::from_lookup(&|k| env.get(k).cloned())
+            .unwrap_or_else(|e| panic!("ingest configuration: {e}"));
+        IngestRig {
+            store: DynamoIngestStore::new(self.ledger.client().clone(), &config.table_name),
+            sqs: SqsSender::new(self.sqs.clone(), &config.queue_url),
+            lister: LangfuseScanner::new(&config)
+                .unwrap_or_else(|e| panic!("Langfuse scanner: {e}")),
+            config,
+        }
     }
 
     /// Sends message bodies to the queue (10 per call).

@@ -45,6 +45,8 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "123456789012";
 /// Logical id of the function whose SQS event source the local runner plays.
 pub const PROCESS_FUNCTION: &str = "ProcessFunction";
+/// Logical id of the scheduled ingest function.
+pub const INGEST_FUNCTION: &str = "IngestFunction";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1459,27 +1461,38 @@ mod tests {
     fn local_env_file_covers_the_template_variables() {
         let text = std::fs::read_to_string(repo_root().join("env.local.json")).unwrap();
         let file: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let vars = file["Parameters"].as_object().unwrap();
-        let env = Template::load()
-            .unwrap()
-            .function_env(PROCESS_FUNCTION)
-            .unwrap();
-        // `sam local invoke --env-vars` only overrides variables the template declares.
-        for name in vars.keys() {
-            assert!(
-                env.contains_key(name),
-                "{name} is not declared in template.yaml"
-            );
-        }
-        for name in env.keys() {
-            assert!(vars.contains_key(name), "env.local.json misses {name}");
-        }
-        for (name, value) in vars {
-            let value = value.as_str().unwrap();
-            if value.starts_with("http") {
-                assert!(value.starts_with("http://127.0.0.1:"), "{name}={value}");
+        let template = Template::load().unwrap();
+        for function in [PROCESS_FUNCTION, INGEST_FUNCTION] {
+            let vars = file[function]
+                .as_object()
+                .unwrap_or_else(|| panic!("env.local.json has no {function} section"));
+            let env = template.function_env(function).unwrap();
+            // `sam local invoke --env-vars` only overrides variables the template declares.
+            for name in vars.keys() {
+                assert!(
+                    env.contains_key(name),
+                    "{function}: {name} is not declared in template.yaml"
+                );
+            }
+            for name in env.keys() {
+                assert!(
+                    vars.contains_key(name),
+                    "env.local.json's {function} misses {name}"
+                );
+            }
+            for (name, value) in vars {
+                let value = value.as_str().unwrap();
+                if value.starts_with("http") {
+                    assert!(value.starts_with("http://127.0.0.1:"), "{name}={value}");
+                }
             }
         }
+        // Only the process function holds the Stripe key.
+        let ingest = template.function_env(INGEST_FUNCTION).unwrap();
+        assert!(
+            !ingest.keys().any(|k| k.starts_with("STRIPE_")),
+            "{ingest:?}"
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Summary {
     pub fn render(
         &self,
         seeded: &Seeded,
+        ingest: &ingest::IngestSummary,
         batches: usize,
         processing_secs: f64,
         total_secs: f64,
@@ -153,11 +154,23 @@ impl Summary {
             seeded.settling, self.queued
         );
         let _ = writeln!(s, "dead-letter queue depth: {}", self.dlq);
-        let n = seeded.settled.len() as f64;
+        let _ = writeln!(
+            s,
+            "ingest ({}): {:?}, {} Langfuse requests ({} rate-limited), {} traces found, {} enqueued, {} skipped, {} ms",
+            ingest.api,
+            ingest.outcome,
+            ingest.requests,
+            ingest.rate_limited,
+            ingest.traces_found,
+            ingest.enqueued,
+            ingest.skipped_covered + ingest.skipped_operator + ingest.skipped_repeat,
+            ingest.elapsed_ms
+        );
+        let n = ingest.enqueued as f64;
         let _ = writeln!(
             s,
             "throughput: {} messages in {batches} batches, {:.1} s processing ({:.0} traces/s); total run {:.1} s",
-            seeded.settled.len(),
+            ingest.enqueued,
             processing_secs,
             if processing_secs > 0.0 {
                 n / processing_secs

@@ -2,6 +2,8 @@
 
 pub mod dynamo;
 pub mod http;
+pub mod ingest_store;
 pub mod langfuse;
+pub mod langfuse_scan;
 pub mod sqs;
 pub mod stripe;

@@ -75,3 +75,77 @@ impl Redelivery for SqsRedelivery {
         }
     }
 }
+
+/// Sends meter messages with `SendMessageBatch` (ingest).
+#[derive(Debug, Clone)]
+pub struct SqsSender {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsSender {
+    /// For one queue.
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> SqsSender {
+        SqsSender {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::ports_ingest::QueueSender for SqsSender {
+    async fn send_batch(
+        &self,
+        messages: &[crate::ports_ingest::OutgoingMessage],
+    ) -> Result<Vec<crate::ports_ingest::SendFailure>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        if messages.len() > 10 {
+            return Err(Error::transient(
+                "sqs",
+                format!(
+                    "SendMessageBatch takes at most 10 entries, got {}",
+                    messages.len()
+                ),
+            ));
+        }
+        let entries = messages
+            .iter()
+            .map(|m| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(&m.id)
+                    .message_body(&m.body)
+                    .build()
+                    .map_err(|e| Error::transient("sqs", e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::transient(
+                    "sqs",
+                    format!(
+                        "SendMessageBatch: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| crate::ports_ingest::SendFailure {
+                id: f.id().to_string(),
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+                sender_fault: f.sender_fault(),
+            })
+            .collect())
+    }
+}

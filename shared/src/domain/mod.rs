@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod credits;
 pub mod customer;
+pub mod ingest;
 pub mod ledger;
 pub mod message;
 pub mod usage;

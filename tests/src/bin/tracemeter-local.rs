@@ -1,6 +1,6 @@
 //! `make run`: the whole pipeline on the local stack with a sample workload, then a billing
 //! summary. Starts moto (project venv) and the Langfuse and Stripe fakes on loopback, creates
-//! the resources of template.yaml, seeds traces, enqueues the settled ones as ingest would,
+//! the resources of template.yaml, seeds traces, runs the ingest handler as the schedule would,
 //! drives the processing function from the queue as the SQS event source mapping does, and
 //! prints what was billed. Everything it starts stops when it exits.
 
@@ -32,28 +32,37 @@ async fn main() -> Result<()> {
     eprintln!("[2/5] seeding {traces} sample traces, budgets and user mappings...");
     let seeded = workload::seed(&stack, traces, 7).await?;
     eprintln!(
-        "[3/5] enqueueing {} settled traces (ingest's job; {} still settling)...",
+        "[3/5] running the ingest function as the schedule would ({} settled, {} still settling)...",
         seeded.settled.len(),
         seeded.settling
     );
-    stack
-        .send_traces(
-            &seeded
-                .settled
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .await?;
+    // The first run reaches back 41 days so that the sample's too-old usage is found (and
+    // then refused by the processor, as Stripe would refuse it).
+    let ingest = stack.ingest(&[
+        ("LANGFUSE_REQUESTS_PER_MINUTE", "1000"),
+        ("INGEST_START_LOOKBACK_SECONDS", &(41 * 86_400).to_string()),
+    ]);
+    let run = ingest.run_with(&stack, &ingest.sqs, 270).await?;
+    eprintln!(
+        "      ingest: {:?}, {} Langfuse requests, {} traces found, {} enqueued, {} ms",
+        run.outcome, run.requests, run.traces_found, run.enqueued, run.elapsed_ms
+    );
+    if run.enqueued != seeded.settled.len() as u64 {
+        anyhow::bail!(
+            "ingest enqueued {} traces but {} settled traces were seeded",
+            run.enqueued,
+            seeded.settled.len()
+        );
+    }
     eprintln!("[4/5] processing the queue as the SQS event source mapping does...");
     let processing = Instant::now();
-    let polls = workload::drain_concurrently(&stack, 5, seeded.settled.len()).await?;
+    let polls = workload::drain_concurrently(&stack, 5, run.enqueued as usize).await?;
     let secs = processing.elapsed().as_secs_f64();
     eprintln!("[5/5] reading the ledger, budgets and Stripe's received events...");
     let report = summary::collect(&stack).await?;
     println!(
         "{}",
-        report.render(&seeded, polls, secs, started.elapsed().as_secs_f64())
+        report.render(&seeded, &run, polls, secs, started.elapsed().as_secs_f64())
     );
     if !report.consistent() {
         anyhow::bail!("the summary is inconsistent: Stripe, ledger and budget totals differ");

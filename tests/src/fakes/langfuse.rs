@@ -459,6 +459,12 @@ impl LangfuseFake {
         lock(&self.state).rate.set_limit(per_minute);
     }
 
+    /// Limits authenticated API requests to `limit` per fixed `window` (shorter than a minute
+    /// keeps rate-limit tests fast; `Retry-After` and `X-RateLimit-Reset` follow the window).
+    pub fn set_rate_limit_window(&self, limit: Option<u32>, window: Duration) {
+        lock(&self.state).rate.set_limit_per(limit, window);
+    }
+
     /// The next `n` requests to a known route are answered with `status` and a JSON error body
     /// (before auth and rate limiting; a 429 carries `Retry-After: 1`).
     pub fn fail_next(&self, n: usize, status: u16) {

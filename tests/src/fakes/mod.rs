@@ -345,6 +345,12 @@ impl FixedWindow {
         self.count = 0;
     }
 
+    /// Sets the limit per `window` and starts a fresh window.
+    pub(crate) fn set_limit_per(&mut self, limit: Option<u32>, window: Duration) {
+        self.window = window;
+        self.set_limit(limit);
+    }
+
     /// Counts one request and says whether it may proceed.
     pub(crate) fn check(&mut self) -> RateDecision {
         let Some(limit) = self.limit else {

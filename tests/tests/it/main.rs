@@ -3,4 +3,5 @@
 
 mod binary;
 mod common;
+mod ingest;
 mod process;

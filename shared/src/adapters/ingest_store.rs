@@ -1,0 +1,306 @@
+//! Ingest's items in the ledger table and the ledger coverage look-up.
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | lease | `INGEST#<api>` | `LEASE` | `owner`, `lease_until` (ms), `expires_at` (s, TTL) |
+//! | cursor | `INGEST#<api>` | `CURSOR` | `watermark` (ms); mid-scan `scan_from`, `scan_to`, `position` (ms) |
+//!
+//! The lease is a conditional put (`attribute_not_exists(pk) OR lease_until < :now`), so two
+//! runs never both work; it is released with a delete conditional on the owner.
+
+use super::dynamo::{get_s, n, s, trace_key};
+use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan};
+use crate::domain::ledger::LedgerState;
+use crate::domain::usage::decimal_from_f64;
+use crate::error::{Error, Result};
+use crate::ports_ingest::IngestStore;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+const SERVICE: &str = "dynamodb";
+/// Keys per `BatchGetItem` call (the API maximum).
+pub const BATCH_GET_KEYS: usize = 100;
+/// Rounds of `UnprocessedKeys` retries before giving up.
+const UNPROCESSED_ROUNDS: u32 = 8;
+/// The lease item stays in the table this long after its lease ends (TTL cleans it up).
+const LEASE_TTL_GRACE_SECONDS: i64 = 86_400;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Key of ingest's lease.
+pub fn lease_key(api: &str) -> (String, String) {
+    (format!("INGEST#{api}"), "LEASE".to_string())
+}
+/// Key of ingest's cursor.
+pub fn cursor_key(api: &str) -> (String, String) {
+    (format!("INGEST#{api}"), "CURSOR".to_string())
+}
+
+fn key_item((pk, sk): (String, String)) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+fn ms(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp_millis())
+}
+fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+}
+fn get_decimal(item: &Item, name: &str) -> Option<Decimal> {
+    let raw = item.get(name)?.as_n().ok()?;
+    Decimal::from_str(raw)
+        .ok()
+        .or_else(|| Decimal::from_scientific(raw).ok())
+        .or_else(|| raw.parse::<f64>().ok().and_then(decimal_from_f64))
+}
+fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> Error
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Error::transient(SERVICE, format!("{op}: {}", DisplayErrorContext(e)))
+}
+
+/// Ingest's lease, cursor and ledger look-ups in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoIngestStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoIngestStore {
+    /// For one table.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> DynamoIngestStore {
+        DynamoIngestStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .projection_expression("#pk, #state, #lo, #cost, #lat")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#lo", "last_observation_at")
+            .expression_attribute_names("#cost", "cost_usd")
+            .expression_attribute_names("#lat", "latency_s")
+            .build()
+            .map_err(|e| Error::transient(SERVICE, format!("BatchGetItem request: {e}")))?;
+        for round in 0..=UNPROCESSED_ROUNDS {
+            let result = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", &e))?;
+            if let Some(mut responses) = result.responses
+                && let Some(items) = responses.remove(&self.table)
+            {
+                out.extend(items);
+            }
+            match result
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty())
+            {
+                None => return Ok(out),
+                Some(unprocessed) => {
+                    tracing::info!(
+                        unprocessed = unprocessed.keys().len(),
+                        round,
+                        "BatchGetItem returned unprocessed keys; retrying them"
+                    );
+                    request = unprocessed;
+                    let backoff = 50u64.saturating_mul(1 << round.min(6));
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+            }
+        }
+        Err(Error::transient(
+            SERVICE,
+            format!(
+                "BatchGetItem: keys still unprocessed after {UNPROCESSED_ROUNDS} retries (throttled)"
+            ),
+        ))
+    }
+}
+
+#[async_trait]
+impl IngestStore for DynamoIngestStore {
+    async fn acquire_lease(
+        &self,
+        api: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut item = key_item(lease_key(api));
+        item.insert("owner".into(), s(owner));
+        item.insert("lease_until".into(), ms(lease_until));
+        item.insert(
+            "expires_at".into(),
+            n(lease_until.timestamp() + LEASE_TTL_GRACE_SECONDS),
+        );
+        item.insert("acquired_at".into(), ms(now));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #lease_until < :now")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#lease_until", "lease_until")
+            .expression_attribute_values(":now", ms(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("PutItem (lease)", &e)),
+        }
+    }
+
+    async fn release_lease(&self, api: &str, owner: &str) -> Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(lease_key(api))))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                tracing::warn!(api, owner, "lease was no longer ours at release");
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("DeleteItem (lease)", &e)),
+        }
+    }
+
+    async fn load_cursor(&self, api: &str) -> Result<IngestCursor> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(cursor_key(api))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem (cursor)", &e))?;
+        let Some(item) = out.item else {
+            return Ok(IngestCursor::default());
+        };
+        let pending = match (
+            get_time(&item, "scan_from"),
+            get_time(&item, "scan_to"),
+            get_time(&item, "position"),
+        ) {
+            (Some(from), Some(to), Some(position)) => Some(PendingScan { from, to, position }),
+            _ => None,
+        };
+        Ok(IngestCursor {
+            watermark: get_time(&item, "watermark"),
+            pending,
+        })
+    }
+
+    async fn save_cursor(
+        &self,
+        api: &str,
+        cursor: &IngestCursor,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut item = key_item(cursor_key(api));
+        if let Some(w) = cursor.watermark {
+            item.insert("watermark".into(), ms(w));
+        }
+        if let Some(p) = cursor.pending {
+            item.insert("scan_from".into(), ms(p.from));
+            item.insert("scan_to".into(), ms(p.to));
+            item.insert("position".into(), ms(p.position));
+        }
+        item.insert("updated_at".into(), ms(now));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem (cursor)", &e))?;
+        Ok(())
+    }
+
+    async fn coverage(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerCoverage>> {
+        let mut out = HashMap::new();
+        let mut unique: Vec<&String> = trace_ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(BATCH_GET_KEYS) {
+            let keys = chunk.iter().map(|id| key_item(trace_key(id))).collect();
+            for item in self.batch_get(keys).await? {
+                let Some(id) = get_s(&item, "pk").and_then(|pk| pk.strip_prefix("TRACE#")) else {
+                    continue;
+                };
+                out.insert(
+                    id.to_string(),
+                    LedgerCoverage {
+                        state: get_s(&item, "state").and_then(LedgerState::parse),
+                        last_observation_at: get_time(&item, "last_observation_at"),
+                        cost_usd: get_decimal(&item, "cost_usd"),
+                        latency_seconds: get_decimal(&item, "latency_s"),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_numbers() {
+        assert_eq!(lease_key("v2"), ("INGEST#v2".into(), "LEASE".into()));
+        assert_eq!(
+            cursor_key("legacy"),
+            ("INGEST#legacy".into(), "CURSOR".into())
+        );
+        let item: Item = HashMap::from([
+            ("a".to_string(), n("0.0116")),
+            ("b".to_string(), n("1E-7")),
+            ("t".to_string(), n(1_800_000_000_123i64)),
+        ]);
+        assert_eq!(get_decimal(&item, "a"), Decimal::from_str("0.0116").ok());
+        assert_eq!(get_decimal(&item, "b"), Decimal::from_str("0.0000001").ok());
+        assert_eq!(
+            get_time(&item, "t").map(|t| t.timestamp_millis()),
+            Some(1_800_000_000_123)
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! Ingest rules: which time range a run scans, and whether a trace seen in Langfuse is
+//! already covered by its ledger entry. Plain data, no SDK types.
+//!
+//! A run scans `[start, end)` where `end = now - settle` and `start` is the watermark moved
+//! back by the trailing re-scan (`min(watermark, end - rescan)`), so late observations of
+//! already scanned traces are found again; the ledger makes that harmless. A scan that is cut
+//! off is saved as a [`PendingScan`] and the next run resumes it before planning a new one.
+
+use crate::domain::ledger::LedgerState;
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+
+/// A scan range still being worked on, with the position reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingScan {
+    /// Inclusive lower bound.
+    pub from: DateTime<Utc>,
+    /// Exclusive upper bound.
+    pub to: DateTime<Utc>,
+    /// How far the scan got. v2 (newest first): what is left is `[from, position)`.
+    /// Legacy (oldest first): what is left is `[position, to)`.
+    pub position: DateTime<Utc>,
+}
+
+/// Ingest's cursor item: the watermark and, mid-scan, the resume position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IngestCursor {
+    /// Everything before this was scanned at least once. `None` before the first run.
+    pub watermark: Option<DateTime<Utc>>,
+    /// A scan that was cut off.
+    pub pending: Option<PendingScan>,
+}
+
+/// The scan a run performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanPlan {
+    /// The scan (new or resumed) with its start position.
+    pub scan: PendingScan,
+    /// True when resuming a scan that an earlier run started.
+    pub resumed: bool,
+}
+
+/// Direction in which an API generation walks a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// v2 observations: newest first.
+    NewestFirst,
+    /// Legacy traces, `orderBy=timestamp.asc`: oldest first.
+    OldestFirst,
+}
+
+/// How far back a run reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Usage younger than this is not scanned yet.
+    pub settle: Duration,
+    /// Trailing re-scan before the watermark.
+    pub rescan: Duration,
+    /// Where the very first run (no watermark yet) starts, before `now - settle`.
+    pub start_lookback: Duration,
+}
+
+/// Plans the next scan: resume the pending one, else `[min(watermark, end - rescan), end)`
+/// with `end = now - settle` (the first run starts at `end - max(rescan, start_lookback)`).
+/// `None` when there is nothing to scan yet.
+pub fn plan_scan(
+    cursor: &IngestCursor,
+    now: DateTime<Utc>,
+    reach: Reach,
+    direction: Direction,
+) -> Option<ScanPlan> {
+    let Reach {
+        settle,
+        rescan,
+        start_lookback,
+    } = reach;
+    if let Some(p) = cursor.pending
+        && p.from < p.to
+    {
+        return Some(ScanPlan {
+            scan: p,
+            resumed: true,
+        });
+    }
+    let end = truncate_ms(now - settle);
+    let rescan_start = end - rescan;
+    let start = match cursor.watermark {
+        Some(w) => w.min(rescan_start),
+        None => rescan_start.min(end - start_lookback),
+    };
+    if start >= end {
+        return None;
+    }
+    let position = match direction {
+        Direction::NewestFirst => end,
+        Direction::OldestFirst => start,
+    };
+    Some(ScanPlan {
+        scan: PendingScan {
+            from: start,
+            to: end,
+            position,
+        },
+        resumed: false,
+    })
+}
+
+/// Drops sub-millisecond precision (Langfuse and the cursor item keep milliseconds).
+pub fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// What the ledger remembers of a trace, as far as ingest needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerCoverage {
+    /// The entry's state; `None` when the stored state is unknown.
+    pub state: Option<LedgerState>,
+    /// Newest observation start included in what was billed.
+    pub last_observation_at: Option<DateTime<Utc>>,
+    /// Langfuse model cost (USD) as seen when billed.
+    pub cost_usd: Option<Decimal>,
+    /// Latency (s) as seen when billed.
+    pub latency_seconds: Option<Decimal>,
+}
+
+/// The usage a scan saw for one trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeenUsage {
+    /// v2: the newest observation start seen for the trace in this scan.
+    V2 {
+        /// Newest observation start.
+        newest_observation: DateTime<Utc>,
+    },
+    /// Legacy: the listed `totalCost` and `latency`; `None` when Langfuse sent -1 (unknown).
+    Legacy {
+        /// Total cost in USD.
+        cost_usd: Option<Decimal>,
+        /// Latency in seconds.
+        latency_seconds: Option<Decimal>,
+    },
+}
+
+/// Why a trace is not enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The ledger already covers the usage seen.
+    Covered,
+    /// The entry is failed or ambiguous: an operator replays it.
+    LeftForOperator,
+}
+
+/// The skip rule: skip failed and ambiguous entries (an operator replays those) and entries
+/// claimed, metered or capped whose recorded usage covers what was just seen. Everything
+/// else (no entry, unknown state, new usage, unknown figures) is enqueued.
+pub fn skip(ledger: Option<&LedgerCoverage>, seen: &SeenUsage) -> Option<Skip> {
+    let entry = ledger?;
+    match entry.state? {
+        LedgerState::Failed | LedgerState::Ambiguous => Some(Skip::LeftForOperator),
+        LedgerState::Claimed | LedgerState::Metered | LedgerState::Capped => {
+            let covered = match seen {
+                SeenUsage::V2 { newest_observation } => entry
+                    .last_observation_at
+                    .is_some_and(|billed| billed >= *newest_observation),
+                SeenUsage::Legacy {
+                    cost_usd,
+                    latency_seconds,
+                } => match (
+                    cost_usd,
+                    latency_seconds,
+                    entry.cost_usd,
+                    entry.latency_seconds,
+                ) {
+                    (Some(cost), Some(latency), Some(billed_cost), Some(billed_latency)) => {
+                        billed_cost >= *cost && billed_latency >= *latency
+                    }
+                    _ => false,
+                },
+            };
+            covered.then_some(Skip::Covered)
+        }
+    }
+}
+
+/// Requests per second, for progress lines.
+pub fn rate_per_second(count: u64, elapsed: std::time::Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    ((count as f64 / secs) * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
+    }
+    fn reach(settle: i64, rescan: i64, start_lookback: i64) -> Reach {
+        Reach {
+            settle: Duration::seconds(settle),
+            rescan: Duration::seconds(rescan),
+            start_lookback: Duration::seconds(start_lookback),
+        }
+    }
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("decimal")
+    }
+
+    #[test]
+    fn first_run_scans_the_rescan_window_before_settle() {
+        let plan = plan_scan(
+            &IngestCursor::default(),
+            t(10_000),
+            reach(900, 3600, 0),
+            Direction::NewestFirst,
+        )
+        .expect("plan");
+        assert_eq!(plan.scan.from, t(10_000 - 900 - 3600));
+        assert_eq!(plan.scan.to, t(10_000 - 900));
+        assert_eq!(
+            plan.scan.position, plan.scan.to,
+            "newest first starts at the end"
+        );
+        assert!(!plan.resumed);
+        // Without re-scan, the first run reaches back by the start lookback.
+        let first = plan_scan(
+            &IngestCursor::default(),
+            t(10_000),
+            reach(900, 0, 5_000),
+            Direction::OldestFirst,
+        )
+        .expect("plan");
+        assert_eq!(first.scan.from, t(10_000 - 900 - 5_000));
+        assert_eq!(
+            first.scan.position, first.scan.from,
+            "oldest first starts at the start"
+        );
+    }
+
+    #[test]
+    fn later_runs_start_at_the_older_of_watermark_and_rescan() {
+        let cursor = IngestCursor {
+            watermark: Some(t(5_000)),
+            pending: None,
+        };
+        let plan = |rescan: i64| {
+            plan_scan(
+                &cursor,
+                t(10_000),
+                reach(1000, rescan, 0),
+                Direction::OldestFirst,
+            )
+        };
+        // A long outage: the watermark is older than the re-scan window.
+        let p = plan(0).expect("plan");
+        assert_eq!(
+            (p.scan.from, p.scan.to, p.scan.position),
+            (t(5_000), t(9_000), t(5_000))
+        );
+        // Re-scan reaches further back than the watermark.
+        assert_eq!(plan(6_000).expect("plan").scan.from, t(3_000));
+        // Nothing new and no re-scan: nothing to do.
+        let caught_up = IngestCursor {
+            watermark: Some(t(9_000)),
+            pending: None,
+        };
+        assert!(
+            plan_scan(
+                &caught_up,
+                t(10_000),
+                reach(1000, 0, 0),
+                Direction::OldestFirst
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_pending_scan_is_resumed_first() {
+        let pending = PendingScan {
+            from: t(1),
+            to: t(100),
+            position: t(50),
+        };
+        let cursor = IngestCursor {
+            watermark: Some(t(0)),
+            pending: Some(pending),
+        };
+        let plan = plan_scan(
+            &cursor,
+            t(10_000),
+            reach(60, 60, 60),
+            Direction::NewestFirst,
+        )
+        .expect("plan");
+        assert!(plan.resumed);
+        assert_eq!(plan.scan, pending);
+    }
+
+    fn entry(state: LedgerState) -> LedgerCoverage {
+        LedgerCoverage {
+            state: Some(state),
+            last_observation_at: Some(t(10)),
+            cost_usd: Some(d("0.01")),
+            latency_seconds: Some(d("2")),
+        }
+    }
+
+    #[test]
+    fn v2_skip_rule() {
+        let seen = |s| SeenUsage::V2 {
+            newest_observation: t(s),
+        };
+        assert_eq!(skip(None, &seen(10)), None, "no entry: enqueue");
+        for state in [
+            LedgerState::Claimed,
+            LedgerState::Metered,
+            LedgerState::Capped,
+        ] {
+            assert_eq!(skip(Some(&entry(state)), &seen(10)), Some(Skip::Covered));
+            assert_eq!(skip(Some(&entry(state)), &seen(9)), Some(Skip::Covered));
+            assert_eq!(
+                skip(Some(&entry(state)), &seen(11)),
+                None,
+                "late observation"
+            );
+        }
+        for state in [LedgerState::Failed, LedgerState::Ambiguous] {
+            assert_eq!(
+                skip(Some(&entry(state)), &seen(99)),
+                Some(Skip::LeftForOperator)
+            );
+        }
+        let mut no_time = entry(LedgerState::Metered);
+        no_time.last_observation_at = None;
+        assert_eq!(skip(Some(&no_time), &seen(1)), None);
+        let mut unknown = entry(LedgerState::Metered);
+        unknown.state = None;
+        assert_eq!(skip(Some(&unknown), &seen(1)), None);
+    }
+
+    #[test]
+    fn legacy_skip_rule() {
+        let seen = |c: &str, l: &str| SeenUsage::Legacy {
+            cost_usd: Some(d(c)),
+            latency_seconds: Some(d(l)),
+        };
+        let e = entry(LedgerState::Metered);
+        assert_eq!(skip(Some(&e), &seen("0.01", "2")), Some(Skip::Covered));
+        assert_eq!(skip(Some(&e), &seen("0.010", "1.5")), Some(Skip::Covered));
+        assert_eq!(skip(Some(&e), &seen("0.0100001", "2")), None, "more cost");
+        assert_eq!(skip(Some(&e), &seen("0.01", "2.001")), None, "more latency");
+        let unknown = SeenUsage::Legacy {
+            cost_usd: None,
+            latency_seconds: Some(d("1")),
+        };
+        assert_eq!(skip(Some(&e), &unknown), None, "-1 metrics: enqueue");
+    }
+
+    #[test]
+    fn rates_are_rounded() {
+        assert_eq!(rate_per_second(10, std::time::Duration::from_secs(4)), 2.5);
+        assert_eq!(rate_per_second(10, std::time::Duration::ZERO), 0.0);
+    }
+}
