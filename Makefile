@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate run build
+.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -25,9 +25,35 @@ validate:
 run: venv
 	dev/run.sh
 
-## build: release binaries for Lambda (provided.al2023, arm64) with cargo-lambda + zig
+## build: release bootstraps of both functions with cargo-lambda + zig (target/lambda/*/bootstrap).
+##   ARCH=arm64 (default, what template.yaml deploys) needs `rustup target add aarch64-unknown-linux-gnu`;
+##   ARCH=x86_64 builds for this machine (local invoke, or deploy with the same ARCH).
+ARCH ?= arm64
 build: venv
-	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || { \
-	  echo "make build: the Rust target aarch64-unknown-linux-gnu is not installed;" \
-	       "run: rustup target add aarch64-unknown-linux-gnu" >&2; exit 1; }
-	. dev/aws-env.sh && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64
+	dev/lambda.sh build $(ARCH)
+
+## serve: keep the local stack up (moto, fakes, seeded fixture traces) for watch/invoke; Ctrl-C stops it
+serve:
+	dev/serve.sh
+
+## watch: `cargo lambda watch` on 127.0.0.1:9000 with the environment `make serve` wrote
+watch: venv
+	dev/lambda.sh watch
+
+## invoke: FN=ingest|process EVENT=events/... (defaults: ingest, events/scheduled.json)
+FN ?= ingest
+EVENT ?= $(if $(filter process,$(FN)),events/sqs-batch.json,events/scheduled.json)
+invoke: venv
+	dev/lambda.sh invoke $(FN) $(EVENT)
+
+## lambda-check: serve + watch + invoke of both functions with the events/ fixtures, checked (part of make test)
+lambda-check:
+	dev/lambda-check.sh
+
+## sam-build: `sam build` (cargo-lambda) for ARCH, offline
+sam-build: venv
+	dev/lambda.sh sam-build $(ARCH)
+
+## deploy: `sam build` + `sam deploy --guided` for ARCH (needs AWS credentials: the only target that leaves loopback)
+deploy: venv
+	dev/lambda.sh deploy $(ARCH)

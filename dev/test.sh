@@ -16,4 +16,7 @@ trap 'status=$?; if [ $status -ne 0 ]; then echo "dev/test.sh: FAILED (exit $sta
 echo "+ cargo test --workspace"
 cargo test --workspace
 
-echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace)"
+echo "+ dev/lambda-check.sh (cargo lambda watch + invoke of both functions on the local stack)"
+"$repo/dev/lambda-check.sh"
+
+echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace, cargo lambda invoke)"

@@ -44,3 +44,43 @@ impl Clock for OffsetClock {
         Utc::now() + offset
     }
 }
+
+/// The invocation deadline from the Runtime API's `Lambda-Runtime-Deadline-Ms` (Unix epoch
+/// milliseconds). Local emulators do not all follow that: `cargo lambda watch` sends the
+/// timeout itself (e.g. 600000). A value before 2001-09-09 (10^12 ms) is read as a duration
+/// from `now`; a value that cannot be a time at all gives `now + 60 s`.
+pub fn invocation_deadline(deadline_ms: u64, now: DateTime<Utc>) -> DateTime<Utc> {
+    const EPOCH_FLOOR_MS: u64 = 1_000_000_000_000;
+    if deadline_ms < EPOCH_FLOOR_MS {
+        return now + chrono::Duration::milliseconds(deadline_ms as i64);
+    }
+    i64::try_from(deadline_ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_else(|| now + chrono::Duration::seconds(60))
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn epoch_deadlines_are_taken_as_they_are() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let d = invocation_deadline(1_800_000_030_000, now);
+        assert_eq!(d - now, chrono::Duration::seconds(30));
+    }
+
+    #[test]
+    fn a_duration_from_a_local_emulator_counts_from_now() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        assert_eq!(
+            invocation_deadline(600_000, now) - now,
+            chrono::Duration::minutes(10)
+        );
+        assert_eq!(
+            invocation_deadline(u64::MAX, now) - now,
+            chrono::Duration::seconds(60)
+        );
+    }
+}

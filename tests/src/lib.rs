@@ -5,6 +5,7 @@
 pub mod esm;
 pub mod fakes;
 pub mod harness;
+pub mod local;
 pub mod runtime_api;
 pub mod stack;
 pub mod summary;

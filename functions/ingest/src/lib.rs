@@ -270,6 +270,7 @@ async fn run(
         to = %plan.scan.to,
         position = %plan.scan.position,
         resumed = plan.resumed,
+        deadline = %deadline,
         time_budget_ms = left.as_millis() as u64,
         "ingest scan starting"
     );

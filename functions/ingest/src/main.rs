@@ -1,6 +1,6 @@
 //! The ingest Lambda's entry point: wiring only.
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use ingest::{IngestDeps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
@@ -27,10 +27,8 @@ async fn main() -> Result<(), Error> {
     let deps = &deps;
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let deadline = Utc
-                .timestamp_millis_opt(i64::try_from(event.context.deadline).unwrap_or(i64::MAX))
-                .single()
-                .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(60));
+            let deadline =
+                tracemeter::clock::invocation_deadline(event.context.deadline, Utc::now());
             handle(deps, &event.payload, deadline)
                 .await
                 .map_err(Error::from)

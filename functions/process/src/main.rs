@@ -1,7 +1,7 @@
 //! The processing Lambda's entry point: wiring only.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, NoFaults, handle};
 use tracemeter::adapters::{
@@ -30,10 +30,7 @@ async fn main() -> Result<(), Error> {
     };
     let deps = &deps;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = Utc
-            .timestamp_millis_opt(i64::try_from(event.context.deadline).unwrap_or(i64::MAX))
-            .single()
-            .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(30));
+        let deadline = tracemeter::clock::invocation_deadline(event.context.deadline, Utc::now());
         handle(deps, event.payload, deadline)
             .await
             .map_err(Error::from)
