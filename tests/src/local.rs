@@ -173,7 +173,12 @@ pub async fn run(traces: usize) -> Result<()> {
         ("INGEST_START_LOOKBACK_SECONDS", &lookback),
         ("INGEST_TIME_BUDGET_MARGIN_SECONDS", "20"),
     ]);
-    let ingested = ingest.run_with(&stack, &ingest.sqs, 900).await?;
+    let progress = Progress {
+        inner: &ingest.sqs,
+        sent: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let ingested = ingest.run_with(&stack, &progress, 900).await?;
+    eprintln!();
     eprintln!(
         "      ingest: {:?}, {} Langfuse requests, {} traces found, {} enqueued, {} ms",
         ingested.outcome,
@@ -210,6 +215,28 @@ pub async fn run(traces: usize) -> Result<()> {
         bail!("the summary is inconsistent: Stripe, ledger and budget totals differ");
     }
     Ok(())
+}
+
+/// The real SQS sender, printing how many messages went out (ingest's longest step on moto).
+struct Progress<'a> {
+    inner: &'a dyn tracemeter::ports_ingest::QueueSender,
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tracemeter::ports_ingest::QueueSender for Progress<'_> {
+    async fn send_batch(
+        &self,
+        messages: &[tracemeter::ports_ingest::OutgoingMessage],
+    ) -> tracemeter::Result<Vec<tracemeter::ports_ingest::SendFailure>> {
+        let failed = self.inner.send_batch(messages).await?;
+        let n = messages.len() - failed.len();
+        let before = self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if (before + n) / 250 > before / 250 {
+            eprint!("\r      {} trace ids enqueued", before + n);
+        }
+        Ok(failed)
+    }
 }
 
 /// The trace ids that `events/sqs-batch.json` and `events/sqs-duplicate.json` name.
