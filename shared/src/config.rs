@@ -244,6 +244,31 @@ fn thresholds(env: &Env<'_>, name: &str) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// The Langfuse variables, shared by both functions (`scores`: read `LANGFUSE_SCORE_ENABLED`).
+fn langfuse_config(env: &Env<'_>, scores: bool) -> Result<LangfuseConfig> {
+    let api = match env.optional("LANGFUSE_API").as_deref() {
+        None | Some("v2") => LangfuseApi::V2,
+        Some("legacy") => LangfuseApi::Legacy,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "LANGFUSE_API={other:?} is not valid: expected v2 or legacy"
+            )));
+        }
+    };
+    Ok(LangfuseConfig {
+        base_url: env.url("LANGFUSE_BASE_URL", None)?,
+        public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
+        secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
+        api,
+        timeout: Duration::from_millis(env.parsed(
+            "LANGFUSE_TIMEOUT_MS",
+            10_000u64,
+            "milliseconds as a whole number",
+        )?),
+        score_enabled: scores && env.parsed("LANGFUSE_SCORE_ENABLED", false, "true or false")?,
+    })
+}
+
 impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config> {
@@ -253,27 +278,7 @@ impl Config {
     /// Reads the configuration through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let env = Env { lookup };
-        let api = match env.optional("LANGFUSE_API").as_deref() {
-            None | Some("v2") => LangfuseApi::V2,
-            Some("legacy") => LangfuseApi::Legacy,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "LANGFUSE_API={other:?} is not valid: expected v2 or legacy"
-                )));
-            }
-        };
-        let langfuse = LangfuseConfig {
-            base_url: env.url("LANGFUSE_BASE_URL", None)?,
-            public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
-            secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
-            api,
-            timeout: Duration::from_millis(env.parsed(
-                "LANGFUSE_TIMEOUT_MS",
-                10_000u64,
-                "milliseconds as a whole number",
-            )?),
-            score_enabled: env.parsed("LANGFUSE_SCORE_ENABLED", false, "true or false")?,
-        };
+        let langfuse = langfuse_config(&env, true)?;
         let stripe_key = env.required("STRIPE_SECRET_KEY")?;
         if !(stripe_key.starts_with("sk_") || stripe_key.starts_with("rk_")) {
             return Err(Error::Config(
@@ -429,27 +434,8 @@ impl IngestConfig {
     /// Reads the ingest configuration through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<IngestConfig> {
         let env = Env { lookup };
-        let api = match env.optional("LANGFUSE_API").as_deref() {
-            None | Some("v2") => LangfuseApi::V2,
-            Some("legacy") => LangfuseApi::Legacy,
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "LANGFUSE_API={other:?} is not valid: expected v2 or legacy"
-                )));
-            }
-        };
-        let langfuse = LangfuseConfig {
-            base_url: env.url("LANGFUSE_BASE_URL", None)?,
-            public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
-            secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
-            api,
-            timeout: Duration::from_millis(env.parsed(
-                "LANGFUSE_TIMEOUT_MS",
-                10_000u64,
-                "milliseconds as a whole number",
-            )?),
-            score_enabled: false,
-        };
+        // Ingest never writes scores.
+        let langfuse = langfuse_config(&env, false)?;
         let seconds = |name: &str, default: i64, max: i64| -> Result<chrono::Duration> {
             let v: i64 = env.parsed(name, default, "whole seconds")?;
             if !(0..=max).contains(&v) {

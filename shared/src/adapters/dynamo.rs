@@ -70,7 +70,7 @@ pub fn s(v: impl Into<String>) -> AttributeValue {
 pub fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
-fn key_item((pk, sk): (String, String)) -> Item {
+pub(crate) fn key_item((pk, sk): (String, String)) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
@@ -91,10 +91,10 @@ fn get_i64(item: &Item, name: &str) -> Option<i64> {
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
 }
-fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
     get_i64(item, name).and_then(|ms| Utc.timestamp_millis_opt(ms).single())
 }
-fn ms(t: DateTime<Utc>) -> AttributeValue {
+pub(crate) fn ms(t: DateTime<Utc>) -> AttributeValue {
     n(t.timestamp_millis())
 }
 
@@ -124,7 +124,7 @@ fn names(exprs: &[&str]) -> HashMap<String, String> {
     out
 }
 
-fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> Error
+pub(crate) fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> Error
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -8,14 +8,13 @@
 //! The lease is a conditional put (`attribute_not_exists(pk) OR lease_until < :now`), so two
 //! runs never both work; it is released with a delete conditional on the owner.
 
-use super::dynamo::{get_s, n, s, trace_key};
+use super::dynamo::{get_s, get_time, key_item, ms, n, s, sdk_error, trace_key};
 use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan};
 use crate::domain::ledger::LedgerState;
 use crate::domain::usage::decimal_from_f64;
 use crate::error::{Error, Result};
 use crate::ports_ingest::IngestStore;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -42,31 +41,12 @@ pub fn cursor_key(api: &str) -> (String, String) {
     (format!("INGEST#{api}"), "CURSOR".to_string())
 }
 
-fn key_item((pk, sk): (String, String)) -> Item {
-    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
-}
-fn ms(t: DateTime<Utc>) -> AttributeValue {
-    n(t.timestamp_millis())
-}
-fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-        .and_then(DateTime::from_timestamp_millis)
-}
 fn get_decimal(item: &Item, name: &str) -> Option<Decimal> {
     let raw = item.get(name)?.as_n().ok()?;
     Decimal::from_str(raw)
         .ok()
         .or_else(|| Decimal::from_scientific(raw).ok())
         .or_else(|| raw.parse::<f64>().ok().and_then(decimal_from_f64))
-}
-fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> Error
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    Error::transient(SERVICE, format!("{op}: {}", DisplayErrorContext(e)))
 }
 
 /// Ingest's lease, cursor and ledger look-ups in DynamoDB.

@@ -46,15 +46,7 @@ impl Redelivery for SqsRedelivery {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| {
-                    Error::transient(
-                        "sqs",
-                        format!(
-                            "ChangeMessageVisibilityBatch: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(&e)
-                        ),
-                    )
-                })?;
+                .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", &e))?;
             failed.extend(
                 out.failed()
                     .iter()
@@ -128,15 +120,7 @@ impl crate::ports_ingest::QueueSender for SqsSender {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| {
-                Error::transient(
-                    "sqs",
-                    format!(
-                        "SendMessageBatch: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(&e)
-                    ),
-                )
-            })?;
+            .map_err(|e| sqs_error("SendMessageBatch", &e))?;
         Ok(out
             .failed()
             .iter()
@@ -148,4 +132,15 @@ impl crate::ports_ingest::QueueSender for SqsSender {
             })
             .collect())
     }
+}
+
+fn sqs_error<E, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> Error
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Error::transient(
+        "sqs",
+        format!("{op}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)),
+    )
 }
