@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy
+.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy bench
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -57,3 +57,7 @@ sam-build: venv
 ## deploy: `sam build` + `sam deploy --guided` for ARCH (needs AWS credentials: the only target that leaves loopback)
 deploy: venv
 	dev/lambda.sh deploy $(ARCH)
+
+## bench: the benchmark (release bootstraps, counting proxy, fakes); TRACES=1000|10000|40000, see dev/bench.sh
+bench: venv
+	dev/bench.sh

@@ -2,6 +2,8 @@
 //! `template.yaml` ([`stack`]), Langfuse and Stripe fakes ([`fakes`]), the SQS event source
 //! mapping played locally ([`esm`]) and the per-test harness ([`harness`]).
 
+pub mod bench;
+pub mod counting_proxy;
 pub mod esm;
 pub mod fakes;
 pub mod harness;

@@ -23,6 +23,8 @@ type Reply = std::result::Result<Value, String>;
 struct Shared {
     waiting: HashMap<String, oneshot::Sender<Reply>>,
     init_error: Option<String>,
+    /// When the function first asked for an invocation: the end of its init (cold start).
+    first_next: Option<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -77,6 +79,14 @@ impl RuntimeApi {
         })
     }
 
+    /// When the function first polled `/invocation/next`, i.e. finished its init.
+    pub fn first_poll(&self) -> Option<std::time::Instant> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_next
+    }
+
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
     pub fn address(&self) -> String {
         self.addr.to_string()
@@ -128,6 +138,12 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(state): State<AppState>) -> Response {
+    state
+        .shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .first_next
+        .get_or_insert_with(std::time::Instant::now);
     let mut events = state.events.lock().await;
     let Some((id, event, deadline)) = events.recv().await else {
         return StatusCode::GONE.into_response();

@@ -397,6 +397,15 @@ impl Template {
         Ok(own.or(global))
     }
 
+    /// The function's memory in MB (its own or `Globals.Function.MemorySize`; Lambda's
+    /// default is 128).
+    pub fn function_memory_mb(&self, function: &str) -> Result<i32> {
+        match self.function_property(function, "MemorySize")? {
+            Some(v) => int_value(v).context("MemorySize"),
+            None => Ok(128),
+        }
+    }
+
     /// The function's timeout in seconds (its own or `Globals.Function.Timeout`; Lambda's
     /// default is 3).
     pub fn function_timeout(&self, function: &str) -> Result<i32> {

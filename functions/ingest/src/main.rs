@@ -9,7 +9,7 @@ use tracemeter::adapters::{
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracemeter::telemetry::init();
     let config = IngestConfig::from_env()?;

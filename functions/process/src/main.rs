@@ -10,7 +10,7 @@ use tracemeter::adapters::{
 use tracemeter::clock::SystemClock;
 use tracemeter::config::Config;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracemeter::telemetry::init();
     let config = Config::from_env()?;

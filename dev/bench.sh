@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench`: builds the release bootstraps of both functions (cargo lambda, x86_64 here:
+# they run on this machine; arm64 where the target is installed is what deploys) and runs the
+# benchmark: the real bootstraps under a Lambda Runtime API emulator, moto behind a counting
+# proxy, the Langfuse and Stripe fakes. Settings (environment): TRACES (1000),
+# LANGFUSE_LATENCY_MS (20), LANGFUSE_RPM (1000), CONCURRENCY (5), TIME_LIMIT_SECONDS (1200),
+# LANGFUSE_API (v2), BENCH_ENV ("NAME=value,..." extra function variables).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+"$repo/dev/venv.sh"
+"$repo/dev/lambda.sh" build x86_64
+# shellcheck source=dev/aws-env.sh
+. "$repo/dev/aws-env.sh"
+export RUST_LOG="${RUST_LOG:-error}"
+cargo build --quiet -p tracemeter-tests --bin tracemeter-bench
+exec "$repo/target/debug/tracemeter-bench"
