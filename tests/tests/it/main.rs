@@ -3,5 +3,6 @@
 
 mod binary;
 mod common;
+mod cost;
 mod ingest;
 mod process;

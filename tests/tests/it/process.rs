@@ -713,3 +713,105 @@ async fn the_harness_points_every_aws_call_at_loopback() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_shares_the_hard_limit_in_trace_order() {
+    let stack = TestStack::start("batchcap").await.expect("stack");
+    stack
+        .ledger
+        .put_budget_policy("cus_b", &hard(550))
+        .await
+        .expect("policy");
+    let at = now() - Duration::hours(1);
+    let ids: Vec<String> = (0..10).map(|i| format!("tb-{i}")).collect();
+    for id in &ids {
+        stack.langfuse.add_trace(trace(id, "cus_b", 0.004, 0, at));
+    }
+    // Reverse order in the batch: the split follows the trace ids, not the message order.
+    let bodies: Vec<(String, String)> = ids
+        .iter()
+        .rev()
+        .map(|id| (format!("m-{id}"), body(id)))
+        .collect();
+    let refs: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+    let response = stack
+        .invoke_with(&NoFaults, event(&refs))
+        .await
+        .expect("no crash");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let e = entry(&stack, id).await;
+        let (billed, capped, state) = match i {
+            0..=4 => (C_0004, 0, LedgerState::Metered),
+            5 => (50, 50, LedgerState::Metered),
+            _ => (0, C_0004, LedgerState::Capped),
+        };
+        assert_eq!(
+            (e.state, e.billed_credits, e.capped_credits, e.total_credits),
+            (state, billed, capped, C_0004),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        budget_used(&stack, "cus_b", at, Period::Month).await,
+        (550, 450)
+    );
+    assert_eq!(stack.stripe.totals_by_customer().get("cus_b"), Some(&550));
+    assert_eq!(stack.stripe.events().len(), 6);
+}
+
+#[tokio::test]
+async fn overlapping_batches_bill_each_trace_once() {
+    let stack = TestStack::start("overlap").await.expect("stack");
+    stack
+        .ledger
+        .put_budget_policy("cus_o", &hard(1_000_000))
+        .await
+        .expect("policy");
+    let at = now() - Duration::hours(1);
+    let ids: Vec<String> = (0..8).map(|i| format!("to-{i}")).collect();
+    for id in &ids {
+        stack.langfuse.add_trace(trace(id, "cus_o", 0.004, 0, at));
+    }
+    // Five concurrent batches of one customer, each overlapping the next: a claim whose
+    // entries were taken by another batch drops those and claims the rest.
+    let events: Vec<_> = (0..5)
+        .map(|b| {
+            let bodies: Vec<(String, String)> = (b..b + 4)
+                .map(|i| (format!("b{b}-m{i}"), body(&ids[i % ids.len()])))
+                .collect();
+            let refs: Vec<(&str, String)> = bodies
+                .iter()
+                .map(|(m, body)| (m.as_str(), body.clone()))
+                .collect();
+            event(&refs)
+        })
+        .collect();
+    let results = futures::future::join_all(
+        events
+            .iter()
+            .map(|ev| stack.invoke_with(&NoFaults, ev.clone())),
+    )
+    .await;
+    for r in results {
+        r.expect("no crash");
+    }
+    // Whatever asked for a retry (a claim still leased by another batch) comes back.
+    stack.clock.advance(Duration::seconds(60));
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stack.send_traces(&refs).await.expect("send");
+    stack.drain(20).await.expect("drained");
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 8, "{events:?}");
+    assert_eq!(
+        budget_used(&stack, "cus_o", at, Period::Month).await,
+        (8 * C_0004, 0)
+    );
+    for id in &ids {
+        let e = entry(&stack, id).await;
+        assert_eq!((e.state, e.billed_credits), (LedgerState::Metered, C_0004));
+    }
+}
