@@ -153,6 +153,7 @@ impl TestStack {
             ("LANGFUSE_API".into(), "v2".into()),
             ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
             ("STRIPE_API_BASE".into(), stripe.base_url()),
+            ("STRIPE_METER_EVENTS_BASE".into(), stripe.base_url()),
             ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
             ("STRIPE_METER_EVENT_NAME".into(), METER_EVENT_NAME.into()),
             ("STRIPE_TIMEOUT_MS".into(), "3000".into()),

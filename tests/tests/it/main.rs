@@ -6,3 +6,4 @@ mod common;
 mod cost;
 mod ingest;
 mod process;
+mod stream;

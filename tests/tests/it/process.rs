@@ -703,6 +703,7 @@ async fn the_harness_points_every_aws_call_at_loopback() {
         "AWS_ENDPOINT_URL",
         "LANGFUSE_BASE_URL",
         "STRIPE_API_BASE",
+        "STRIPE_METER_EVENTS_BASE",
         "QUEUE_URL",
     ] {
         let url = reqwest::Url::parse(&env[var]).expect(var);
