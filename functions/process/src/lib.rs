@@ -200,6 +200,8 @@ struct Claimed {
     trace_id: String,
     pending: PendingClaim,
     policy: BudgetPolicy,
+    /// Taken over from an interrupted invocation.
+    resumed: bool,
 }
 
 /// Where a message stands after reading its ledger entry and pricing it.
@@ -208,6 +210,8 @@ enum Stage {
     Done(Result<Outcome, Crash>),
     /// To be claimed with its customer's batch.
     Claim(Box<Candidate>),
+    /// An interrupted claim taken over: to be sent with the batch's claims.
+    Send(Box<Claimed>),
     /// The entry changed under us: read it again.
     Again,
 }
@@ -424,6 +428,7 @@ async fn meter_batch(
                     .entry((c.customer_id.clone(), c.period.clone()))
                     .or_default()
                     .push(*c),
+                Stage::Send(c) => to_send.push(*c),
                 Stage::Again => todo.push(i),
             }
         }
@@ -475,7 +480,7 @@ async fn meter_batch(
             }
         }
         if !crashed(&outcomes) {
-            for (i, o) in finish(deps, inv, delivered, capped).await {
+            for (i, o) in finish(deps, delivered, capped).await {
                 outcomes[i] = Some(o);
             }
         }
@@ -572,10 +577,9 @@ async fn read_and_price(
     if let Some(e) = &entry {
         match e.state {
             LedgerState::Claimed => {
-                return Ok(match resume_claim(deps, inv, e, now).await? {
-                    Some(outcome) => Stage::Done(Ok(outcome)),
-                    None => Stage::Again,
-                });
+                return Ok(resume_claim(deps, inv, index, e, now)
+                    .await?
+                    .unwrap_or(Stage::Again));
             }
             LedgerState::Ambiguous => {
                 warn!(
@@ -603,13 +607,15 @@ async fn read_and_price(
     price(deps, inv, index, trace, entry.as_ref(), now).await
 }
 
-/// A claimed revision found in the ledger. `None`: the entry changed, read it again.
+/// A claimed revision found in the ledger: taken over when its lease expired, to be sent
+/// with the batch. `None`: the entry changed, read it again.
 async fn resume_claim(
     deps: &Deps<'_>,
     inv: &Invocation,
+    index: usize,
     entry: &LedgerEntry,
     now: DateTime<Utc>,
-) -> Result<Option<Outcome>, Halt> {
+) -> Result<Option<Stage>, Halt> {
     let trace_id = entry.trace_id.as_str();
     let Some(p) = entry.pending.clone() else {
         return Err(Error::transient(
@@ -632,19 +638,19 @@ async fn resume_claim(
                 claimed_at = %p.claimed_at,
                 "claim outlived Stripe's dedup window without being marked: recorded as ambiguous, not resent"
             );
-            return Ok(Some(Outcome::Ambiguous));
+            return Ok(Some(Stage::Done(Ok(Outcome::Ambiguous))));
         }
         return Ok(None);
     }
     if p.lease_until > now {
         let wait = (p.lease_until - now).to_std().unwrap_or_default();
-        return Ok(Some(Outcome::Retry {
+        return Ok(Some(Stage::Done(Ok(Outcome::Retry {
             detail: format!(
                 "trace {trace_id} revision {} is being processed by another invocation until {}",
                 p.revision, p.lease_until
             ),
             after: Some(wait),
-        }));
+        }))));
     }
     let lease_until = inv.deadline + deps.config.process.lease_margin;
     if !deps
@@ -655,11 +661,14 @@ async fn resume_claim(
         return Ok(None);
     }
     info!(trace_id, revision = p.revision, identifier = %p.identifier, "resuming an interrupted claim");
-    let p = PendingClaim { lease_until, ..p };
-    let lock = inv.lock_for(&p.customer_id);
-    let _guard = lock.lock().await;
     let policy = policy_for(deps, inv, &p.customer_id).await?;
-    deliver(deps, trace_id, &p, &policy, true).await.map(Some)
+    Ok(Some(Stage::Send(Box::new(Claimed {
+        index,
+        trace_id: trace_id.to_string(),
+        pending: PendingClaim { lease_until, ..p },
+        policy,
+        resumed: true,
+    }))))
 }
 
 /// Prices the trace; what exceeds what the ledger covers becomes a candidate for its
@@ -835,6 +844,7 @@ async fn claim_group(deps: &Deps<'_>, inv: &Invocation, mut group: Vec<Candidate
                             trace_id,
                             pending: p,
                             policy: policy.clone(),
+                            resumed: false,
                         });
                     }
                 }
@@ -1022,33 +1032,43 @@ async fn settle_send(
     }
 }
 
-/// Records every delivery of the invocation in one write per receipt, then checks the budget
-/// alerts once per customer and period, then (optionally) scores the traces in Langfuse.
+/// Records every delivery of the invocation in one write per receipt (a resumed claim in the
+/// receipt it was claimed with; a claim without a receipt is marked on its entry), then
+/// checks the budget alerts once per customer and period, then (optionally) scores the traces
+/// in Langfuse.
 async fn finish(
     deps: &Deps<'_>,
-    inv: &Invocation,
     delivered: Vec<Claimed>,
     capped: Vec<(usize, String, String, BudgetPolicy)>,
 ) -> Vec<(usize, Result<Outcome, Crash>)> {
     let mut out: Vec<(usize, Result<Outcome, Crash>)> = Vec::new();
     let mut by_receipt: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+    let mut recorded: Vec<(String, Claimed)> = Vec::new();
     for c in delivered {
-        let receipt = c
-            .pending
-            .receipt
-            .clone()
-            .unwrap_or_else(|| inv.receipt.clone());
-        by_receipt.entry(receipt).or_default().push(c);
+        match c.pending.receipt.clone() {
+            Some(receipt) => by_receipt.entry(receipt).or_default().push(c),
+            None => match deps
+                .ledger
+                .mark_metered(&c.trace_id, &c.pending, deps.clock.now())
+                .await
+            {
+                Ok(marked) => {
+                    if !marked {
+                        warn!(trace_id = %c.trace_id, revision = c.pending.revision,
+                              "revision was already marked by another invocation");
+                    }
+                    recorded.push(("none".to_string(), c));
+                }
+                Err(e) => out.push((
+                    c.index,
+                    Ok(Outcome::Retry {
+                        detail: format!("could not mark the revision metered: {e}"),
+                        after: None,
+                    }),
+                )),
+            },
+        }
     }
-    let mut checks: BTreeMap<(String, String), (BudgetPolicy, Vec<usize>)> = BTreeMap::new();
-    for (i, customer, period, policy) in capped {
-        checks
-            .entry((customer, period))
-            .or_insert_with(|| (policy, Vec::new()))
-            .1
-            .push(i);
-    }
-    let mut metered = Vec::new();
     for (receipt, claims) in by_receipt {
         let ids: Vec<String> = claims
             .iter()
@@ -1059,31 +1079,10 @@ async fn finish(
             .record_delivered(&receipt, &ids, deps.clock.now())
             .await
         {
-            Ok(()) => {
-                for c in claims {
-                    let p = &c.pending;
-                    info!(trace_id = %c.trace_id, customer = %p.customer_id, revision = p.revision,
-                          credits = p.billable, capped = p.capped, identifier = %p.identifier,
-                          receipt = %receipt, resumed = false, "metered");
-                    checks
-                        .entry((p.customer_id.clone(), p.period.clone()))
-                        .or_insert_with(|| (c.policy.clone(), Vec::new()))
-                        .1
-                        .push(c.index);
-                    out.push((
-                        c.index,
-                        Ok(Outcome::Metered {
-                            billable: p.billable,
-                            capped: p.capped,
-                            resumed: false,
-                        }),
-                    ));
-                    metered.push(c);
-                }
-            }
+            Ok(()) => recorded.extend(claims.into_iter().map(|c| (receipt.clone(), c))),
             Err(e) => {
                 // Stripe has the events; the retry resumes the claims (Stripe dedups the
-                // identifiers) and marks them.
+                // identifiers) and records them.
                 warn!(receipt = %receipt, error = %e, "could not record the deliveries; they resume on retry");
                 for c in claims {
                     out.push((
@@ -1096,6 +1095,35 @@ async fn finish(
                 }
             }
         }
+    }
+    let mut checks: BTreeMap<(String, String), (BudgetPolicy, Vec<usize>)> = BTreeMap::new();
+    for (i, customer, period, policy) in capped {
+        checks
+            .entry((customer, period))
+            .or_insert_with(|| (policy, Vec::new()))
+            .1
+            .push(i);
+    }
+    let mut metered = Vec::new();
+    for (receipt, c) in recorded {
+        let p = &c.pending;
+        info!(trace_id = %c.trace_id, customer = %p.customer_id, revision = p.revision,
+              credits = p.billable, capped = p.capped, identifier = %p.identifier,
+              receipt = %receipt, resumed = c.resumed, "metered");
+        checks
+            .entry((p.customer_id.clone(), p.period.clone()))
+            .or_insert_with(|| (c.policy.clone(), Vec::new()))
+            .1
+            .push(c.index);
+        out.push((
+            c.index,
+            Ok(Outcome::Metered {
+                billable: p.billable,
+                capped: p.capped,
+                resumed: c.resumed,
+            }),
+        ));
+        metered.push(c);
     }
     let failed_checks: Vec<Vec<usize>> = futures::stream::iter(checks)
         .map(|((customer, period), (policy, indices))| async move {
@@ -1142,45 +1170,6 @@ async fn finish(
             .await;
     }
     out
-}
-
-/// Sends a resumed claim to Stripe and marks it metered (one write).
-async fn deliver(
-    deps: &Deps<'_>,
-    trace_id: &str,
-    p: &PendingClaim,
-    policy: &BudgetPolicy,
-    resumed: bool,
-) -> Result<Outcome, Halt> {
-    let result = deps.meter.send(&meter_event(p)).await;
-    if let Some(outcome) = settle_send(deps, trace_id, p, result).await? {
-        return Ok(outcome);
-    }
-    deps.faults.check(Step::AfterStripe, trace_id)?;
-    let now = deps.clock.now();
-    if !deps.ledger.mark_metered(trace_id, p, now).await? {
-        warn!(
-            trace_id,
-            revision = p.revision,
-            "revision was already marked by another invocation"
-        );
-    }
-    info!(trace_id, customer = %p.customer_id, revision = p.revision, credits = p.billable,
-          capped = p.capped, identifier = %p.identifier, resumed, "metered");
-    check_budget(deps, &p.customer_id, &p.period, policy).await?;
-    if deps.config.langfuse.score_enabled
-        && let Err(e) = deps
-            .usage
-            .record_billed(trace_id, &p.identifier, p.total_after)
-            .await
-    {
-        warn!(trace_id, error = %e, "could not mark the trace in Langfuse (best effort)");
-    }
-    Ok(Outcome::Metered {
-        billable: p.billable,
-        capped: p.capped,
-        resumed,
-    })
 }
 
 /// Writes one alert record per threshold crossed (conditional put: exactly once) and the

@@ -816,3 +816,69 @@ async fn overlapping_batches_bill_each_trace_once() {
         assert_eq!((e.state, e.billed_credits), (LedgerState::Metered, C_0004));
     }
 }
+
+#[tokio::test]
+async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
+    use tracemeter::domain::ledger::PendingClaim;
+    use tracemeter::ports::{Claim, ClaimBatch, ClaimResult, Expect, SeenUsage, Settled};
+    let stack = TestStack::start("noreceipt").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-old-claim", "cus_nr", 0.004, 0, at));
+    // A claim written before receipts existed (no `p_receipt`), whose invocation died.
+    let period = Period::Month.key(at);
+    let claimed = stack
+        .ledger
+        .claim_batch(&ClaimBatch {
+            customer_id: "cus_nr".into(),
+            period: period.clone(),
+            hard_limit: None,
+            limit: None,
+            claims: vec![Claim {
+                trace_id: "t-old-claim".into(),
+                expect: Expect::Absent,
+                settled: Settled::default(),
+                pending: PendingClaim {
+                    revision: 1,
+                    identifier: identifier("t-old-claim", 1),
+                    customer_id: "cus_nr".into(),
+                    billable: C_0004,
+                    capped: 0,
+                    total_after: C_0004,
+                    event_timestamp: at.timestamp(),
+                    period,
+                    claimed_at: now() - Duration::minutes(5),
+                    lease_until: now() - Duration::minutes(1),
+                    receipt: None,
+                },
+                usage_at: at,
+                last_observation_at: None,
+                seen: SeenUsage::default(),
+            }],
+            now: now(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed, ClaimResult::Claimed);
+    stack.send_traces(&["t-old-claim"]).await.expect("send");
+    stack.drain(10).await.expect("drained");
+    assert_eq!(stack.stripe.events().len(), 1);
+    let raw = stack
+        .ledger
+        .raw(tracemeter::adapters::dynamo::trace_key("t-old-claim"))
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(
+        tracemeter::adapters::dynamo::get_s(&raw, "state"),
+        Some("metered"),
+        "marked on the entry itself"
+    );
+    let e = entry(&stack, "t-old-claim").await;
+    assert_eq!((e.revision, e.billed_credits), (1, C_0004));
+    assert_eq!(
+        budget_used(&stack, "cus_nr", at, Period::Month).await,
+        (C_0004, 0)
+    );
+}

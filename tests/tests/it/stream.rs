@@ -131,8 +131,31 @@ async fn a_crash_after_the_stream_call_resumes_and_bills_once() {
     for id in &ids {
         assert_eq!(entry(&stack, id).await.state, LedgerState::Claimed, "{id}");
     }
-    // The whole batch comes back after the crashed invocation's lease.
+    // The whole batch comes back after the crashed invocation's lease: the claims are taken
+    // over and sent again in one stream request, and recorded in the crashed invocation's
+    // receipt with one write.
     stack.clock.advance(Duration::seconds(60));
+    stack.dynamo_writes.reset();
+    let again = stack
+        .invoke_with(&NoFaults, batch(&ids, "b"))
+        .await
+        .expect("no crash");
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(stack.stripe.stream_batches(), vec![10, 10]);
+    let writes = stack.dynamo_writes.ops();
+    let take_overs = writes
+        .iter()
+        .filter(|w| w.items.iter().all(|k| k.0.starts_with("TRACE#")))
+        .count();
+    let receipts = writes
+        .iter()
+        .filter(|w| w.items.iter().all(|k| k.0.starts_with("RECEIPT#")))
+        .count();
+    assert_eq!(
+        (take_overs, receipts, writes.len()),
+        (10, 1, 11),
+        "{writes:#?}"
+    );
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     stack.send_traces(&refs).await.expect("send");
     stack.drain(20).await.expect("drained");
