@@ -5,6 +5,11 @@
 //! Stripe meter event → mark metered → alerts → optional Langfuse score.
 //! A crash between any two steps is safe: the message comes back, the ledger says where it
 //! stopped, and that step is resumed, never repeated.
+//!
+//! The steps run in phases over the batch, to save writes: one claim transaction per
+//! customer and budget period (the entries and ONE counter update with the summed credits),
+//! the Stripe events (v1: one request each, one customer's one at a time; v2 stream: as few
+//! requests as possible), then ONE receipt write that marks every delivered revision.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
