@@ -58,11 +58,27 @@ pub struct LangfuseConfig {
     pub score_enabled: bool,
 }
 
+/// How meter events reach Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeApiMode {
+    /// `POST /v1/billing/meter_events`: one event per request, validated synchronously, one
+    /// concurrent request per customer and meter.
+    V1,
+    /// `POST /v2/billing/meter_event_session` then `POST /v2/billing/meter_event_stream`: up
+    /// to 100 events per request, validated asynchronously.
+    V2Stream,
+}
+
 /// Stripe connection settings.
 #[derive(Debug, Clone)]
 pub struct StripeConfig {
     /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
     pub api_base: String,
+    /// `STRIPE_API_MODE` (`v1` or `v2_stream`, default `v1`).
+    pub api_mode: StripeApiMode,
+    /// `STRIPE_METER_EVENTS_BASE`: the host of the v2 meter event stream (default
+    /// `https://meter-events.stripe.com`).
+    pub meter_events_base: String,
     /// `STRIPE_SECRET_KEY`.
     pub secret_key: Secret,
     /// `STRIPE_METER_EVENT_NAME`.
@@ -286,8 +302,22 @@ impl Config {
                     .to_string(),
             ));
         }
+        let api_mode = match env.optional("STRIPE_API_MODE").as_deref() {
+            None | Some("v1") => StripeApiMode::V1,
+            Some("v2_stream") => StripeApiMode::V2Stream,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "STRIPE_API_MODE={other:?} is not valid: expected v1 or v2_stream"
+                )));
+            }
+        };
         let stripe = StripeConfig {
             api_base: env.url("STRIPE_API_BASE", Some("https://api.stripe.com"))?,
+            api_mode,
+            meter_events_base: env.url(
+                "STRIPE_METER_EVENTS_BASE",
+                Some("https://meter-events.stripe.com"),
+            )?,
             secret_key: Secret::new(stripe_key),
             meter_event_name: env.required("STRIPE_METER_EVENT_NAME")?,
             timeout: Duration::from_millis(env.parsed(
@@ -503,6 +533,11 @@ mod tests {
             Decimal::from_str("0.05").expect("dec")
         );
         assert_eq!(cfg.stripe.api_base, "https://api.stripe.com");
+        assert_eq!(cfg.stripe.api_mode, StripeApiMode::V1);
+        assert_eq!(
+            cfg.stripe.meter_events_base,
+            "https://meter-events.stripe.com"
+        );
         assert_eq!(cfg.langfuse.api, LangfuseApi::V2);
         assert_eq!(cfg.default_budget.thresholds, vec![50, 80, 100]);
         assert_eq!(cfg.default_budget.limit, None);
@@ -547,12 +582,34 @@ mod tests {
             ("STRIPE_API_BASE", "ftp://127.0.0.1"),
             ("STRIPE_SECRET_KEY", "pk_test_123"),
             ("RETRY_MAX_SECONDS", "50000"),
+            ("STRIPE_API_MODE", "v2"),
+            ("STRIPE_API_MODE", "stream"),
+            (
+                "STRIPE_METER_EVENTS_BASE",
+                "http://meter-events.example.com",
+            ),
+            ("STRIPE_METER_EVENTS_BASE", "not a url"),
         ] {
             let mut vars = base();
             vars.insert(name, value);
             let err = load(&vars).expect_err(name).to_string();
             assert!(err.contains(name), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn the_v2_stream_is_chosen_by_configuration() {
+        let mut vars = base();
+        vars.insert("STRIPE_API_MODE", "v2_stream");
+        vars.insert("STRIPE_METER_EVENTS_BASE", "http://127.0.0.1:4242/");
+        let cfg = load(&vars).expect("valid");
+        assert_eq!(cfg.stripe.api_mode, StripeApiMode::V2Stream);
+        assert_eq!(cfg.stripe.meter_events_base, "http://127.0.0.1:4242");
+        vars.insert("STRIPE_API_MODE", "v1");
+        assert_eq!(
+            load(&vars).expect("valid").stripe.api_mode,
+            StripeApiMode::V1
+        );
     }
 
     #[test]

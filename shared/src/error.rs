@@ -66,7 +66,7 @@ impl fmt::Display for FailureReason {
 }
 
 /// The error type of the library.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Worth retrying later: throttling, 5xx, timeouts, lost connections, a conflicting
     /// concurrent writer, and also misconfiguration that an operator can fix (bad

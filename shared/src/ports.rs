@@ -45,6 +45,22 @@ pub enum Delivery {
 pub trait MeterSink: Send + Sync {
     /// Sends one event.
     async fn send(&self, event: &MeterEvent) -> Result<Delivery>;
+
+    /// Whether [`MeterSink::send_batch`] sends many events per request (the v2 stream). When
+    /// false, events go one per request and one customer's must not overlap (Stripe allows
+    /// one concurrent v1 call per customer and meter).
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Sends events, one result per event in order. Default: one at a time, in order.
+    async fn send_batch(&self, events: &[MeterEvent]) -> Vec<Result<Delivery>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(self.send(e).await);
+        }
+        out
+    }
 }
 
 /// What a claim expects the ledger to look like.
@@ -56,19 +72,19 @@ pub enum Expect {
     Version(u64),
 }
 
-/// A claim: advance the ledger and count the credits in the budget, atomically.
+/// One trace's part of a claim: advance its ledger entry from what it covers to the new
+/// revision.
 #[derive(Debug, Clone)]
 pub struct Claim {
     /// The trace.
     pub trace_id: String,
     /// The ledger precondition.
     pub expect: Expect,
+    /// What the entry covers before this claim, written as absolute values (safe: the claim is
+    /// conditional on the version they were read at).
+    pub settled: Settled,
     /// The revision being claimed.
     pub pending: PendingClaim,
-    /// The hard limit to enforce on the counter, if any.
-    pub hard_limit: Option<u64>,
-    /// The policy's limit (hard or soft), stored on the counter for readers.
-    pub limit: Option<u64>,
     /// Usage time, for the ledger.
     pub usage_at: DateTime<Utc>,
     /// Newest observation time included.
@@ -76,9 +92,58 @@ pub struct Claim {
     /// The usage as seen, so ingest can tell whether a trace changed since it was billed:
     /// Langfuse's model cost (USD, before the BYO-key rule), latency (s), observation count.
     pub seen: SeenUsage,
+}
+
+/// What a ledger entry covers before a claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Revisions delivered (or capped).
+    pub revision: u32,
+    /// Credits covered.
+    pub total_credits: u64,
+    /// Credits billed.
+    pub billed_credits: u64,
+    /// Credits capped.
+    pub capped_credits: u64,
+    /// A delivered identifier known only from its receipt, to fold into the item.
+    pub receipted: Option<String>,
+}
+
+impl Settled {
+    /// What `entry` covers (nothing when there is no entry).
+    pub fn of(entry: Option<&LedgerEntry>) -> Settled {
+        entry
+            .map(|e| Settled {
+                revision: e.revision,
+                total_credits: e.total_credits,
+                billed_credits: e.billed_credits,
+                capped_credits: e.capped_credits,
+                receipted: e.receipted.clone(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Claims of one customer and budget period, committed together: every ledger entry and ONE
+/// budget counter update with the summed credits, in one transaction.
+#[derive(Debug, Clone)]
+pub struct ClaimBatch {
+    /// The customer.
+    pub customer_id: String,
+    /// The budget period key.
+    pub period: String,
+    /// The hard limit to enforce on the counter, if any.
+    pub hard_limit: Option<u64>,
+    /// The policy's limit (hard or soft), stored on the counter for readers.
+    pub limit: Option<u64>,
+    /// The claims (at most [`MAX_CLAIMS_PER_BATCH`]), each of this customer and period.
+    pub claims: Vec<Claim>,
     /// Now.
     pub now: DateTime<Utc>,
 }
+
+/// DynamoDB transactions hold at most 100 items: 99 ledger entries and the counter.
+pub const MAX_CLAIMS_PER_BATCH: usize = 99;
 
 /// What the ledger remembers of the usage it billed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,13 +156,13 @@ pub struct SeenUsage {
     pub observations: u32,
 }
 
-/// The outcome of a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The outcome of a batch claim. Nothing is written unless it is `Claimed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimResult {
-    /// Claimed (or, with nothing billable, committed as capped at once).
+    /// All claimed (those with nothing billable committed as capped at once).
     Claimed,
-    /// The ledger entry changed since it was read: read again.
-    LedgerChanged,
+    /// These claims (indices into `claims`) found their ledger entry changed since it was read.
+    LedgerChanged(Vec<usize>),
     /// The hard limit would be passed; `used` is the counter's current value.
     OverBudget {
         /// Credits already counted in the period.
@@ -137,8 +202,17 @@ pub enum FailureKey {
 pub trait Ledger: Send + Sync {
     /// The trace's entry, read consistently.
     async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>>;
-    /// Claims a revision (ledger + budget counter in one transaction).
-    async fn claim(&self, claim: &Claim) -> Result<ClaimResult>;
+    /// Claims revisions of one customer and period (ledger entries + one budget counter
+    /// update, in one transaction).
+    async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult>;
+    /// Records in one write that the claimed revisions with these identifiers, claimed with
+    /// this receipt, were delivered to Stripe (the batch counterpart of `mark_metered`).
+    async fn record_delivered(
+        &self,
+        receipt: &str,
+        identifiers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Takes over an expired claim. False when it is not claimable (anymore).
     async fn take_over(
         &self,

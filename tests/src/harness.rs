@@ -5,6 +5,7 @@ use crate::esm::{EventSourceMapping, PollReport};
 use crate::fakes::langfuse::LangfuseFake;
 use crate::fakes::stripe::StripeFake;
 use crate::stack::{self, LocalResources, Moto, ProvisionOverrides};
+use crate::write_meter::WriteMeter;
 use anyhow::Result;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -58,6 +59,8 @@ pub struct TestStack {
     pub esm: EventSourceMapping,
     /// The clock the handler sees.
     pub clock: OffsetClock,
+    /// Every DynamoDB write made through `ledger` (the handler's client).
+    pub dynamo_writes: WriteMeter,
 }
 
 /// The ingest function's real adapters, built as its `main` builds them.
@@ -150,6 +153,7 @@ impl TestStack {
             ("LANGFUSE_API".into(), "v2".into()),
             ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
             ("STRIPE_API_BASE".into(), stripe.base_url()),
+            ("STRIPE_METER_EVENTS_BASE".into(), stripe.base_url()),
             ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
             ("STRIPE_METER_EVENT_NAME".into(), METER_EVENT_NAME.into()),
             ("STRIPE_TIMEOUT_MS".into(), "3000".into()),
@@ -165,7 +169,13 @@ impl TestStack {
             env.insert(k, v);
         }
         let config = Config::from_lookup(&|name| env.get(name).cloned())?;
-        let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), &resources.table_name);
+        let dynamo_writes = WriteMeter::default();
+        let dynamo = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(dynamo_writes.clone())
+                .build(),
+        );
+        let ledger = DynamoLedger::new(dynamo, &resources.table_name);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let redelivery = SqsRedelivery::new(sqs.clone(), &resources.queue_url);
         let esm = EventSourceMapping {
@@ -189,6 +199,7 @@ impl TestStack {
             sqs,
             esm,
             clock: OffsetClock::new(),
+            dynamo_writes,
         })
     }
 

@@ -12,3 +12,4 @@ pub mod runtime_api;
 pub mod stack;
 pub mod summary;
 pub mod workload;
+pub mod write_meter;

@@ -4,9 +4,9 @@
 use crate::harness::TestStack;
 use crate::workload::Seeded;
 use anyhow::Result;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
-use tracemeter::adapters::dynamo::{get_s, get_u64, parse_entry};
+use tracemeter::adapters::dynamo::{get_s, get_u64, parse_entry, receipt_delivered};
 use tracemeter::domain::ledger::LedgerState;
 
 /// Per customer figures.
@@ -212,6 +212,9 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
     let mut summary = Summary::default();
     let client = stack.ledger.client();
     let mut start = None;
+    // Entries still `claimed` whose receipt lists them are metered: resolved after the scan.
+    let mut entries = Vec::new();
+    let mut delivered: HashSet<(String, String)> = HashSet::new();
     loop {
         let out = client
             .scan()
@@ -224,25 +227,12 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
             let pk = get_s(item, "pk").unwrap_or_default();
             let sk = get_s(item, "sk").unwrap_or_default();
             if pk.starts_with("TRACE#") {
-                let Some(entry) = parse_entry(item) else {
-                    continue;
-                };
-                *summary
-                    .states
-                    .entry(entry.state.as_str().to_string())
-                    .or_default() += 1;
-                if entry.state == LedgerState::Failed
-                    && let Some(r) = &entry.reason
-                {
-                    *summary.failures.entry(r.clone()).or_default() += 1;
+                if let Some(entry) = parse_entry(item) {
+                    entries.push(entry);
                 }
-                if let Some(c) = &entry.customer_id
-                    && entry.revision > 0
-                {
-                    let line = summary.customers.entry(c.clone()).or_default();
-                    line.traces += 1;
-                    line.ledger_credits += entry.billed_credits;
-                    line.capped += entry.capped_credits;
+            } else if let Some(receipt) = pk.strip_prefix("RECEIPT#") {
+                for id in receipt_delivered(item) {
+                    delivered.insert((receipt.to_string(), id.clone()));
                 }
             } else if pk.starts_with("MESSAGE#") {
                 *summary
@@ -275,6 +265,32 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
         match out.last_evaluated_key {
             Some(k) if !k.is_empty() => start = Some(k),
             _ => break,
+        }
+    }
+    for entry in entries {
+        let receipted = entry.state == LedgerState::Claimed
+            && entry.pending.as_ref().is_some_and(|p| {
+                p.receipt
+                    .as_ref()
+                    .is_some_and(|r| delivered.contains(&(r.clone(), p.identifier.clone())))
+            });
+        let entry = if receipted { entry.delivered() } else { entry };
+        *summary
+            .states
+            .entry(entry.state.as_str().to_string())
+            .or_default() += 1;
+        if entry.state == LedgerState::Failed
+            && let Some(r) = &entry.reason
+        {
+            *summary.failures.entry(r.clone()).or_default() += 1;
+        }
+        if let Some(c) = &entry.customer_id
+            && entry.revision > 0
+        {
+            let line = summary.customers.entry(c.clone()).or_default();
+            line.traces += 1;
+            line.ledger_credits += entry.billed_credits;
+            line.capped += entry.capped_credits;
         }
     }
     for e in stack.stripe.events() {

@@ -8,6 +8,12 @@
 //! | budget alert | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
 //! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
+//! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
+//!
+//! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
+//! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
+//! one mark per entry. [`Ledger::entry`] reads an entry still `claimed` with a receipt that
+//! lists its identifier as metered; the next claim of the trace folds it into the item.
 //!
 //! Every attribute in an expression is written `#name` and aliased automatically, so no
 //! DynamoDB reserved word can bite.
@@ -15,7 +21,9 @@
 use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use crate::error::{Error, FailureReason, Result};
-use crate::ports::{BudgetUsage, Claim, ClaimResult, Expect, FailureKey, Ledger};
+use crate::ports::{
+    BudgetUsage, Claim, ClaimBatch, ClaimResult, Expect, FailureKey, Ledger, MAX_CLAIMS_PER_BATCH,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -56,6 +64,17 @@ pub fn policy_key(customer: &str) -> (String, String) {
 /// Key of a user-to-customer mapping.
 pub fn user_key(user_id: &str) -> (String, String) {
     (format!("USER#{user_id}"), "CUSTOMER".to_string())
+}
+/// Key of a delivery receipt.
+pub fn receipt_key(receipt: &str) -> (String, String) {
+    (format!("RECEIPT#{receipt}"), "RECEIPT".to_string())
+}
+/// The identifiers a receipt item records as delivered.
+pub fn receipt_delivered(item: &Item) -> &[String] {
+    match item.get("delivered") {
+        Some(AttributeValue::Ss(ids)) => ids,
+        _ => &[],
+    }
 }
 /// Key of a malformed message record.
 pub fn message_key(message_id: &str) -> (String, String) {
@@ -149,6 +168,7 @@ pub fn parse_entry(item: &Item) -> Option<LedgerEntry> {
             period: get_s(item, "p_period")?.to_string(),
             claimed_at: get_time(item, "p_claimed_at")?,
             lease_until: get_time(item, "p_lease_until")?,
+            receipt: get_s(item, "p_receipt").map(str::to_string),
         }),
         None => None,
     };
@@ -167,10 +187,11 @@ pub fn parse_entry(item: &Item) -> Option<LedgerEntry> {
         pending,
         reason: get_s(item, "reason").map(str::to_string),
         detail: get_s(item, "detail").map(str::to_string),
+        receipted: None,
     })
 }
 
-const PENDING_FIELDS: &str = "#p_rev, #p_identifier, #p_customer, #p_billable, #p_capped, #p_total, #p_event_ts, #p_period, #p_claimed_at, #p_lease_until";
+const PENDING_FIELDS: &str = "#p_rev, #p_identifier, #p_customer, #p_billable, #p_capped, #p_total, #p_event_ts, #p_period, #p_claimed_at, #p_lease_until, #p_receipt";
 
 impl DynamoLedger {
     /// For one table.
@@ -293,6 +314,173 @@ impl DynamoLedger {
         }
     }
 
+    /// The ledger part of a claim: the entry advanced to the claimed revision (or committed
+    /// at once when nothing is billable), conditional on the version read.
+    fn ledger_claim_item(&self, claim: &Claim, now: DateTime<Utc>) -> Result<TransactWriteItem> {
+        let p = &claim.pending;
+        let base = &claim.settled;
+        let mut values: Item = HashMap::from([
+            (":cus".into(), s(&p.customer_id)),
+            (":uat".into(), ms(claim.usage_at)),
+            (":now".into(), ms(now)),
+            (":one".into(), n(1)),
+            (":rev".into(), n(p.revision)),
+            (":total".into(), n(p.total_after)),
+            (":capped".into(), n(p.capped)),
+            (":period".into(), s(&p.period)),
+            (":base_billed".into(), n(base.billed_credits)),
+        ]);
+        let mut set = vec![
+            "#customer_id = :cus",
+            "#usage_at = :uat",
+            "#updated_at = :now",
+            "#created_at = if_not_exists(#created_at, :now)",
+            "#billed_credits = :base_billed",
+        ];
+        values.insert(":cost".into(), n(claim.seen.cost_usd.normalize()));
+        values.insert(":lat".into(), n(claim.seen.latency_seconds.normalize()));
+        values.insert(":obs".into(), n(claim.seen.observations));
+        set.extend([
+            "#cost_usd = :cost",
+            "#latency_s = :lat",
+            "#observations = :obs",
+        ]);
+        if let Some(lo) = claim.last_observation_at {
+            values.insert(":lo".into(), ms(lo));
+            set.push("#last_observation_at = :lo");
+        }
+        let remove = if p.billable > 0 {
+            values.insert(":state".into(), s(LedgerState::Claimed.as_str()));
+            values.insert(":ident".into(), s(&p.identifier));
+            values.insert(":billable".into(), n(p.billable));
+            values.insert(":ets".into(), n(p.event_timestamp));
+            values.insert(":lease".into(), ms(p.lease_until));
+            values.insert(":base_rev".into(), n(base.revision));
+            values.insert(":base_total".into(), n(base.total_credits));
+            values.insert(":base_capped".into(), n(base.capped_credits));
+            set.extend([
+                "#state = :state",
+                "#p_rev = :rev",
+                "#p_identifier = :ident",
+                "#p_customer = :cus",
+                "#p_billable = :billable",
+                "#p_capped = :capped",
+                "#p_total = :total",
+                "#p_event_ts = :ets",
+                "#p_period = :period",
+                "#p_claimed_at = :now",
+                "#p_lease_until = :lease",
+                "#revision = :base_rev",
+                "#total_credits = :base_total",
+                "#capped_credits = :base_capped",
+            ]);
+            match &p.receipt {
+                Some(r) => {
+                    values.insert(":receipt".into(), s(r));
+                    set.push("#p_receipt = :receipt");
+                    "REMOVE #reason, #detail".to_string()
+                }
+                None => "REMOVE #reason, #detail, #p_receipt".to_string(),
+            }
+        } else {
+            // Nothing to send: the revision is committed right away (capped, or a trace
+            // that costs nothing).
+            let state = if p.capped > 0 {
+                LedgerState::Capped
+            } else {
+                LedgerState::Metered
+            };
+            values.insert(":state".into(), s(state.as_str()));
+            values.insert(":capped_after".into(), n(base.capped_credits + p.capped));
+            set.extend([
+                "#state = :state",
+                "#revision = :rev",
+                "#total_credits = :total",
+                "#capped_credits = :capped_after",
+                "#period = :period",
+            ]);
+            format!("REMOVE #reason, #detail, {PENDING_FIELDS}")
+        };
+        let add = match &base.receipted {
+            // Folds a revision delivered through its receipt into the item.
+            Some(id) => {
+                values.insert(":ids".into(), AttributeValue::Ss(vec![id.clone()]));
+                "ADD #ver :one, #identifiers :ids"
+            }
+            None => "ADD #ver :one",
+        };
+        let ledger_update = format!("SET {} {remove} {add}", set.join(", "));
+        let ledger_condition = match claim.expect {
+            Expect::Absent => "attribute_not_exists(#state)".to_string(),
+            Expect::Version(v) => {
+                values.insert(":ver".into(), n(v));
+                "#ver = :ver".to_string()
+            }
+        };
+        self.tx_update(
+            trace_key(&claim.trace_id),
+            &ledger_update,
+            Some(&ledger_condition),
+            values,
+        )
+    }
+
+    /// The budget part of a batch claim: the summed credits added to the counter, conditional
+    /// on the hard limit.
+    fn budget_claim_item(
+        &self,
+        batch: &ClaimBatch,
+        billable: u64,
+        capped: u64,
+    ) -> Result<TransactWriteItem> {
+        let (customer, period) = (&batch.customer_id, &batch.period);
+        let mut budget_values: Item = HashMap::from([
+            (":billable".into(), n(billable)),
+            (":capped".into(), n(capped)),
+            (":now".into(), ms(batch.now)),
+            (":cus".into(), s(customer)),
+            (":period".into(), s(period)),
+        ]);
+        let mut budget_set = vec![
+            "#updated_at = :now",
+            "#customer_id = :cus",
+            "#period = :period",
+        ];
+        if let Some(limit) = batch.limit {
+            budget_values.insert(":limit".into(), n(limit));
+            budget_set.push("#limit = :limit");
+        }
+        if capped > 0 {
+            budget_values.insert(":true".into(), AttributeValue::Bool(true));
+            budget_set.push("#exceeded = :true");
+        }
+        let budget_update = format!(
+            "SET {} ADD #used :billable, #capped :capped",
+            budget_set.join(", ")
+        );
+        // A condition on ADD sees the value before the add: to stay within L while adding
+        // b, the counter must be at most L - b.
+        let budget_condition = match batch.hard_limit {
+            Some(limit) if billable > 0 => {
+                let room = limit.checked_sub(billable).ok_or_else(|| {
+                    Error::transient(
+                        SERVICE,
+                        format!("claim of {billable} credits over the limit {limit}"),
+                    )
+                })?;
+                budget_values.insert(":room".into(), n(room));
+                Some("attribute_not_exists(#used) OR #used <= :room")
+            }
+            _ => None,
+        };
+        self.tx_update(
+            budget_key(customer, period),
+            &budget_update,
+            budget_condition,
+            budget_values,
+        )
+    }
+
     /// Writes a customer's budget policy (operator tooling and tests).
     pub async fn put_budget_policy(&self, customer: &str, policy: &BudgetPolicy) -> Result<()> {
         let mut item = key_item(policy_key(customer));
@@ -346,162 +534,67 @@ impl Ledger for DynamoLedger {
         if !item.contains_key("state") {
             return Ok(None);
         }
-        parse_entry(&item).map(Some).ok_or_else(|| {
+        let entry = parse_entry(&item).ok_or_else(|| {
             Error::transient(
                 SERVICE,
                 format!("ledger entry of trace {trace_id} is malformed: {item:?}"),
             )
-        })
+        })?;
+        // A claim of a batch whose receipt lists it was delivered: metered.
+        if entry.state == LedgerState::Claimed
+            && let Some(p) = &entry.pending
+            && let Some(receipt) = &p.receipt
+            && let Some(r) = self.get(receipt_key(receipt), true).await?
+            && receipt_delivered(&r).contains(&p.identifier)
+        {
+            return Ok(Some(entry.delivered()));
+        }
+        Ok(Some(entry))
     }
 
-    async fn claim(&self, claim: &Claim) -> Result<ClaimResult> {
-        let p = &claim.pending;
-        let mut values: Item = HashMap::from([
-            (":cus".into(), s(&p.customer_id)),
-            (":uat".into(), ms(claim.usage_at)),
-            (":now".into(), ms(claim.now)),
-            (":zero".into(), n(0)),
-            (":one".into(), n(1)),
-            (":rev".into(), n(p.revision)),
-            (":total".into(), n(p.total_after)),
-            (":capped".into(), n(p.capped)),
-            (":period".into(), s(&p.period)),
-        ]);
-        let mut set = vec![
-            "#customer_id = :cus",
-            "#usage_at = :uat",
-            "#updated_at = :now",
-            "#created_at = if_not_exists(#created_at, :now)",
-            "#billed_credits = if_not_exists(#billed_credits, :zero)",
-        ];
-        values.insert(":cost".into(), n(claim.seen.cost_usd.normalize()));
-        values.insert(":lat".into(), n(claim.seen.latency_seconds.normalize()));
-        values.insert(":obs".into(), n(claim.seen.observations));
-        set.extend([
-            "#cost_usd = :cost",
-            "#latency_s = :lat",
-            "#observations = :obs",
-        ]);
-        if let Some(lo) = claim.last_observation_at {
-            values.insert(":lo".into(), ms(lo));
-            set.push("#last_observation_at = :lo");
+    async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult> {
+        if batch.claims.is_empty() {
+            return Ok(ClaimResult::Claimed);
         }
-        let remove = if p.billable > 0 {
-            values.insert(":state".into(), s(LedgerState::Claimed.as_str()));
-            values.insert(":ident".into(), s(&p.identifier));
-            values.insert(":billable".into(), n(p.billable));
-            values.insert(":ets".into(), n(p.event_timestamp));
-            values.insert(":lease".into(), ms(p.lease_until));
-            set.extend([
-                "#state = :state",
-                "#p_rev = :rev",
-                "#p_identifier = :ident",
-                "#p_customer = :cus",
-                "#p_billable = :billable",
-                "#p_capped = :capped",
-                "#p_total = :total",
-                "#p_event_ts = :ets",
-                "#p_period = :period",
-                "#p_claimed_at = :now",
-                "#p_lease_until = :lease",
-                "#revision = if_not_exists(#revision, :zero)",
-                "#total_credits = if_not_exists(#total_credits, :zero)",
-                "#capped_credits = if_not_exists(#capped_credits, :zero)",
-            ]);
-            "REMOVE #reason, #detail".to_string()
-        } else {
-            // Nothing to send: the revision is committed right away (capped, or a trace
-            // that costs nothing).
-            let state = if p.capped > 0 {
-                LedgerState::Capped
-            } else {
-                LedgerState::Metered
-            };
-            values.insert(":state".into(), s(state.as_str()));
-            set.extend([
-                "#state = :state",
-                "#revision = :rev",
-                "#total_credits = :total",
-                "#capped_credits = if_not_exists(#capped_credits, :zero) + :capped",
-                "#period = :period",
-            ]);
-            format!("REMOVE #reason, #detail, {PENDING_FIELDS}")
-        };
-        let ledger_update = format!("SET {} {remove} ADD #ver :one", set.join(", "));
-        let ledger_condition = match claim.expect {
-            Expect::Absent => "attribute_not_exists(#state)".to_string(),
-            Expect::Version(v) => {
-                values.insert(":ver".into(), n(v));
-                "#ver = :ver".to_string()
-            }
-        };
-        let (customer, period) = (&p.customer_id, &p.period);
-        let mut budget_values: Item = HashMap::from([
-            (":billable".into(), n(p.billable)),
-            (":capped".into(), n(p.capped)),
-            (":now".into(), ms(claim.now)),
-            (":cus".into(), s(customer)),
-            (":period".into(), s(period)),
-        ]);
-        let mut budget_set = vec![
-            "#updated_at = :now",
-            "#customer_id = :cus",
-            "#period = :period",
-        ];
-        if let Some(limit) = claim.limit {
-            budget_values.insert(":limit".into(), n(limit));
-            budget_set.push("#limit = :limit");
+        if batch.claims.len() > MAX_CLAIMS_PER_BATCH {
+            return Err(Error::transient(
+                SERVICE,
+                format!(
+                    "a claim batch holds at most {MAX_CLAIMS_PER_BATCH} traces, got {}",
+                    batch.claims.len()
+                ),
+            ));
         }
-        if p.capped > 0 {
-            budget_values.insert(":true".into(), AttributeValue::Bool(true));
-            budget_set.push("#exceeded = :true");
+        let mut items = Vec::with_capacity(batch.claims.len() + 1);
+        let (mut billable, mut capped) = (0u64, 0u64);
+        for claim in &batch.claims {
+            billable += claim.pending.billable;
+            capped += claim.pending.capped;
+            items.push(self.ledger_claim_item(claim, batch.now)?);
         }
-        let budget_update = format!(
-            "SET {} ADD #used :billable, #capped :capped",
-            budget_set.join(", ")
-        );
-        // A condition on ADD sees the value before the add: to stay within L while adding
-        // b, the counter must be at most L - b.
-        let budget_condition = match claim.hard_limit {
-            Some(limit) if p.billable > 0 => {
-                let room = limit.checked_sub(p.billable).ok_or_else(|| {
-                    Error::transient(
-                        SERVICE,
-                        format!("claim of {} credits over the limit {limit}", p.billable),
-                    )
-                })?;
-                budget_values.insert(":room".into(), n(room));
-                Some("attribute_not_exists(#used) OR #used <= :room")
-            }
-            _ => None,
-        };
-        let items = vec![
-            self.tx_update(
-                trace_key(&claim.trace_id),
-                &ledger_update,
-                Some(&ledger_condition),
-                values,
-            )?,
-            self.tx_update(
-                budget_key(customer, period),
-                &budget_update,
-                budget_condition,
-                budget_values,
-            )?,
-        ];
+        let counter = items.len();
+        if billable > 0 || capped > 0 {
+            items.push(self.budget_claim_item(batch, billable, capped)?);
+        }
         let Some(reasons) = self.transact(items).await? else {
             return Ok(ClaimResult::Claimed);
         };
-        let code = |i: usize| reasons.get(i).map(|r| r.0.as_str()).unwrap_or("None");
-        if code(0) == "ConditionalCheckFailed" {
-            return Ok(ClaimResult::LedgerChanged);
+        let failed = |r: &(String, Option<Item>)| r.0 == "ConditionalCheckFailed";
+        let changed: Vec<usize> = reasons
+            .iter()
+            .take(counter)
+            .enumerate()
+            .filter(|(_, r)| failed(r))
+            .map(|(i, _)| i)
+            .collect();
+        if !changed.is_empty() {
+            return Ok(ClaimResult::LedgerChanged(changed));
         }
-        if code(1) == "ConditionalCheckFailed" {
-            let used = reasons
-                .get(1)
-                .and_then(|r| r.1.as_ref())
-                .and_then(|item| get_u64(item, "used"))
-                .unwrap_or(0);
+        if let Some(r) = reasons.get(counter).filter(|r| failed(r)) {
+            let used =
+                r.1.as_ref()
+                    .and_then(|item| get_u64(item, "used"))
+                    .unwrap_or(0);
             return Ok(ClaimResult::OverBudget { used });
         }
         if reasons.iter().any(|r| {
@@ -514,11 +607,34 @@ impl Ledger for DynamoLedger {
         Err(Error::transient(
             SERVICE,
             format!(
-                "claim of trace {} cancelled: {:?}",
-                claim.trace_id,
+                "claim of {} traces of {} cancelled: {:?}",
+                batch.claims.len(),
+                batch.customer_id,
                 reasons.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()
             ),
         ))
+    }
+
+    async fn record_delivered(
+        &self,
+        receipt: &str,
+        identifiers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if identifiers.is_empty() {
+            return Ok(());
+        }
+        self.update(
+            receipt_key(receipt),
+            "SET #created_at = if_not_exists(#created_at, :now), #updated_at = :now ADD #delivered :ids",
+            None,
+            HashMap::from([
+                (":now".into(), ms(now)),
+                (":ids".into(), AttributeValue::Ss(identifiers.to_vec())),
+            ]),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn take_over(

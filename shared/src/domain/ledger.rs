@@ -67,6 +67,9 @@ pub struct PendingClaim {
     pub claimed_at: DateTime<Utc>,
     /// Until when the claiming invocation owns it.
     pub lease_until: DateTime<Utc>,
+    /// The receipt that records this revision's delivery when it was claimed in a batch:
+    /// one write marks every revision of an invocation delivered (see [`receipt_id`]).
+    pub receipt: Option<String>,
 }
 
 /// One trace's ledger entry.
@@ -96,6 +99,45 @@ pub struct LedgerEntry {
     pub reason: Option<String>,
     /// Its detail.
     pub detail: Option<String>,
+    /// The identifier of a revision whose delivery is recorded only in its receipt, folded
+    /// into this view by [`LedgerEntry::delivered`] but not yet into the stored item.
+    pub receipted: Option<String>,
+}
+
+impl LedgerEntry {
+    /// This entry once its pending revision is known delivered (its receipt lists the
+    /// identifier): the revision folded into the totals, exactly as marking it would.
+    pub fn delivered(mut self) -> LedgerEntry {
+        if let Some(p) = self.pending.take() {
+            self.state = LedgerState::Metered;
+            self.revision = p.revision;
+            self.total_credits = p.total_after;
+            self.billed_credits += p.billable;
+            self.capped_credits += p.capped;
+            self.customer_id = Some(p.customer_id);
+            self.receipted = Some(p.identifier);
+        }
+        self
+    }
+}
+
+/// A fresh receipt id for one invocation: a hash of what makes the invocation unique (the
+/// receive handles of its messages, the time, the process and a counter).
+pub fn receipt_id(seed: &[&str], now: DateTime<Utc>) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = Sha256::new();
+    for part in seed {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.update(now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(
+        COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    hex::encode(&h.finalize()[..12])
 }
 
 /// The Stripe identifier of a trace revision: deterministic, at most 100 characters.
@@ -128,5 +170,60 @@ mod tests {
         assert!(id.len() <= 100, "{id}");
         assert_ne!(identifier("a b", 1), identifier("a_b", 1));
         assert!(identifier("a b", 1).starts_with("tm_h"));
+    }
+
+    #[test]
+    fn receipt_ids_differ_between_invocations() {
+        let now = Utc::now();
+        let a = receipt_id(&["h1"], now);
+        let b = receipt_id(&["h1"], now);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+    }
+
+    #[test]
+    fn a_delivered_pending_revision_folds_into_the_totals() {
+        let now = Utc::now();
+        let e = LedgerEntry {
+            trace_id: "t".into(),
+            state: LedgerState::Claimed,
+            version: 3,
+            revision: 1,
+            total_credits: 100,
+            billed_credits: 90,
+            capped_credits: 10,
+            customer_id: Some("cus_1".into()),
+            last_observation_at: None,
+            pending: Some(PendingClaim {
+                revision: 2,
+                identifier: identifier("t", 2),
+                customer_id: "cus_1".into(),
+                billable: 40,
+                capped: 5,
+                total_after: 145,
+                event_timestamp: 0,
+                period: "2026-11".into(),
+                claimed_at: now,
+                lease_until: now,
+                receipt: Some("r".into()),
+            }),
+            reason: None,
+            detail: None,
+            receipted: None,
+        };
+        let d = e.delivered();
+        assert_eq!(d.state, LedgerState::Metered);
+        assert_eq!(
+            (
+                d.revision,
+                d.total_credits,
+                d.billed_credits,
+                d.capped_credits
+            ),
+            (2, 145, 130, 15)
+        );
+        assert!(d.pending.is_none());
+        assert_eq!(d.receipted, Some(identifier("t", 2)));
+        assert_eq!(d.version, 3);
     }
 }

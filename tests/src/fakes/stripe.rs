@@ -15,8 +15,18 @@
 //! 9. identifier dedup (400, `Stripe-Should-Retry: false`), else the event is recorded and 200 is
 //!    answered, or 500 after recording with [`StripeFake::fail_after_record_next`].
 //!
-//! Routing is an enum (`Route`) so the v2 meter event session/stream endpoints can be added
-//! next to the v1 endpoint.
+//! The v2 high-throughput path:
+//! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
+//!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
+//!   ends every token now);
+//! - `POST /v2/billing/meter_event_stream` (JSON, `Authorization: Bearer <session token>`; the
+//!   secret key is refused) takes 1 to 100 events. Structural errors (not JSON, no `events`,
+//!   more than 100) are 400; an expired token is 401 `billing_meter_event_session_expired`.
+//!   Events are validated asynchronously as on Stripe: the request is answered 200 `{}` and an
+//!   invalid event or a repeated identifier is dropped and listed in
+//!   [`StripeFake::stream_errors`] (Stripe's later error report), never recorded twice. The
+//!   per-customer concurrency limit of v1 does not apply. Injected failures, the rate limit and
+//!   `fail_after_record_next` apply as for v1.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -87,6 +97,11 @@ struct StripeState {
     fail_after_record: usize,
     latency: Duration,
     concurrency_violations: usize,
+    sessions: HashMap<String, chrono::DateTime<Utc>>,
+    session_ttl: chrono::Duration,
+    sessions_created: usize,
+    stream_batches: Vec<usize>,
+    stream_errors: Vec<String>,
 }
 
 type Shared = Arc<Mutex<StripeState>>;
@@ -128,6 +143,11 @@ impl StripeFake {
             fail_after_record: 0,
             latency: Duration::ZERO,
             concurrency_violations: 0,
+            sessions: HashMap::new(),
+            session_ttl: chrono::Duration::minutes(15),
+            sessions_created: 0,
+            stream_batches: Vec::new(),
+            stream_errors: Vec::new(),
         }));
         let router = Router::new()
             .fallback(handle)
@@ -215,6 +235,36 @@ impl StripeFake {
     pub fn concurrency_violations(&self) -> usize {
         lock(&self.state).concurrency_violations
     }
+
+    /// How long new meter event session tokens live (15 minutes by default).
+    pub fn set_session_ttl(&self, ttl: chrono::Duration) {
+        lock(&self.state).session_ttl = ttl;
+    }
+
+    /// Ends every session token issued so far (as if 15 minutes had passed).
+    pub fn expire_sessions(&self) {
+        let mut st = lock(&self.state);
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        for expiry in st.sessions.values_mut() {
+            *expiry = past;
+        }
+    }
+
+    /// Meter event sessions created so far.
+    pub fn sessions_created(&self) -> usize {
+        lock(&self.state).sessions_created
+    }
+
+    /// The number of events of each accepted stream request, in order.
+    pub fn stream_batches(&self) -> Vec<usize> {
+        lock(&self.state).stream_batches.clone()
+    }
+
+    /// Stream events dropped by the asynchronous validation (what Stripe reports later through
+    /// its error reports): invalid events and repeated identifiers.
+    pub fn stream_errors(&self) -> Vec<String> {
+        lock(&self.state).stream_errors.clone()
+    }
 }
 
 async fn handle(State(state): State<Shared>, request: Request) -> Response {
@@ -240,6 +290,8 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
 async fn process(state: Shared, incoming: Incoming) -> Reply {
     let (reply, authenticated) = match Route::parse(&incoming.method, &incoming.path) {
         Some(Route::CreateMeterEvent) => create_meter_event(&state, &incoming).await,
+        Some(Route::CreateMeterEventSession) => create_session(&state, &incoming),
+        Some(Route::MeterEventStream) => meter_event_stream(&state, &incoming).await,
         None => (
             stripe_error(
                 404,
@@ -261,20 +313,222 @@ async fn process(state: Shared, incoming: Incoming) -> Reply {
     reply
 }
 
-/// The endpoints the fake serves (v2 meter event session/stream can be added here).
+/// The endpoints the fake serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     /// `POST /v1/billing/meter_events`.
     CreateMeterEvent,
+    /// `POST /v2/billing/meter_event_session`.
+    CreateMeterEventSession,
+    /// `POST /v2/billing/meter_event_stream`.
+    MeterEventStream,
 }
 
 impl Route {
     fn parse(method: &Method, path: &str) -> Option<Self> {
         match (method, path) {
             (&Method::POST, "/v1/billing/meter_events") => Some(Self::CreateMeterEvent),
+            (&Method::POST, "/v2/billing/meter_event_session") => {
+                Some(Self::CreateMeterEventSession)
+            }
+            (&Method::POST, "/v2/billing/meter_event_stream") => Some(Self::MeterEventStream),
             _ => None,
         }
     }
+}
+
+/// Most events one stream request takes.
+pub const MAX_STREAM_EVENTS: usize = 100;
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `POST /v2/billing/meter_event_session`: a session token for the stream.
+fn create_session(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
+    let mut st = lock(state);
+    if let Some(status) = st.fail.take() {
+        return (injected_failure(status), false);
+    }
+    if let Err(reply) = st.authenticate(incoming) {
+        return (reply, false);
+    }
+    if let RateDecision::Limited { .. } = st.rate.check() {
+        return (rate_limited(), true);
+    }
+    let now = Utc::now();
+    let expires_at = now + st.session_ttl;
+    let token = format!("ekmes_test_{:024x}", next_sequence());
+    st.sessions.insert(token.clone(), expires_at);
+    st.sessions_created += 1;
+    let reply = Reply::json(
+        200,
+        &json!({
+            "id": format!("mes_test_{:016x}", next_sequence()),
+            "object": "v2.billing.meter_event_session",
+            "authentication_token": token,
+            "created": rfc3339(now),
+            "expires_at": rfc3339(expires_at),
+            "livemode": false,
+        }),
+    );
+    (reply, true)
+}
+
+/// `POST /v2/billing/meter_event_stream`: accepted at once, validated asynchronously.
+async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
+    let events = {
+        let mut st = lock(state);
+        if let Some(status) = st.fail.take() {
+            return (injected_failure(status), false);
+        }
+        let token = incoming
+            .header(header::AUTHORIZATION)
+            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_owned())
+            .unwrap_or_default();
+        match st.sessions.get(&token) {
+            Some(expires_at) if *expires_at > Utc::now() => {}
+            Some(_) => {
+                return (
+                    stripe_error(
+                        401,
+                        "invalid_request_error",
+                        Some("billing_meter_event_session_expired"),
+                        "The temporary session token has expired.",
+                    ),
+                    false,
+                );
+            }
+            None => {
+                return (
+                    stripe_error(
+                        401,
+                        "invalid_request_error",
+                        None,
+                        "The meter event stream needs the authentication token of a meter                          event session (POST /v2/billing/meter_event_session), not an API key.",
+                    ),
+                    false,
+                );
+            }
+        }
+        if let RateDecision::Limited { .. } = st.rate.check() {
+            return (rate_limited(), true);
+        }
+        let body: Value = match serde_json::from_slice(&incoming.body) {
+            Ok(v) => v,
+            Err(e) => {
+                return (
+                    invalid_request(None, None, &format!("Invalid JSON body: {e}")),
+                    true,
+                );
+            }
+        };
+        let Some(events) = body.get("events").and_then(Value::as_array).cloned() else {
+            return (missing("events"), true);
+        };
+        if events.is_empty() || events.len() > MAX_STREAM_EVENTS {
+            return (
+                invalid_request(
+                    Some("parameter_invalid"),
+                    Some("events"),
+                    &format!(
+                        "events must hold 1 to {MAX_STREAM_EVENTS} events, got {}.",
+                        events.len()
+                    ),
+                ),
+                true,
+            );
+        }
+        if let Some(i) = events.iter().position(|e| !e.is_object()) {
+            return (
+                invalid_request(
+                    Some("parameter_invalid"),
+                    Some(&format!("events[{i}]")),
+                    "Each event must be an object.",
+                ),
+                true,
+            );
+        }
+        events
+    };
+
+    let latency = lock(state).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let mut st = lock(state);
+    let now = Utc::now().timestamp();
+    for event in &events {
+        match parse_stream_event(event, now) {
+            Err(problem) => st.stream_errors.push(problem),
+            Ok(e) if st.identifiers.contains(&e.identifier) => st.stream_errors.push(format!(
+                "an event already exists with identifier {}",
+                e.identifier
+            )),
+            Ok(e) => {
+                st.identifiers.insert(e.identifier.clone());
+                st.events.push(e);
+            }
+        }
+    }
+    st.stream_batches.push(events.len());
+    if st.fail_after_record > 0 {
+        st.fail_after_record -= 1;
+        return (api_error(500), true);
+    }
+    (Reply::json(200, &json!({})), true)
+}
+
+/// The asynchronous validation of one stream event.
+fn parse_stream_event(event: &Value, now: i64) -> Result<RecordedMeterEvent, String> {
+    let text = |v: Option<&Value>, name: &str| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("missing or invalid {name}"))
+    };
+    let event_name = text(event.get("event_name"), "event_name")?;
+    let payload = event.get("payload");
+    let customer = text(
+        payload.and_then(|p| p.get("stripe_customer_id")),
+        "payload.stripe_customer_id",
+    )?;
+    let raw_value = text(payload.and_then(|p| p.get("value")), "payload.value")?;
+    let value = parse_whole_number(&raw_value)
+        .ok_or_else(|| format!("payload.value {raw_value:?} is not a whole number"))?;
+    let identifier = match event.get("identifier") {
+        None => format!("fake_mev_{:016x}", next_sequence()),
+        Some(v) => text(Some(v), "identifier")?,
+    };
+    if identifier.chars().count() > MAX_IDENTIFIER_LEN {
+        return Err(format!("identifier {identifier} is too long"));
+    }
+    let timestamp = match event.get("timestamp") {
+        None => now,
+        Some(v) => {
+            let raw = text(Some(v), "timestamp")?;
+            chrono::DateTime::parse_from_rfc3339(&raw)
+                .map_err(|_| format!("timestamp {raw:?} is not RFC 3339"))?
+                .timestamp()
+        }
+    };
+    if timestamp < now - MAX_PAST_SECS || timestamp > now + MAX_FUTURE_SECS {
+        return Err(format!(
+            "timestamp {timestamp} of {identifier} is outside the past 35 days / next 5 minutes"
+        ));
+    }
+    Ok(RecordedMeterEvent {
+        identifier,
+        event_name,
+        customer,
+        value,
+        timestamp,
+        idempotency_key: None,
+    })
 }
 
 /// A validated `POST /v1/billing/meter_events` request.
@@ -1185,5 +1439,135 @@ mod tests {
             .send()
             .await;
         assert!(after.is_err(), "server still serving after shutdown");
+    }
+    async fn new_session(fake: &StripeFake) -> Answer {
+        send(
+            reqwest::Client::new()
+                .post(format!(
+                    "{}/v2/billing/meter_event_session",
+                    fake.base_url()
+                ))
+                .bearer_auth(KEY)
+                .json(&json!({})),
+        )
+        .await
+    }
+
+    async fn stream(fake: &StripeFake, token: &str, events: Value) -> Answer {
+        send(
+            reqwest::Client::new()
+                .post(format!("{}/v2/billing/meter_event_stream", fake.base_url()))
+                .bearer_auth(token)
+                .json(&json!({ "events": events })),
+        )
+        .await
+    }
+
+    fn stream_event(identifier: &str, customer: &str, value: &str) -> Value {
+        json!({
+            "event_name": "llm_credits",
+            "identifier": identifier,
+            "timestamp": rfc3339(Utc::now() - chrono::Duration::minutes(1)),
+            "payload": {"stripe_customer_id": customer, "value": value},
+        })
+    }
+
+    #[tokio::test]
+    async fn v2_sessions_expire_and_the_stream_needs_their_token() {
+        let fake = StripeFake::start(KEY).await;
+        let session = new_session(&fake).await;
+        assert_eq!(session.status, 200, "{}", session.body);
+        assert_eq!(session.body["object"], "v2.billing.meter_event_session");
+        let token = session.body["authentication_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let created = chrono::DateTime::parse_from_rfc3339(
+            session.body["created"].as_str().expect("created"),
+        )
+        .expect("rfc3339");
+        let expires = chrono::DateTime::parse_from_rfc3339(
+            session.body["expires_at"].as_str().expect("expires_at"),
+        )
+        .expect("rfc3339");
+        assert_eq!(expires - created, chrono::Duration::minutes(15));
+
+        // The secret key is not a session token; no key at all is not either.
+        let with_key = stream(&fake, KEY, json!([stream_event("a", "cus_1", "1")])).await;
+        assert_eq!(with_key.status, 401);
+        let unauthenticated = send(
+            reqwest::Client::new()
+                .post(format!(
+                    "{}/v2/billing/meter_event_session",
+                    fake.base_url()
+                ))
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(unauthenticated.status, 401);
+
+        let ok = stream(&fake, &token, json!([stream_event("a", "cus_1", "1")])).await;
+        assert_eq!((ok.status, ok.body.clone()), (200, json!({})));
+        fake.expire_sessions();
+        let expired = stream(&fake, &token, json!([stream_event("b", "cus_1", "1")])).await;
+        assert_eq!(expired.status, 401);
+        assert_eq!(
+            expired.body["error"]["code"],
+            "billing_meter_event_session_expired"
+        );
+        assert_eq!(fake.events().len(), 1);
+        assert_eq!(fake.sessions_created(), 1);
+    }
+
+    #[tokio::test]
+    async fn v2_stream_limits_dedups_and_validates_asynchronously() {
+        let fake = StripeFake::start(KEY).await;
+        let token = new_session(&fake).await.body["authentication_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let many: Vec<Value> = (0..101)
+            .map(|i| stream_event(&format!("e{i}"), "cus_1", "1"))
+            .collect();
+        let too_many = stream(&fake, &token, json!(many)).await;
+        assert_eq!(too_many.status, 400);
+        assert_eq!(too_many.body["error"]["param"], "events");
+        let empty = stream(&fake, &token, json!([])).await;
+        assert_eq!(empty.status, 400);
+        assert!(fake.events().is_empty());
+
+        let hundred = stream(&fake, &token, json!(many[..100].to_vec())).await;
+        assert_eq!(hundred.status, 200);
+        assert_eq!(fake.events().len(), 100);
+        // A repeat identifier and an invalid value: accepted, dropped, reported.
+        let mixed = stream(
+            &fake,
+            &token,
+            json!([
+                stream_event("e0", "cus_1", "1"),
+                stream_event("x1", "cus_1", "1.5"),
+                stream_event("x2", "cus_2", "7"),
+            ]),
+        )
+        .await;
+        assert_eq!(mixed.status, 200);
+        assert_eq!(fake.events().len(), 101);
+        assert_eq!(fake.stream_errors().len(), 2, "{:?}", fake.stream_errors());
+        assert_eq!(fake.stream_batches(), vec![100, 3]);
+        assert_eq!(fake.totals_by_customer()["cus_2"], 7);
+
+        // Many requests of one customer at once: no per-customer limit on the stream.
+        fake.set_latency(Duration::from_millis(100));
+        let (a, b) = tokio::join!(
+            stream(&fake, &token, json!([stream_event("c1", "cus_1", "1")])),
+            stream(&fake, &token, json!([stream_event("c2", "cus_1", "1")])),
+        );
+        assert_eq!((a.status, b.status), (200, 200));
+        assert_eq!(fake.concurrency_violations(), 0);
+
+        fake.set_rate_limit(Some(0));
+        let limited = stream(&fake, &token, json!([stream_event("r1", "cus_1", "1")])).await;
+        assert_eq!(limited.status, 429);
+        assert_eq!(limited.header("stripe-should-retry"), Some("true"));
     }
 }

@@ -3,5 +3,7 @@
 
 mod binary;
 mod common;
+mod cost;
 mod ingest;
 mod process;
+mod stream;

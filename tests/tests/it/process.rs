@@ -703,6 +703,7 @@ async fn the_harness_points_every_aws_call_at_loopback() {
         "AWS_ENDPOINT_URL",
         "LANGFUSE_BASE_URL",
         "STRIPE_API_BASE",
+        "STRIPE_METER_EVENTS_BASE",
         "QUEUE_URL",
     ] {
         let url = reqwest::Url::parse(&env[var]).expect(var);
@@ -712,4 +713,172 @@ async fn the_harness_points_every_aws_call_at_loopback() {
             env[var]
         );
     }
+}
+
+#[tokio::test]
+async fn a_batch_shares_the_hard_limit_in_trace_order() {
+    let stack = TestStack::start("batchcap").await.expect("stack");
+    stack
+        .ledger
+        .put_budget_policy("cus_b", &hard(550))
+        .await
+        .expect("policy");
+    let at = now() - Duration::hours(1);
+    let ids: Vec<String> = (0..10).map(|i| format!("tb-{i}")).collect();
+    for id in &ids {
+        stack.langfuse.add_trace(trace(id, "cus_b", 0.004, 0, at));
+    }
+    // Reverse order in the batch: the split follows the trace ids, not the message order.
+    let bodies: Vec<(String, String)> = ids
+        .iter()
+        .rev()
+        .map(|id| (format!("m-{id}"), body(id)))
+        .collect();
+    let refs: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+    let response = stack
+        .invoke_with(&NoFaults, event(&refs))
+        .await
+        .expect("no crash");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let e = entry(&stack, id).await;
+        let (billed, capped, state) = match i {
+            0..=4 => (C_0004, 0, LedgerState::Metered),
+            5 => (50, 50, LedgerState::Metered),
+            _ => (0, C_0004, LedgerState::Capped),
+        };
+        assert_eq!(
+            (e.state, e.billed_credits, e.capped_credits, e.total_credits),
+            (state, billed, capped, C_0004),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        budget_used(&stack, "cus_b", at, Period::Month).await,
+        (550, 450)
+    );
+    assert_eq!(stack.stripe.totals_by_customer().get("cus_b"), Some(&550));
+    assert_eq!(stack.stripe.events().len(), 6);
+}
+
+#[tokio::test]
+async fn overlapping_batches_bill_each_trace_once() {
+    let stack = TestStack::start("overlap").await.expect("stack");
+    stack
+        .ledger
+        .put_budget_policy("cus_o", &hard(1_000_000))
+        .await
+        .expect("policy");
+    let at = now() - Duration::hours(1);
+    let ids: Vec<String> = (0..8).map(|i| format!("to-{i}")).collect();
+    for id in &ids {
+        stack.langfuse.add_trace(trace(id, "cus_o", 0.004, 0, at));
+    }
+    // Five concurrent batches of one customer, each overlapping the next: a claim whose
+    // entries were taken by another batch drops those and claims the rest.
+    let events: Vec<_> = (0..5)
+        .map(|b| {
+            let bodies: Vec<(String, String)> = (b..b + 4)
+                .map(|i| (format!("b{b}-m{i}"), body(&ids[i % ids.len()])))
+                .collect();
+            let refs: Vec<(&str, String)> = bodies
+                .iter()
+                .map(|(m, body)| (m.as_str(), body.clone()))
+                .collect();
+            event(&refs)
+        })
+        .collect();
+    let results = futures::future::join_all(
+        events
+            .iter()
+            .map(|ev| stack.invoke_with(&NoFaults, ev.clone())),
+    )
+    .await;
+    for r in results {
+        r.expect("no crash");
+    }
+    // Whatever asked for a retry (a claim still leased by another batch) comes back.
+    stack.clock.advance(Duration::seconds(60));
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stack.send_traces(&refs).await.expect("send");
+    stack.drain(20).await.expect("drained");
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 8, "{events:?}");
+    assert_eq!(
+        budget_used(&stack, "cus_o", at, Period::Month).await,
+        (8 * C_0004, 0)
+    );
+    for id in &ids {
+        let e = entry(&stack, id).await;
+        assert_eq!((e.state, e.billed_credits), (LedgerState::Metered, C_0004));
+    }
+}
+
+#[tokio::test]
+async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
+    use tracemeter::domain::ledger::PendingClaim;
+    use tracemeter::ports::{Claim, ClaimBatch, ClaimResult, Expect, SeenUsage, Settled};
+    let stack = TestStack::start("noreceipt").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-old-claim", "cus_nr", 0.004, 0, at));
+    // A claim written before receipts existed (no `p_receipt`), whose invocation died.
+    let period = Period::Month.key(at);
+    let claimed = stack
+        .ledger
+        .claim_batch(&ClaimBatch {
+            customer_id: "cus_nr".into(),
+            period: period.clone(),
+            hard_limit: None,
+            limit: None,
+            claims: vec![Claim {
+                trace_id: "t-old-claim".into(),
+                expect: Expect::Absent,
+                settled: Settled::default(),
+                pending: PendingClaim {
+                    revision: 1,
+                    identifier: identifier("t-old-claim", 1),
+                    customer_id: "cus_nr".into(),
+                    billable: C_0004,
+                    capped: 0,
+                    total_after: C_0004,
+                    event_timestamp: at.timestamp(),
+                    period,
+                    claimed_at: now() - Duration::minutes(5),
+                    lease_until: now() - Duration::minutes(1),
+                    receipt: None,
+                },
+                usage_at: at,
+                last_observation_at: None,
+                seen: SeenUsage::default(),
+            }],
+            now: now(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed, ClaimResult::Claimed);
+    stack.send_traces(&["t-old-claim"]).await.expect("send");
+    stack.drain(10).await.expect("drained");
+    assert_eq!(stack.stripe.events().len(), 1);
+    let raw = stack
+        .ledger
+        .raw(tracemeter::adapters::dynamo::trace_key("t-old-claim"))
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(
+        tracemeter::adapters::dynamo::get_s(&raw, "state"),
+        Some("metered"),
+        "marked on the entry itself"
+    );
+    let e = entry(&stack, "t-old-claim").await;
+    assert_eq!((e.revision, e.billed_credits), (1, C_0004));
+    assert_eq!(
+        budget_used(&stack, "cus_nr", at, Period::Month).await,
+        (C_0004, 0)
+    );
 }

@@ -1,0 +1,128 @@
+//! DynamoDB write capacity per metered trace, counted from the handler's real write requests
+//! (an SDK interceptor) and the written items' real sizes, with DynamoDB's pricing rules.
+
+use crate::common::{body, entry, event, now, trace};
+use chrono::Duration;
+use process::NoFaults;
+use std::collections::HashMap;
+use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use tracemeter::domain::ledger::LedgerState;
+use tracemeter_tests::harness::TestStack;
+use tracemeter_tests::write_meter::{item_size, write_units};
+
+/// Meters a batch of `traces` messages spread over `customers` customers in one invocation;
+/// returns the WCU it cost.
+async fn metered_batch_wcu(stack: &TestStack, traces: usize, customers: usize) -> u64 {
+    let label = format!("c{customers}");
+    let at = now() - Duration::hours(1);
+    let customer = |i: usize| format!("cus_{label}_{}", i % customers);
+    for c in 0..customers {
+        stack
+            .ledger
+            .put_budget_policy(
+                &customer(c),
+                &BudgetPolicy {
+                    limit: Some(1_000_000),
+                    period: Period::Month,
+                    mode: BudgetMode::Hard,
+                    thresholds: vec![50, 80, 100],
+                },
+            )
+            .await
+            .expect("policy");
+    }
+    let ids: Vec<String> = (0..traces).map(|i| format!("w{label}-{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        stack
+            .langfuse
+            .add_trace(trace(id, &customer(i), 0.004, 0, at));
+    }
+    let bodies: Vec<(String, String)> =
+        ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
+    let refs: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+
+    stack.dynamo_writes.reset();
+    let response = stack
+        .invoke_with(&NoFaults, event(&refs))
+        .await
+        .expect("no crash");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let ops = stack.dynamo_writes.ops();
+
+    for id in &ids {
+        assert_eq!(entry(stack, id).await.state, LedgerState::Metered, "{id}");
+    }
+    let totals = stack.stripe.totals_by_customer();
+    for c in 0..customers {
+        let n = (0..traces).filter(|i| i % customers == c).count() as u64;
+        assert_eq!(totals.get(&customer(c)).copied(), Some(n * 100));
+    }
+
+    // The sizes of the items as written (the claimed entries keep their pending fields).
+    let mut sizes = HashMap::new();
+    for op in &ops {
+        for key in &op.items {
+            if !sizes.contains_key(key) {
+                let item = stack.ledger.raw(key.clone()).await.expect("read");
+                sizes.insert(key.clone(), item.as_ref().map(item_size).unwrap_or(0));
+            }
+        }
+    }
+    let largest = sizes.values().copied().max().unwrap_or(0);
+    assert!(largest < 1024, "every item fits in 1 KB: {largest} bytes");
+
+    // The shape: one claim transaction per customer (its entries + its counter), one
+    // receipt write for the whole invocation, nothing else.
+    let tx: Vec<_> = ops
+        .iter()
+        .filter(|o| o.operation == "TransactWriteItems")
+        .collect();
+    assert_eq!(tx.len(), customers, "{ops:#?}");
+    for t in &tx {
+        assert_eq!(t.items.len(), traces / customers + 1, "{t:?}");
+        assert_eq!(
+            t.items
+                .iter()
+                .filter(|k| k.0.starts_with("BUDGET#"))
+                .count(),
+            1
+        );
+    }
+    let plain: Vec<_> = ops.iter().filter(|o| !o.transactional).collect();
+    assert_eq!(plain.len(), 1, "{plain:#?}");
+    assert!(plain[0].items[0].0.starts_with("RECEIPT#"));
+
+    let wcu = write_units(&ops, &sizes);
+    assert_eq!(wcu, (2 * traces + 2 * customers + 1) as u64);
+    println!(
+        "WCU per metered trace, {traces} messages / {customers} customers per batch: {:.2} \
+         ({wcu} WCU; largest item {largest} B; before batch claims: 5.00)",
+        wcu as f64 / traces as f64
+    );
+
+    // A redelivery of the whole batch writes nothing.
+    stack.dynamo_writes.reset();
+    let again = stack
+        .invoke_with(&NoFaults, event(&refs))
+        .await
+        .expect("no crash");
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(stack.dynamo_writes.ops(), Vec::new(), "redelivery writes");
+    wcu
+}
+
+#[tokio::test]
+async fn batch_claims_cost_at_most_3_5_wcu_per_metered_trace() {
+    let stack = TestStack::start("wcu").await.expect("stack");
+    let one = metered_batch_wcu(&stack, 10, 1).await;
+    let five = metered_batch_wcu(&stack, 10, 5).await;
+    let ten = metered_batch_wcu(&stack, 10, 10).await;
+    assert!(one as f64 / 10.0 <= 3.5, "1 customer: {one}");
+    assert!(five as f64 / 10.0 <= 3.5, "5 customers: {five}");
+    // Ten customers in ten messages share nothing: each trace pays its own counter.
+    assert!(ten as f64 / 10.0 < 5.0, "10 customers: {ten}");
+    assert_eq!(stack.stripe.events().len(), 30);
+}
