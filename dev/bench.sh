@@ -4,7 +4,8 @@
 # benchmark: the real bootstraps under a Lambda Runtime API emulator, moto behind a counting
 # proxy, the Langfuse and Stripe fakes. Settings (environment): TRACES (1000),
 # LANGFUSE_LATENCY_MS (20), LANGFUSE_RPM (1000), CONCURRENCY (5), TIME_LIMIT_SECONDS (1200),
-# LANGFUSE_API (v2), BENCH_ENV ("NAME=value,..." extra function variables).
+# LANGFUSE_API (v2), BENCH_ENV ("NAME=value,..." extra function variables), INGEST_ONLY=1
+# (ingest alone: its memory at TRACES=10000 / 40000).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
