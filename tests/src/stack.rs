@@ -1113,6 +1113,91 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Least privilege: every function has its own role; every IAM statement names its
+    /// actions (no `*` in an action) and its resources (no `*` resource, no wildcard ARN),
+    /// and only the process function gets the Stripe key.
+    #[test]
+    fn iam_statements_name_their_actions_and_resources() {
+        let text = std::fs::read_to_string(template_path()).unwrap();
+        let root: Value = serde_yaml::from_str(&text).unwrap();
+        let resources = root["Resources"].as_mapping().unwrap();
+        let mut roles_used = Vec::new();
+        let mut statements = 0;
+        for (name, resource) in resources {
+            let name = name.as_str().unwrap();
+            match resource["Type"].as_str().unwrap() {
+                "AWS::Serverless::Function" => {
+                    let role = &resource["Properties"]["Role"];
+                    let (kind, arg) = intrinsic(role)
+                        .unwrap_or_else(|| panic!("{name} has no explicit Role (SAM would attach managed policies with * resources)"));
+                    assert_eq!(kind, "Fn::GetAtt", "{name}");
+                    let role = match arg {
+                        Value::String(s) => s.split('.').next().unwrap().to_string(),
+                        Value::Sequence(v) => v[0].as_str().unwrap().to_string(),
+                        other => panic!("{name}: {other:?}"),
+                    };
+                    assert!(!roles_used.contains(&role), "{name} shares {role}");
+                    roles_used.push(role);
+                    assert!(
+                        resource["Properties"].get("Policies").is_none(),
+                        "{name}: SAM Policies add managed policies"
+                    );
+                }
+                "AWS::IAM::Role" => {
+                    assert!(
+                        resource["Properties"].get("ManagedPolicyArns").is_none(),
+                        "{name}: managed policies have * resources"
+                    );
+                    for policy in resource["Properties"]["Policies"].as_sequence().unwrap() {
+                        for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                            statements += 1;
+                            let sid = st["Sid"].as_str().unwrap_or("?");
+                            assert_eq!(st["Effect"].as_str(), Some("Allow"), "{name}/{sid}");
+                            let actions: Vec<&Value> = match &st["Action"] {
+                                Value::Sequence(v) => v.iter().collect(),
+                                v => vec![v],
+                            };
+                            for a in actions {
+                                let a = a.as_str().unwrap();
+                                assert!(!a.contains('*'), "{name}/{sid}: wildcard action {a}");
+                                assert!(a.contains(':'), "{name}/{sid}: {a}");
+                            }
+                            let resources: Vec<&Value> = match &st["Resource"] {
+                                Value::Sequence(v) => v.iter().collect(),
+                                v => vec![v],
+                            };
+                            for r in resources {
+                                let text = match r {
+                                    Value::String(s) => s.clone(),
+                                    other => format!("{other:?}"),
+                                };
+                                assert!(
+                                    !text.contains('*'),
+                                    "{name}/{sid}: wildcard resource {text}"
+                                );
+                                assert!(!matches!(r, Value::Null), "{name}/{sid}: no resource");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(roles_used.len(), 2, "both functions have their own role");
+        assert!(statements >= 6, "{statements} statements read");
+        let t = Template::load().unwrap();
+        assert!(
+            t.function_env(PROCESS_FUNCTION)
+                .unwrap()
+                .contains_key("STRIPE_SECRET_KEY")
+        );
+        assert!(
+            !t.function_env(INGEST_FUNCTION)
+                .unwrap()
+                .contains_key("STRIPE_SECRET_KEY")
+        );
+    }
+
     #[test]
     fn template_event_source_is_read() {
         let t = Template::load().unwrap();

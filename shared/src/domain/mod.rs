@@ -7,3 +7,6 @@ pub mod ingest;
 pub mod ledger;
 pub mod message;
 pub mod usage;
+
+#[cfg(test)]
+mod properties;
