@@ -613,6 +613,39 @@ mod tests {
     }
 
     #[test]
+    fn every_outside_url_is_https_unless_loopback() {
+        for name in ["LANGFUSE_BASE_URL", "STRIPE_API_BASE", "QUEUE_URL"] {
+            for bad in [
+                "http://example.com",
+                "http://10.0.0.1:8080",
+                "file:///etc/passwd",
+                "not a url",
+            ] {
+                let mut vars = base();
+                vars.insert(name, bad);
+                let err = load(&vars).expect_err(bad).to_string();
+                assert!(err.contains(name), "{name}={bad}: {err}");
+                assert!(!err.contains("sk-lf-secret") && !err.contains("sk_test_secret"));
+            }
+            let mut vars = base();
+            vars.insert(name, "https://example.com");
+            load(&vars).expect("https is accepted");
+        }
+    }
+
+    #[test]
+    fn contradictory_retry_window_is_named() {
+        let mut vars = base();
+        vars.insert("RETRY_BASE_SECONDS", "600");
+        vars.insert("RETRY_MAX_SECONDS", "60");
+        let err = load(&vars).expect_err("base > max").to_string();
+        assert!(
+            err.contains("RETRY_BASE_SECONDS") && err.contains("RETRY_MAX_SECONDS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn secrets_never_show_in_debug() {
         let cfg = load(&base()).expect("valid");
         let shown = format!("{cfg:?}");
