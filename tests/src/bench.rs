@@ -166,14 +166,18 @@ impl Function {
     }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (asked once).
 fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// Figures of one function.
@@ -277,8 +281,8 @@ pub struct BenchReport {
 /// Runs the benchmark.
 pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     let root = stack::repo_root();
-    let ingest_bin = root.join("target/lambda/ingest/bootstrap");
-    let process_bin = root.join("target/lambda/process/bootstrap");
+    let ingest_bin = bootstrap("ingest");
+    let process_bin = bootstrap("process");
     for b in [&ingest_bin, &process_bin] {
         if !b.exists() {
             bail!(
@@ -765,7 +769,7 @@ pub fn options_from_env() -> Result<BenchOptions> {
     })
 }
 
-/// Where the release bootstraps are.
+/// Where `make build` puts a function's release bootstrap.
 pub fn bootstrap(function: &str) -> PathBuf {
     stack::repo_root().join(format!("target/lambda/{function}/bootstrap"))
 }

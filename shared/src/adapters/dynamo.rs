@@ -493,6 +493,11 @@ impl DynamoLedger {
             "thresholds".into(),
             AttributeValue::L(policy.thresholds.iter().map(|t| n(*t)).collect()),
         );
+        self.put(item).await
+    }
+
+    /// An unconditional put of a whole item (operator items: policies, mappings).
+    async fn put(&self, item: Item) -> Result<()> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -507,14 +512,7 @@ impl DynamoLedger {
     pub async fn put_user_mapping(&self, user_id: &str, customer: &str) -> Result<()> {
         let mut item = key_item(user_key(user_id));
         item.insert("customer_id".into(), s(customer));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem", &e))?;
-        Ok(())
+        self.put(item).await
     }
 
     /// The raw item of a key (inspection).
