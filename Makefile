@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy bench
+.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -61,3 +61,15 @@ deploy: venv
 ## bench: the benchmark (release bootstraps, counting proxy, fakes); TRACES=1000|10000|40000, see dev/bench.sh
 bench: venv
 	dev/bench.sh
+
+## chaos: the reliability suite alone (part of make test): CHAOS_TRACES (300), CHAOS_RATE (0.1), see dev/chaos.sh
+chaos: venv
+	dev/chaos.sh
+
+## soak: fuzz the Langfuse parsers (FUZZ_SECONDS, 60), then the suite with 20,000 traces at 10 % faults per boundary
+soak: venv
+	dev/soak.sh
+
+## fuzz: the Langfuse parser fuzz target for FUZZ_SECONDS (60); needs the nightly toolchain
+fuzz:
+	dev/fuzz.sh

@@ -16,7 +16,10 @@ trap 'status=$?; if [ $status -ne 0 ]; then echo "dev/test.sh: FAILED (exit $sta
 echo "+ cargo test --workspace"
 cargo test --workspace
 
+echo "+ dev/chaos.sh (the reliability suite: ${CHAOS_TRACES:-300} traces, faults at every boundary, invariants)"
+"$repo/dev/chaos.sh"
+
 echo "+ dev/lambda-check.sh (cargo lambda watch + invoke of both functions on the local stack)"
 "$repo/dev/lambda-check.sh"
 
-echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace, cargo lambda invoke)"
+echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace, the reliability suite, cargo lambda invoke)"

@@ -9,12 +9,11 @@
 //! consistent one 0.5; transactional reads 2. Conditional writes that fail still consume
 //! their units, as on DynamoDB.
 
+use crate::faults::Chaos;
 use anyhow::Result;
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, Request, StatusCode};
+use axum::response::Response;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,11 +35,19 @@ pub struct OpCount {
 /// What the proxy saw, by operation (`DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessageBatch`).
 pub type Counts = BTreeMap<String, OpCount>;
 
+/// The fault kinds of [`CountingProxy::start_with`]: `throttle` (DynamoDB's
+/// `ProvisionedThroughputExceededException` or `ThrottlingException`, SQS's
+/// `ThrottlingException`, 400), `500` (`InternalServerError`), `reset_before` (the
+/// connection closed without an answer, the request never reaching moto) and `reset_after`
+/// (moto carried the request out, then the connection closed: the answer is lost).
+pub const AWS_KINDS: &[&str] = &["throttle", "500", "reset_before", "reset_after"];
+
 #[derive(Clone)]
 struct ProxyState {
     client: reqwest::Client,
     target: String,
     counts: Arc<Mutex<Counts>>,
+    chaos: Option<Arc<Chaos>>,
 }
 
 /// A running proxy.
@@ -53,22 +60,42 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Starts a proxy on a free loopback port forwarding to `target` (`http://127.0.0.1:port`).
     pub async fn start(target: &str) -> Result<CountingProxy> {
+        CountingProxy::start_with(target, None).await
+    }
+
+    /// Like [`CountingProxy::start`], injecting the faults of [`AWS_KINDS`] on a share of
+    /// calls as `chaos` decides.
+    pub async fn start_with(target: &str, chaos: Option<Arc<Chaos>>) -> Result<CountingProxy> {
         let counts = Arc::new(Mutex::new(Counts::new()));
         let state = ProxyState {
             client: reqwest::Client::builder().no_proxy().build()?,
             target: target.trim_end_matches('/').to_string(),
             counts: counts.clone(),
+            chaos,
         };
-        let app = Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        // Plain hyper rather than axum: a service error closes the connection without an
+        // answer, which is how a reset is injected.
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |request| {
+                                forward(state.clone(), request)
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                }
+            }
         });
         Ok(CountingProxy {
             addr,
@@ -107,18 +134,94 @@ impl Drop for CountingProxy {
     }
 }
 
+/// The error that makes hyper drop the connection: an injected reset.
+fn reset(when: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        format!("connection reset {when} (injected)"),
+    )
+}
+
+/// An AWS JSON-protocol error answer, as DynamoDB and SQS send them.
+fn aws_error(op: &str, status: u16, code: &str, message: &str) -> Response {
+    let sqs = op.starts_with("AmazonSQS.");
+    let namespace = if sqs {
+        "com.amazonaws.sqs"
+    } else if code == "ThrottlingException" {
+        "com.amazon.coral.availability"
+    } else {
+        "com.amazonaws.dynamodb.v20120810"
+    };
+    let body = serde_json::json!({"__type": format!("{namespace}#{code}"), "message": message});
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    if sqs && let Ok(v) = HeaderValue::from_str(&format!("{code};Sender")) {
+        headers.insert("x-amzn-query-error", v);
+    }
+    response
+}
+
+/// The injected answer of a fault that stops the request before moto.
+fn refuse(
+    chaos: &Chaos,
+    kind: &str,
+    op: &str,
+) -> Option<std::result::Result<Response, std::io::Error>> {
+    match kind {
+        "throttle" => {
+            let code = if op.starts_with("DynamoDB_") && chaos.below(2) == 0 {
+                "ProvisionedThroughputExceededException"
+            } else {
+                "ThrottlingException"
+            };
+            Some(Ok(aws_error(
+                op,
+                400,
+                code,
+                "Rate of requests exceeds the allowed throughput (injected).",
+            )))
+        }
+        "500" => Some(Ok(aws_error(
+            op,
+            500,
+            if op.starts_with("AmazonSQS.") {
+                "InternalError"
+            } else {
+                "InternalServerError"
+            },
+            "Internal server error (injected).",
+        ))),
+        "reset_before" => Some(Err(reset("before the request reached moto"))),
+        _ => None,
+    }
+}
+
 async fn forward(
-    State(state): State<ProxyState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+    state: ProxyState,
+    request: Request<hyper::body::Incoming>,
+) -> std::result::Result<Response, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = axum::body::to_bytes(Body::new(body), usize::MAX)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let headers = parts.headers;
     let op = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown")
         .to_string();
+    let fault = state
+        .chaos
+        .as_ref()
+        .and_then(|c| c.draw().map(|kind| (c, kind)));
+    if let Some(answer) = fault.and_then(|(chaos, kind)| refuse(chaos, kind, &op)) {
+        return answer;
+    }
     let (wcu, rcu) = if op.starts_with("DynamoDB_") {
         capacity(&op, &body)
     } else {
@@ -127,9 +230,13 @@ async fn forward(
     let url = format!(
         "{}{}",
         state.target,
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
     );
-    let mut request = state.client.request(method, url).body(body);
+    let mut request = state.client.request(parts.method, url).body(body);
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
             request = request.header(name, value);
@@ -137,7 +244,11 @@ async fn forward(
     }
     let answer = match request.send().await {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        Err(e) => {
+            let mut response = Response::new(Body::from(e.to_string()));
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            return Ok(response);
+        }
     };
     let status = answer.status();
     let answer_headers = answer.headers().clone();
@@ -155,6 +266,9 @@ async fn forward(
             c.empty += 1;
         }
     }
+    if fault.is_some_and(|(_, kind)| kind == "reset_after") {
+        return Err(reset("after moto carried the request out"));
+    }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     for (name, value) in &answer_headers {
@@ -162,7 +276,7 @@ async fn forward(
             response.headers_mut().insert(name, value.clone());
         }
     }
-    response
+    Ok(response)
 }
 
 /// Capacity units a DynamoDB request consumes (items assumed within 1 KB / 4 KB).
@@ -257,7 +371,7 @@ mod tests {
     async fn forwards_and_counts() {
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up_addr = upstream.local_addr().unwrap();
-        let app = Router::new().fallback(|| async { r#"{"Messages":[]}"# });
+        let app = axum::Router::new().fallback(|| async { r#"{"Messages":[]}"# });
         tokio::spawn(async move {
             let _ = axum::serve(upstream, app).await;
         });
@@ -279,5 +393,53 @@ mod tests {
         let counts = proxy.counts();
         assert_eq!(counts["DynamoDB_20120810.PutItem"].calls, 1);
         assert_eq!(counts["DynamoDB_20120810.PutItem"].wcu, 1.0);
+    }
+
+    #[tokio::test]
+    async fn injects_throttles_errors_and_resets() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        let app = axum::Router::new().fallback(|| async { "{}" });
+        tokio::spawn(async move {
+            let _ = axum::serve(upstream, app).await;
+        });
+        let chaos = Chaos::new("aws", AWS_KINDS, 1.0, 3);
+        let proxy = CountingProxy::start_with(&format!("http://{up_addr}"), Some(chaos.clone()))
+            .await
+            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let (mut throttled, mut errors, mut resets) = (0, 0, 0);
+        for _ in 0..40 {
+            let sent = client
+                .post(proxy.url())
+                .header("x-amz-target", "DynamoDB_20120810.PutItem")
+                .body("{}")
+                .send()
+                .await;
+            match sent {
+                Err(_) => resets += 1,
+                Ok(r) if r.status() == 400 => {
+                    let body = r.text().await.unwrap();
+                    assert!(
+                        body.contains("Throughput") || body.contains("Throttling"),
+                        "{body}"
+                    );
+                    throttled += 1;
+                }
+                Ok(r) => {
+                    assert_eq!(r.status(), 500);
+                    errors += 1;
+                }
+            }
+        }
+        let counts = chaos.counts();
+        assert_eq!(throttled, counts["throttle"]);
+        assert_eq!(errors, counts["500"]);
+        assert_eq!(resets, counts["reset_before"] + counts["reset_after"]);
+        // Only the requests reset after forwarding reached the upstream.
+        assert_eq!(
+            proxy.counts()["DynamoDB_20120810.PutItem"].calls,
+            counts["reset_after"]
+        );
     }
 }

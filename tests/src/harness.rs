@@ -117,6 +117,9 @@ pub struct StackOptions {
     pub visibility_timeout: Option<i32>,
     /// The queue's maxReceiveCount.
     pub max_receive_count: Option<i32>,
+    /// Where the functions' AWS clients send their calls (a fault-injecting proxy in front of
+    /// moto); None: moto itself. Provisioning always talks to moto directly.
+    pub aws_endpoint: Option<String>,
 }
 
 impl StackOptions {
@@ -144,6 +147,8 @@ impl TestStack {
             max_receive_count: options.max_receive_count,
         };
         let resources = stack::provision(&sdk, &stack::unique_prefix(label), &overrides).await?;
+        let client_endpoint = options.aws_endpoint.clone().unwrap_or(endpoint.clone());
+        let sdk = stack::sdk_config(&client_endpoint).await;
         let langfuse = LangfuseFake::start(LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY).await;
         let stripe = StripeFake::start(STRIPE_SECRET_KEY).await;
         let mut env: HashMap<String, String> = HashMap::from([
@@ -162,7 +167,7 @@ impl TestStack {
             ("RETRY_BASE_SECONDS".into(), "1".into()),
             ("RETRY_MAX_SECONDS".into(), "2".into()),
         ]);
-        for (k, v) in stack::safe_aws_env(&endpoint) {
+        for (k, v) in stack::safe_aws_env(&client_endpoint) {
             env.insert(k.to_string(), v);
         }
         for (k, v) in options.env {
@@ -322,7 +327,8 @@ impl TestStack {
     }
 }
 
-/// Logs of the code under test, captured per test (shown when a test fails).
+/// Logs of the code under test, captured per test (shown when a test fails) and scanned for
+/// the test secrets ([`crate::logscan`]).
 pub fn init_test_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
@@ -330,7 +336,9 @@ pub fn init_test_logs() {
         )
     });
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_writer(crate::logscan::Scanning(
+            tracing_subscriber::fmt::TestWriter::new(),
+        ))
         .with_env_filter(filter)
         .with_target(false)
         .try_init();

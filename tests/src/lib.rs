@@ -3,11 +3,14 @@
 //! mapping played locally ([`esm`]) and the per-test harness ([`harness`]).
 
 pub mod bench;
+pub mod chaos;
 pub mod counting_proxy;
 pub mod esm;
 pub mod fakes;
+pub mod faults;
 pub mod harness;
 pub mod local;
+pub mod logscan;
 pub mod runtime_api;
 pub mod stack;
 pub mod summary;

@@ -45,6 +45,10 @@ pub struct Summary {
     pub dlq: i64,
     /// Messages still in the queue.
     pub queued: i64,
+    /// Every trace's ledger entry, with receipted deliveries folded in.
+    pub entries: Vec<tracemeter::domain::ledger::LedgerEntry>,
+    /// Every budget period counter: (customer, period key, used, limit).
+    pub periods: Vec<(String, String, u64, Option<u64>)>,
 }
 
 impl Summary {
@@ -241,7 +245,13 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
                     .or_default() += 1;
             } else if let Some(customer) = pk.strip_prefix("BUDGET#") {
                 let line = summary.customers.entry(customer.to_string()).or_default();
-                if sk.starts_with("PERIOD#") {
+                if let Some(period) = sk.strip_prefix("PERIOD#") {
+                    summary.periods.push((
+                        customer.to_string(),
+                        period.to_string(),
+                        get_u64(item, "used").unwrap_or(0),
+                        get_u64(item, "limit"),
+                    ));
                     line.budget_used += get_u64(item, "used").unwrap_or(0);
                     line.limit = get_u64(item, "limit").or(line.limit);
                     if item
@@ -292,6 +302,7 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
             line.ledger_credits += entry.billed_credits;
             line.capped += entry.capped_credits;
         }
+        summary.entries.push(entry);
     }
     for e in stack.stripe.events() {
         let line = summary.customers.entry(e.customer.clone()).or_default();

@@ -17,6 +17,10 @@ const MODELS: [(&str, f64, f64); 5] = [
     ("llama-3.1-70b-instruct", 0.59, 0.79),
 ];
 
+/// The users mapped to a customer in the table (the rest of the sample's users are not).
+pub const USER_MAPPINGS: [(&str, &str); 2] =
+    [("u-hooli-1", "cus_hooli"), ("u-hooli-2", "cus_hooli")];
+
 /// What was seeded.
 #[derive(Debug, Clone, Default)]
 pub struct Seeded {
@@ -81,14 +85,9 @@ pub async fn seed(stack: &TestStack, n: usize, seed: u64) -> Result<Seeded> {
             stack.ledger.put_budget_policy(customer, p).await?;
         }
     }
-    stack
-        .ledger
-        .put_user_mapping("u-hooli-1", "cus_hooli")
-        .await?;
-    stack
-        .ledger
-        .put_user_mapping("u-hooli-2", "cus_hooli")
-        .await?;
+    for (user, customer) in USER_MAPPINGS {
+        stack.ledger.put_user_mapping(user, customer).await?;
+    }
 
     let mut rng = Lcg(seed);
     let now = Utc::now();

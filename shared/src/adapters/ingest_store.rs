@@ -139,10 +139,16 @@ impl IngestStore for DynamoIngestStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #lease_until < :now")
+            // Our own lease counts as free: when the answer to this put is lost and the SDK
+            // retries it, the retry must not find the run locked out by itself.
+            .condition_expression(
+                "attribute_not_exists(#pk) OR #lease_until < :now OR #owner = :owner",
+            )
             .expression_attribute_names("#pk", "pk")
             .expression_attribute_names("#lease_until", "lease_until")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":now", ms(now))
+            .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
         match result {

@@ -155,23 +155,38 @@ fn amount(trace_id: &str, what: &str, value: f64) -> Result<Decimal> {
     })
 }
 
+/// One observation's cost: a number, never negative (a negative cost would silently lower
+/// the trace's total).
+fn cost(trace_id: &str, value: f64) -> Result<Decimal> {
+    let usd = amount(trace_id, "cost", value)?;
+    if usd < Decimal::ZERO {
+        return Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!("trace {trace_id}: an observation has a negative cost of {value} USD"),
+        ));
+    }
+    Ok(usd)
+}
+
+/// An observation's cost: `totalCost`, else `costDetails.total`, else the sum of the
+/// details; a `null` or missing cost is zero (Langfuse could not price the model).
 fn cost_of(
     trace_id: &str,
     total: Option<f64>,
     details: &Option<BTreeMap<String, Option<f64>>>,
 ) -> Result<Decimal> {
     if let Some(total) = total {
-        return amount(trace_id, "cost", total);
+        return cost(trace_id, total);
     }
     let Some(details) = details else {
         return Ok(Decimal::ZERO);
     };
     if let Some(Some(total)) = details.get("total") {
-        return amount(trace_id, "cost", *total);
+        return cost(trace_id, *total);
     }
     let mut sum = Decimal::ZERO;
     for v in details.values().flatten() {
-        sum += amount(trace_id, "cost", *v)?;
+        sum += cost(trace_id, *v)?;
     }
     Ok(sum)
 }
@@ -295,12 +310,7 @@ impl LangfuseClient {
             return Err(self.status_error(path, response).await);
         }
         let body = http::read_limited(SERVICE, response, MAX_RESPONSE_BYTES).await?;
-        serde_json::from_slice(&body).map(Some).map_err(|e| {
-            Error::transient(
-                SERVICE,
-                format!("GET {path}: response is not the expected JSON: {e}"),
-            )
-        })
+        parse(path, &body).map(Some)
     }
 
     async fn status_error(&self, path: &str, response: reqwest::Response) -> Error {
@@ -335,7 +345,8 @@ impl LangfuseClient {
             }
             let page: ObservationsV2Page = self
                 .get_json("/api/public/v2/observations", &query)
-                .await?
+                .await
+                .map_err(|e| about(trace_id, e))?
                 .ok_or_else(|| {
                     Error::transient(
                         SERVICE,
@@ -360,8 +371,43 @@ impl LangfuseClient {
     async fn usage_legacy(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
         let path = format!("/api/public/traces/{}", encode_path(trace_id));
         let fields = [("fields", "core,io,observations,metrics".to_string())];
-        let trace: Option<LegacyTrace> = self.get_json(&path, &fields).await?;
+        let trace: Option<LegacyTrace> = self
+            .get_json(&path, &fields)
+            .await
+            .map_err(|e| about(trace_id, e))?;
         trace.map(usage_from_legacy).transpose()
+    }
+}
+
+/// Parses an answer: malformed JSON is transient, well-formed JSON that breaks the schema
+/// is permanent.
+pub fn parse<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            // Well-formed JSON that breaks the schema (a missing or mistyped field): the
+            // stored data is wrong, and asking again returns the same answer.
+            Error::permanent(
+                FailureReason::InvalidUsage,
+                format!("GET {path}: the answer does not match Langfuse's schema: {e}"),
+            )
+        } else {
+            // Cut short or not JSON at all: a transport or proxy problem, worth a retry.
+            Error::transient(
+                SERVICE,
+                format!("GET {path}: response is not the expected JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// Names the trace in a permanent error's detail (what the ledger records).
+fn about(trace_id: &str, error: Error) -> Error {
+    match error {
+        Error::Permanent { reason, detail } => Error::Permanent {
+            reason,
+            detail: format!("trace {trace_id}: {detail}"),
+        },
+        other => other,
     }
 }
 
@@ -414,9 +460,64 @@ impl UsageSource for LangfuseClient {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn broken_json_is_transient_and_a_broken_schema_permanent() {
+        let path = "/api/public/v2/observations";
+        let full = br#"{"data":[{"id":"o1","startTime":"2026-11-23T10:00:00Z"}],"meta":{}}"#;
+        assert!(parse::<ObservationsV2Page>(path, full).is_ok());
+        let truncated = &full[..full.len() / 2];
+        let e = parse::<ObservationsV2Page>(path, truncated).unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let html = b"<html>502 Bad Gateway</html>";
+        assert!(
+            parse::<ObservationsV2Page>(path, html)
+                .unwrap_err()
+                .is_transient()
+        );
+        let missing = br#"{"data":[{"id":"o1"}],"meta":{}}"#;
+        let e = about(
+            "t-1",
+            parse::<ObservationsV2Page>(path, missing).unwrap_err(),
+        );
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(text.contains("t-1") && text.contains("startTime"), "{text}");
+        let mistyped = br#"{"data":[{"id":"o1","startTime":"x","totalCost":"free"}],"meta":{}}"#;
+        assert!(
+            !parse::<ObservationsV2Page>(path, mistyped)
+                .unwrap_err()
+                .is_transient()
+        );
+    }
+
+    #[test]
+    fn a_negative_observation_cost_is_invalid_even_when_the_total_is_positive() {
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [
+                {"id": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": 5.0},
+                {"id": "b", "startTime": "2026-11-23T10:00:01Z", "totalCost": -1.0},
+            ],
+            "meta": {}
+        }))
+        .expect("page");
+        let e = usage_from_v2("t-neg", &page.data).unwrap_err();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("negative cost"), "{e}");
+        // null costs are zero: Langfuse could not price the model.
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [{"id": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": null,
+                      "costDetails": null}],
+            "meta": {}
+        }))
+        .expect("page");
+        let usage = usage_from_v2("t-null", &page.data).unwrap().unwrap();
+        assert_eq!(usage.ai_cost_usd, Decimal::ZERO);
+    }
 
     #[test]
     fn v2_observations_fold_into_usage() {

@@ -108,8 +108,13 @@ impl std::fmt::Debug for LangfuseScanner {
 #[serde(rename_all = "camelCase")]
 struct CoreObservation {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
     trace_id: Option<String>,
-    start_time: DateTime<Utc>,
+    /// Required by the API; a row without it still lists its trace (the processor records
+    /// the trace's bad data as a permanent failure) instead of blocking the scan.
+    #[serde(default)]
+    start_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,71 +218,80 @@ impl LangfuseScanner {
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {
-                        let body =
-                            http::read_limited(SERVICE, response, MAX_SCAN_RESPONSE_BYTES).await?;
-                        return serde_json::from_slice(&body)
-                            .map(Fetched::Done)
-                            .map_err(|e| {
-                                Error::transient(
-                                    SERVICE,
-                                    format!("GET {path}: response is not the expected JSON: {e}"),
-                                )
-                            });
-                    }
-                    let header = |name: &str| {
-                        response
-                            .headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                        stats.rate_limited += 1;
-                        let wait = http::retry_after(response.headers(), Utc::now().timestamp())
-                            .unwrap_or(DEFAULT_429_WAIT);
-                        let limit = header("x-ratelimit-limit");
-                        let remaining = header("x-ratelimit-remaining");
-                        if Instant::now() + wait >= until {
+                        // A body cut short or not JSON (a proxy's error page) is retried like
+                        // a 5xx: the next attempt usually reads it whole.
+                        match http::read_limited(SERVICE, response, MAX_SCAN_RESPONSE_BYTES)
+                            .await
+                            .and_then(|body| {
+                                serde_json::from_slice(&body).map_err(|e| {
+                                    Error::transient(
+                                        SERVICE,
+                                        format!(
+                                            "GET {path}: response is not the expected JSON: {e}"
+                                        ),
+                                    )
+                                })
+                            }) {
+                            Ok(page) => return Ok(Fetched::Done(page)),
+                            Err(e) => e,
+                        }
+                    } else {
+                        let header = |name: &str| {
+                            response
+                                .headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                            stats.rate_limited += 1;
+                            let wait =
+                                http::retry_after(response.headers(), Utc::now().timestamp())
+                                    .unwrap_or(DEFAULT_429_WAIT);
+                            let limit = header("x-ratelimit-limit");
+                            let remaining = header("x-ratelimit-remaining");
+                            if Instant::now() + wait >= until {
+                                warn!(
+                                    path,
+                                    wait_ms = wait.as_millis() as u64,
+                                    limit,
+                                    remaining,
+                                    "Langfuse rate limited (429); the wait does not fit in the time left, stopping here"
+                                );
+                                return Ok(Fetched::OutOfTime);
+                            }
                             warn!(
                                 path,
                                 wait_ms = wait.as_millis() as u64,
                                 limit,
                                 remaining,
-                                "Langfuse rate limited (429); the wait does not fit in the time left, stopping here"
+                                "Langfuse rate limited (429); waiting as asked"
                             );
-                            return Ok(Fetched::OutOfTime);
+                            tokio::time::sleep(wait).await;
+                            stats.waited += wait;
+                            continue;
                         }
-                        warn!(
-                            path,
-                            wait_ms = wait.as_millis() as u64,
-                            limit,
-                            remaining,
-                            "Langfuse rate limited (429); waiting as asked"
+                        let body = http::read_limited(SERVICE, response, 64 * 1024)
+                            .await
+                            .unwrap_or_default();
+                        let hint = match status.as_u16() {
+                            401 | 403 => " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)",
+                            404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
+                            _ => "",
+                        };
+                        let err = Error::transient(
+                            SERVICE,
+                            format!(
+                                "GET {path} answered {status}{hint}: {}",
+                                http::excerpt(&body)
+                            ),
                         );
-                        tokio::time::sleep(wait).await;
-                        stats.waited += wait;
-                        continue;
+                        if !status.is_server_error() {
+                            return Err(err);
+                        }
+                        err
                     }
-                    let body = http::read_limited(SERVICE, response, 64 * 1024)
-                        .await
-                        .unwrap_or_default();
-                    let hint = match status.as_u16() {
-                        401 | 403 => " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)",
-                        404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
-                        _ => "",
-                    };
-                    let err = Error::transient(
-                        SERVICE,
-                        format!(
-                            "GET {path} answered {status}{hint}: {}",
-                            http::excerpt(&body)
-                        ),
-                    );
-                    if !status.is_server_error() {
-                        return Err(err);
-                    }
-                    err
                 }
             };
             failures += 1;
@@ -329,15 +343,23 @@ impl LangfuseScanner {
             let Some(trace_id) = obs.trace_id.as_deref().filter(|t| !t.is_empty()) else {
                 continue;
             };
+            let start_time = obs.start_time.unwrap_or_else(|| {
+                warn!(
+                    trace_id,
+                    observation = obs.id.as_deref().unwrap_or("?"),
+                    "Langfuse listed an observation without startTime; its trace is enqueued and the processor will judge it"
+                );
+                walk.scan.from
+            });
             match index.get(trace_id) {
                 Some(&i) => {
                     if let Some(ListedTrace {
                         seen: SeenUsage::V2 { newest_observation },
                         ..
                     }) = stats.traces.get_mut(i)
-                        && obs.start_time > *newest_observation
+                        && start_time > *newest_observation
                     {
-                        *newest_observation = obs.start_time;
+                        *newest_observation = start_time;
                     }
                 }
                 None => {
@@ -345,7 +367,7 @@ impl LangfuseScanner {
                     stats.traces.push(ListedTrace {
                         trace_id: trace_id.to_string(),
                         seen: SeenUsage::V2 {
-                            newest_observation: obs.start_time,
+                            newest_observation: start_time,
                         },
                     });
                 }
@@ -353,7 +375,7 @@ impl LangfuseScanner {
         }
         match page.meta.cursor.filter(|c| !c.is_empty()) {
             Some(next) => {
-                if let Some(oldest) = page.data.iter().map(|o| o.start_time).min() {
+                if let Some(oldest) = page.data.iter().filter_map(|o| o.start_time).min() {
                     walk.scan.position = walk.scan.position.min(oldest + millisecond());
                 }
                 walk.token = Some(format!("{}|{next}", to.timestamp_millis()));

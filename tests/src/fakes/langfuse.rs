@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::faults::Chaos;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -179,6 +180,9 @@ pub struct FakeObservation {
     pub metadata: Value,
     /// The observation's own user id; when None the trace's is reported.
     pub user_id: Option<String>,
+    /// Raw JSON fields applied after rendering, for data Langfuse should never send (a
+    /// `null` cost, a missing `startTime`): `Some(value)` replaces the field, `None` removes it.
+    pub raw: Vec<(String, Option<Value>)>,
 }
 
 impl FakeObservation {
@@ -202,6 +206,7 @@ impl FakeObservation {
             total_cost: None,
             metadata: Value::Object(Map::new()),
             user_id: None,
+            raw: Vec::new(),
         }
     }
 
@@ -290,6 +295,13 @@ impl FakeObservation {
         self
     }
 
+    /// Serves the JSON field `key` as `value` (or without it, for `None`) whatever the
+    /// observation holds: malformed data for the reliability suite.
+    pub fn raw_field(mut self, key: impl Into<String>, value: Option<Value>) -> Self {
+        self.raw.push((key.into(), value));
+        self
+    }
+
     /// Sets (or clears) `totalCost`.
     pub fn with_total_cost(mut self, usd: Option<f64>) -> Self {
         self.total_cost = usd;
@@ -347,6 +359,8 @@ struct LangfuseState {
     rate: FixedWindow,
     fail: FailPlan,
     latency: Duration,
+    /// Rate-based faults and how long a `slow` answer takes.
+    chaos: Option<(Arc<Chaos>, Duration)>,
 }
 
 type Shared = Arc<Mutex<LangfuseState>>;
@@ -385,6 +399,7 @@ impl LangfuseFake {
             rate: FixedWindow::new(Duration::from_secs(60)),
             fail: FailPlan::default(),
             latency: Duration::ZERO,
+            chaos: None,
         }));
         let router = Router::new()
             .fallback(handle)
@@ -476,6 +491,14 @@ impl LangfuseFake {
         lock(&self.state).latency = latency;
     }
 
+    /// Rate-based faults on every request to a known route (None: off): `429` (with
+    /// `Retry-After: 1`), `500`, `502`, `503`, `slow` (answered after `slow`, past the
+    /// client's timeout), `truncated` (half the body) and `malformed` (not JSON) — see
+    /// [`LANGFUSE_KINDS`].
+    pub fn set_chaos(&self, chaos: Option<Arc<Chaos>>, slow: Duration) {
+        lock(&self.state).chaos = chaos.map(|c| (c, slow));
+    }
+
     /// Every request answered so far, in completion order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()
@@ -513,13 +536,44 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
     }
 }
 
+/// The fault kinds of [`LangfuseFake::set_chaos`].
+pub const LANGFUSE_KINDS: &[&str] = &["429", "500", "502", "503", "slow", "truncated", "malformed"];
+
 async fn process(state: Shared, incoming: Incoming) -> Reply {
-    let latency = lock(&state).latency;
+    let (latency, chaos) = {
+        let st = lock(&state);
+        (st.latency, st.chaos.clone())
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let known = Route::parse(&incoming.method, &incoming.path).is_ok();
+    let fault = match &chaos {
+        Some((chaos, slow)) if known => chaos.draw().map(|kind| (kind, *slow)),
+        _ => None,
+    };
+    let status = fault.and_then(|(kind, _)| kind.parse::<u16>().ok());
+    if let Some((_, slow)) = fault.filter(|(kind, _)| *kind == "slow") {
+        tokio::time::sleep(slow).await;
+    }
     let mut state = lock(&state);
-    let (reply, authenticated) = state.respond(&incoming);
+    let (mut reply, authenticated) = match status {
+        Some(status) => (injected_failure(status), false),
+        None => state.respond(&incoming),
+    };
+    match fault.map(|(kind, _)| kind) {
+        Some("truncated") => {
+            let mut cut = reply.body.len() / 2;
+            while !reply.body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reply.body.truncate(cut);
+        }
+        Some("malformed") => {
+            reply.body = format!("<html><body>upstream error</body></html>{}", reply.body);
+        }
+        _ => {}
+    }
     let record = incoming.record(reply.status, authenticated);
     state.requests.push(record);
     reply
@@ -1002,7 +1056,22 @@ fn observation_v2_json(trace: &FakeTrace, o: &FakeObservation, groups: &BTreeSet
         put("release", Value::Null);
         put("traceName", json!(trace.name));
     }
+    apply_raw(&mut m, o);
     Value::Object(m)
+}
+
+/// Applies an observation's raw field overrides to its rendered JSON.
+fn apply_raw(m: &mut Map<String, Value>, o: &FakeObservation) {
+    for (key, value) in &o.raw {
+        match value {
+            Some(v) => {
+                m.insert(key.clone(), v.clone());
+            }
+            None => {
+                m.remove(key);
+            }
+        }
+    }
 }
 
 /// An ObservationsView (legacy full trace).
@@ -1012,7 +1081,7 @@ fn observation_view_json(o: &FakeObservation) -> Value {
     let output = usage("output").unwrap_or(0);
     let cost = |key: &str| o.cost_details.get(key).copied();
     let total_cost = o.total_cost.or_else(|| cost("total"));
-    json!({
+    let mut view = json!({
         "id": o.id,
         "traceId": o.trace_id,
         "type": o.r#type,
@@ -1053,7 +1122,11 @@ fn observation_view_json(o: &FakeObservation) -> Value {
         "calculatedTotalCost": total_cost,
         "latency": o.latency_seconds(),
         "timeToFirstToken": Value::Null,
-    })
+    });
+    if let Value::Object(m) = &mut view {
+        apply_raw(m, o);
+    }
+    view
 }
 
 /// A ScoreV1 built from a received CreateScoreRequest.

@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::faults::Chaos;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
@@ -96,6 +97,9 @@ struct StripeState {
     fail: FailPlan,
     fail_after_record: usize,
     latency: Duration,
+    /// Rate-based faults on `POST /v1/billing/meter_events` and how long a lost response
+    /// keeps the client waiting.
+    chaos: Option<(Arc<Chaos>, Duration)>,
     concurrency_violations: usize,
     sessions: HashMap<String, chrono::DateTime<Utc>>,
     session_ttl: chrono::Duration,
@@ -142,6 +146,7 @@ impl StripeFake {
             fail: FailPlan::default(),
             fail_after_record: 0,
             latency: Duration::ZERO,
+            chaos: None,
             concurrency_violations: 0,
             sessions: HashMap::new(),
             session_ttl: chrono::Duration::minutes(15),
@@ -199,6 +204,15 @@ impl StripeFake {
     /// answered (Duration::ZERO: no wait, the default).
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.state).latency = latency;
+    }
+
+    /// Rate-based faults on `POST /v1/billing/meter_events` (None: off), see
+    /// [`STRIPE_KINDS`]: `429` and `500` before anything is recorded; `lost_response`: the
+    /// event is recorded and the answer comes only after `lost` (past the client's timeout);
+    /// `duplicate_400`: the event is recorded and answered with the 400
+    /// `resource_already_exists` a retry of an already recorded event gets.
+    pub fn set_chaos(&self, chaos: Option<Arc<Chaos>>, lost: Duration) {
+        lock(&self.state).chaos = chaos.map(|c| (c, lost));
     }
 
     /// Accepted meter events, in acceptance order.
@@ -547,9 +561,16 @@ struct MeterEventParams {
 
 async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
     // Faults, auth, rate limit, validation, idempotency and the customer slot: under one lock.
-    let (params, idempotency_key) = {
+    let (params, idempotency_key, fault) = {
         let mut st = lock(state);
         if let Some(status) = st.fail.take() {
+            return (injected_failure(status), false);
+        }
+        let fault = st
+            .chaos
+            .as_ref()
+            .and_then(|(chaos, lost)| chaos.draw().map(|kind| (kind, *lost)));
+        if let Some(status) = fault.and_then(|(kind, _)| kind.parse::<u16>().ok()) {
             return (injected_failure(status), false);
         }
         if let Err(reply) = st.authenticate(incoming) {
@@ -579,7 +600,7 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
             }
             return (concurrency_limited(&params.customer), true);
         }
-        (params, idempotency_key)
+        (params, idempotency_key, fault)
     };
 
     let latency = lock(state).latency;
@@ -587,21 +608,44 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
         tokio::time::sleep(latency).await;
     }
 
-    let mut st = lock(state);
-    st.in_flight_customers.remove(&params.customer);
-    let (saved, sent) = st.execute(&params, idempotency_key.as_deref());
-    if let Some(key) = idempotency_key {
-        st.idempotency.insert(
-            key,
-            IdempotencyEntry::Done {
-                fingerprint: params.fingerprint.clone(),
-                reply: saved,
-                request_id: format!("req_fake{:014x}", next_sequence()),
-            },
-        );
+    let sent = {
+        let mut st = lock(state);
+        st.in_flight_customers.remove(&params.customer);
+        let (saved, sent) = st.execute(&params, idempotency_key.as_deref());
+        if let Some(key) = idempotency_key {
+            st.idempotency.insert(
+                key,
+                IdempotencyEntry::Done {
+                    fingerprint: params.fingerprint.clone(),
+                    reply: saved,
+                    request_id: format!("req_fake{:014x}", next_sequence()),
+                },
+            );
+        }
+        sent
+    };
+    match fault {
+        Some(("lost_response", lost)) => {
+            tokio::time::sleep(lost).await;
+            (sent, true)
+        }
+        Some(("duplicate_400", _)) if sent.status == 200 => {
+            let identifier = params.identifier.unwrap_or_default();
+            let reply = stripe_error(
+                400,
+                "invalid_request_error",
+                Some("resource_already_exists"),
+                &format!("An event already exists with identifier {identifier}."),
+            )
+            .header("Stripe-Should-Retry", "false");
+            (reply, true)
+        }
+        _ => (sent, true),
     }
-    (sent, true)
 }
+
+/// The fault kinds of [`StripeFake::set_chaos`].
+pub const STRIPE_KINDS: &[&str] = &["429", "500", "lost_response", "duplicate_400"];
 
 impl StripeState {
     fn authenticate(&self, incoming: &Incoming) -> Result<(), Reply> {

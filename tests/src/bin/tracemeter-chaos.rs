@@ -1,0 +1,60 @@
+//! `tracemeter-chaos`: the reliability suite (see `tracemeter_tests::chaos`).
+//!
+//! Settings from the environment: `CHAOS_TRACES` (default 300), `CHAOS_RATE` (fault rate
+//! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
+//! (time limit, 15), `CHAOS_LOG` (log file, default `target/chaos.log`). Prints the
+//! figures and the invariants; exits 1 when one did not hold.
+
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+use tracemeter_tests::chaos::{self, ChaosOptions};
+use tracemeter_tests::logscan::Scanning;
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+        _ => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let defaults = ChaosOptions::default();
+    let rate: f64 = setting("CHAOS_RATE", defaults.rate)?;
+    if !(0.0..=1.0).contains(&rate) {
+        bail!("CHAOS_RATE={rate} must be between 0 and 1");
+    }
+    let options = ChaosOptions {
+        traces: setting("CHAOS_TRACES", defaults.traces)?,
+        rate,
+        seed: setting("CHAOS_SEED", defaults.seed)?,
+        pollers: setting("CHAOS_POLLERS", defaults.pollers)?,
+        time_limit: Duration::from_secs(60 * setting("CHAOS_MINUTES", 15u64)?),
+    };
+    let log_path = setting("CHAOS_LOG", "target/chaos.log".to_string())?;
+    let log = std::fs::File::create(&log_path).with_context(|| format!("CHAOS_LOG={log_path}"))?;
+    // Every line the functions log goes to the file through the secret scanner.
+    tracing_subscriber::fmt()
+        .with_writer(Scanning(std::sync::Mutex::new(log)))
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,tracemeter=debug,process=debug,ingest=debug,aws_smithy_runtime=warn,aws_config=warn,hyper=warn",
+        ))
+        .init();
+    eprintln!(
+        "tracemeter-chaos: {} traces, fault rate {:.0} % per boundary, seed {}, {} pollers, logs in {log_path}",
+        options.traces,
+        options.rate * 100.0,
+        options.seed,
+        options.pollers
+    );
+    let report = chaos::run(&options).await?;
+    println!("{}", report.render());
+    if !report.passed() {
+        bail!("an invariant did not hold (see above and {log_path})");
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Rate-based fault injection, shared by the Langfuse and Stripe fakes, the AWS proxy and the
+//! process handler's abort hook: each boundary gets a [`Chaos`] that, for a share `rate` of
+//! the calls it sees, picks one of its fault kinds (uniformly) and counts what it injected.
+//!
+//! The draws come from a seeded generator, so a run's fault *rates* are reproducible; which
+//! call gets which fault also depends on the order concurrent calls arrive in.
+
+use process::{Crash, Faults, Step};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A rate-based fault injector for one boundary.
+#[derive(Debug)]
+pub struct Chaos {
+    boundary: &'static str,
+    kinds: &'static [&'static str],
+    /// The rate in parts per million (atomic so it can be switched off mid-run).
+    rate_ppm: AtomicU64,
+    seed: u64,
+    draws: AtomicU64,
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// splitmix64: a well-mixed 64-bit value from a counter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Chaos {
+    /// A boundary (`langfuse`, `stripe`, `aws`, `process`) with its fault kinds, injecting on
+    /// a share `rate` (0.0–1.0) of calls.
+    pub fn new(
+        boundary: &'static str,
+        kinds: &'static [&'static str],
+        rate: f64,
+        seed: u64,
+    ) -> Arc<Chaos> {
+        let chaos = Chaos {
+            boundary,
+            kinds,
+            rate_ppm: AtomicU64::new(0),
+            seed: mix(seed ^ boundary.len() as u64 ^ (boundary.as_bytes()[0] as u64) << 8),
+            draws: AtomicU64::new(0),
+            counts: Mutex::new(BTreeMap::new()),
+        };
+        chaos.set_rate(rate);
+        Arc::new(chaos)
+    }
+
+    /// The boundary's name.
+    pub fn boundary(&self) -> &'static str {
+        self.boundary
+    }
+
+    /// Changes the rate (0.0 switches the boundary off).
+    pub fn set_rate(&self, rate: f64) {
+        let ppm = (rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        self.rate_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// The current rate.
+    pub fn rate(&self) -> f64 {
+        self.rate_ppm.load(Ordering::Relaxed) as f64 / 1_000_000.0
+    }
+
+    /// A uniform number below `n` from the generator (for choosing where a fault lands).
+    pub fn below(&self, n: u64) -> u64 {
+        let i = self.draws.fetch_add(1, Ordering::Relaxed);
+        mix(self.seed ^ mix(i)) % n.max(1)
+    }
+
+    /// Draws once without counting: the fault kind for this call, if any.
+    pub fn pick(&self) -> Option<&'static str> {
+        let ppm = self.rate_ppm.load(Ordering::Relaxed);
+        if ppm == 0 || self.kinds.is_empty() {
+            return None;
+        }
+        let i = self.draws.fetch_add(1, Ordering::Relaxed);
+        let r = mix(self.seed ^ mix(i));
+        if r % 1_000_000 >= ppm {
+            return None;
+        }
+        let kind = (r / 1_000_000) % self.kinds.len() as u64;
+        Some(self.kinds[kind as usize])
+    }
+
+    /// Draws once and counts what it injects.
+    pub fn draw(&self) -> Option<&'static str> {
+        let kind = self.pick()?;
+        self.record(kind);
+        Some(kind)
+    }
+
+    /// Counts one injected fault of `kind`.
+    pub fn record(&self, kind: &'static str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Faults injected so far, by kind (every kind listed, zeros included).
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        self.kinds
+            .iter()
+            .map(|k| (*k, counts.get(k).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Faults injected so far, all kinds.
+    pub fn injected(&self) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+/// One invocation's abort, as a Lambda timeout or crash would cut it short: the `nth` time
+/// the handler reaches `step`, the invocation dies there.
+#[derive(Debug)]
+pub struct Abort {
+    step: Step,
+    kind: &'static str,
+    nth: usize,
+    seen: AtomicUsize,
+    chaos: Arc<Chaos>,
+}
+
+/// The process boundary's fault kinds.
+pub const PROCESS_KINDS: &[&str] = &["abort_after_claim", "abort_after_stripe"];
+
+impl Abort {
+    /// Decides, once per invocation of a batch of `messages`, whether and where it dies.
+    /// The abort is counted only if the handler reaches that point.
+    pub fn plan(chaos: &Arc<Chaos>, messages: usize) -> Option<Abort> {
+        let kind = chaos.pick()?;
+        let step = if kind == "abort_after_claim" {
+            Step::AfterClaim
+        } else {
+            Step::AfterStripe
+        };
+        Some(Abort {
+            step,
+            kind,
+            nth: chaos.below(messages.max(1) as u64) as usize,
+            seen: AtomicUsize::new(0),
+            chaos: chaos.clone(),
+        })
+    }
+}
+
+impl Faults for Abort {
+    fn check(&self, step: Step, trace_id: &str) -> Result<(), Crash> {
+        if step != self.step {
+            return Ok(());
+        }
+        if self.seen.fetch_add(1, Ordering::Relaxed) == self.nth {
+            self.chaos.record(self.kind);
+            return Err(Crash {
+                step,
+                trace_id: trace_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_holds_and_every_kind_is_drawn() {
+        let chaos = Chaos::new("langfuse", &["a", "b", "c"], 0.1, 7);
+        for _ in 0..100_000 {
+            chaos.draw();
+        }
+        let counts = chaos.counts();
+        let total = chaos.injected();
+        assert!((9_500..=10_500).contains(&total), "{total}");
+        for (kind, n) in counts {
+            assert!(n > 3_000, "{kind}: {n}");
+        }
+        chaos.set_rate(0.0);
+        assert!((0..1000).all(|_| chaos.draw().is_none()));
+        assert_eq!(chaos.injected(), total);
+    }
+
+    #[test]
+    fn an_abort_fires_once_at_its_step() {
+        let chaos = Chaos::new("process", PROCESS_KINDS, 1.0, 1);
+        let abort = Abort::plan(&chaos, 3).unwrap();
+        let other = if abort.step == Step::AfterClaim {
+            Step::AfterStripe
+        } else {
+            Step::AfterClaim
+        };
+        let mut fired = 0;
+        for i in 0..3 {
+            assert!(abort.check(other, "t").is_ok());
+            if abort.check(abort.step, &format!("t{i}")).is_err() {
+                fired += 1;
+            }
+        }
+        assert_eq!(fired, 1);
+        assert_eq!(chaos.injected(), 1);
+    }
+}
