@@ -11,7 +11,8 @@ if ! rustup toolchain list | grep -q '^nightly'; then
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p corpus/langfuse_parsers
-echo "+ log="$repo/target/fuzz.log"
+log="$repo/target/fuzz.log"
+echo "+ cargo +nightly fuzz run langfuse_parsers (${FUZZ_SECONDS:-60} s, log: $log)"
 mkdir -p "$repo/target"
 status=0
 cargo +nightly fuzz run langfuse_parsers corpus/langfuse_parsers seeds/langfuse_parsers -- \

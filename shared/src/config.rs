@@ -260,6 +260,18 @@ fn thresholds(env: &Env<'_>, name: &str) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// A client timeout in milliseconds (default 10 s): at least 100 ms (a request needs the
+/// time to happen) and at most 900,000 (a Lambda never runs longer).
+fn timeout_ms(env: &Env<'_>, name: &str) -> Result<Duration> {
+    let ms: u64 = env.parsed(name, 10_000u64, "milliseconds as a whole number")?;
+    if !(100..=900_000).contains(&ms) {
+        return Err(Error::Config(format!(
+            "{name}={ms} is not valid: expected 100 to 900000 milliseconds"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// The Langfuse variables, shared by both functions (`scores`: read `LANGFUSE_SCORE_ENABLED`).
 fn langfuse_config(env: &Env<'_>, scores: bool) -> Result<LangfuseConfig> {
     let api = match env.optional("LANGFUSE_API").as_deref() {
@@ -276,11 +288,7 @@ fn langfuse_config(env: &Env<'_>, scores: bool) -> Result<LangfuseConfig> {
         public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
         secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
         api,
-        timeout: Duration::from_millis(env.parsed(
-            "LANGFUSE_TIMEOUT_MS",
-            10_000u64,
-            "milliseconds as a whole number",
-        )?),
+        timeout: timeout_ms(env, "LANGFUSE_TIMEOUT_MS")?,
         score_enabled: scores && env.parsed("LANGFUSE_SCORE_ENABLED", false, "true or false")?,
     })
 }
@@ -320,11 +328,7 @@ impl Config {
             )?,
             secret_key: Secret::new(stripe_key),
             meter_event_name: env.required("STRIPE_METER_EVENT_NAME")?,
-            timeout: Duration::from_millis(env.parsed(
-                "STRIPE_TIMEOUT_MS",
-                10_000u64,
-                "milliseconds as a whole number",
-            )?),
+            timeout: timeout_ms(&env, "STRIPE_TIMEOUT_MS")?,
         };
         let pricing = Pricing {
             credit_price_usd: positive_decimal(&env, "CREDIT_PRICE_USD", "0.00004")?,
@@ -394,16 +398,26 @@ impl Config {
                 "STRIPE_DEDUP_WINDOW_SECONDS={dedup} is not valid: Stripe dedups identifiers for about 24 h, expected 60 to 86400"
             )));
         }
+        // A claim is resent only within Stripe's dedup window: a message that waits longer
+        // than the window between tries, or a lease that outlives it, would leave every
+        // interrupted claim for an operator instead of resuming it.
+        if i64::from(retry_max_seconds) >= dedup {
+            return Err(Error::Config(format!(
+                "RETRY_MAX_SECONDS={retry_max_seconds} / STRIPE_DEDUP_WINDOW_SECONDS={dedup} contradict each other: a retry must come back within Stripe's dedup window (need RETRY_MAX_SECONDS < STRIPE_DEDUP_WINDOW_SECONDS)"
+            )));
+        }
+        let lease_margin: i64 = env.parsed("LEASE_MARGIN_SECONDS", 5i64, "whole seconds")?;
+        if lease_margin < 0 || lease_margin >= dedup {
+            return Err(Error::Config(format!(
+                "LEASE_MARGIN_SECONDS={lease_margin} is not valid: expected 0 to less than STRIPE_DEDUP_WINDOW_SECONDS={dedup}"
+            )));
+        }
         let process = ProcessTuning {
             concurrency,
             retry_base_seconds,
             retry_max_seconds,
             stripe_dedup_window: chrono::Duration::seconds(dedup),
-            lease_margin: chrono::Duration::seconds(env.parsed(
-                "LEASE_MARGIN_SECONDS",
-                5i64,
-                "whole seconds",
-            )?),
+            lease_margin: chrono::Duration::seconds(lease_margin),
         };
         Ok(Config {
             langfuse,
@@ -643,6 +657,68 @@ mod tests {
             err.contains("RETRY_BASE_SECONDS") && err.contains("RETRY_MAX_SECONDS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_contradiction_and_bad_value_names_its_variables() {
+        let cases: &[(&[(&str, &str)], &[&str])] = &[
+            (&[("LANGFUSE_TIMEOUT_MS", "0")], &["LANGFUSE_TIMEOUT_MS"]),
+            (&[("STRIPE_TIMEOUT_MS", "3600000")], &["STRIPE_TIMEOUT_MS"]),
+            (
+                &[
+                    ("STRIPE_DEDUP_WINDOW_SECONDS", "600"),
+                    ("RETRY_MAX_SECONDS", "900"),
+                ],
+                &["RETRY_MAX_SECONDS", "STRIPE_DEDUP_WINDOW_SECONDS"],
+            ),
+            (&[("LEASE_MARGIN_SECONDS", "-1")], &["LEASE_MARGIN_SECONDS"]),
+            (
+                &[
+                    ("STRIPE_DEDUP_WINDOW_SECONDS", "3600"),
+                    ("RETRY_MAX_SECONDS", "60"),
+                    ("LEASE_MARGIN_SECONDS", "3600"),
+                ],
+                &["LEASE_MARGIN_SECONDS", "STRIPE_DEDUP_WINDOW_SECONDS"],
+            ),
+            (&[("MARGIN", "0")], &["MARGIN"]),
+            (&[("CREDIT_PRICE_USD", "abc")], &["CREDIT_PRICE_USD"]),
+            (&[("STRIPE_API_MODE", "v3")], &["STRIPE_API_MODE"]),
+            (
+                &[("DEFAULT_BUDGET_MODE", "strict")],
+                &["DEFAULT_BUDGET_MODE"],
+            ),
+            (
+                &[("BUDGET_ALERT_THRESHOLDS", "50,0")],
+                &["BUDGET_ALERT_THRESHOLDS"],
+            ),
+            (&[("PROCESS_CONCURRENCY", "0")], &["PROCESS_CONCURRENCY"]),
+            (
+                &[("STRIPE_SECRET_KEY", "pk_test_public")],
+                &["STRIPE_SECRET_KEY"],
+            ),
+        ];
+        for (set, named) in cases {
+            let mut vars = base();
+            for (k, v) in *set {
+                vars.insert(k, v);
+            }
+            let err = load(&vars).expect_err("refused").to_string();
+            for name in *named {
+                assert!(err.contains(name), "{set:?}: {err}");
+            }
+            assert!(!err.contains("sk_test_secret"), "no secret echoed: {err}");
+        }
+        for missing in [
+            "LANGFUSE_BASE_URL",
+            "STRIPE_METER_EVENT_NAME",
+            "TABLE_NAME",
+            "QUEUE_URL",
+        ] {
+            let mut vars = base();
+            vars.remove(missing);
+            let err = load(&vars).expect_err("missing").to_string();
+            assert!(err.contains(missing), "{err}");
+        }
     }
 
     #[test]

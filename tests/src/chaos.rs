@@ -492,28 +492,24 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         .set_chaos(Some(boundaries.stripe.clone()), SLOW);
     let now = Utc::now();
     let mappings: BTreeMap<&str, &str> = workload::USER_MAPPINGS.into_iter().collect();
-    let settling: BTreeSet<String> = {
-        let settled: BTreeSet<&String> = seeded.settled.iter().collect();
-        stack
-            .langfuse
-            .traces()
-            .iter()
-            .filter(|t| !t.id.starts_with("bad-") && !settled.contains(&t.id))
-            .map(|t| t.id.clone())
-            .collect()
-    };
-    let expectations: BTreeMap<String, Expect> = stack
+    // Every trace's expected outcome and usage time; which of them must be billed by the
+    // end depends on when the last ingest run's settle cutoff falls (below).
+    let all: BTreeMap<String, (DateTime<Utc>, Expect)> = stack
         .langfuse
         .traces()
         .iter()
-        .filter(|t| !settling.contains(&t.id))
-        .map(|t| (t.id.clone(), expect(t, &mappings, now)))
+        .map(|t| {
+            let at = t
+                .observations
+                .iter()
+                .map(|o| o.start_time)
+                .min()
+                .unwrap_or(t.timestamp);
+            (t.id.clone(), (at, expect(t, &mappings, now)))
+        })
         .collect();
-
     let mut report = ChaosReport {
         seeded: options.traces + bad_data,
-        settled: expectations.len(),
-        settling: settling.len(),
         bad_data,
         rate: options.rate,
         ..ChaosReport::default()
@@ -523,6 +519,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     // Rounds of: ingest (as the schedule runs it), then drain the queue. Done when a
     // completed ingest run finds nothing new and the queue is empty.
     let mut quiet = false;
+    let mut last_ingest = Utc::now();
     while !quiet {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -530,6 +527,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
             options.time_limit
         );
         report.ingest_runs += 1;
+        last_ingest = Utc::now();
         let enqueued = match ingest.run_with(&stack, &ingest.sqs, 30).await {
             Ok(summary) => {
                 report.enqueued += summary.enqueued;
@@ -554,7 +552,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         )
         .await?;
         quiet = enqueued == Some(0);
-        if matches!(enqueued, None) {
+        if enqueued.is_none() {
             // A run that did not complete (lease still held after a lost release, errors):
             // wait for its lease to lapse before the next one.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -591,6 +589,27 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     report.states = summary.states.clone();
     report.failures = summary.failures.clone();
     report.credits = stack.stripe.events().iter().map(|e| e.value).sum();
+    // Usage older than the last ingest run's cutoff must be billed; younger usage must not
+    // be touched yet (traces seeded as "settling" settle during a long run); within 5 s of
+    // the cutoff either is right.
+    let cutoff = last_ingest - ingest.config.settle;
+    let margin = ChronoDuration::seconds(5);
+    let touched: BTreeSet<&str> = summary
+        .entries
+        .iter()
+        .map(|e| e.trace_id.as_str())
+        .collect();
+    let mut expectations = BTreeMap::new();
+    let mut settling = BTreeSet::new();
+    for (id, (at, expected)) in &all {
+        if *at < cutoff - margin || (*at <= cutoff + margin && touched.contains(id.as_str())) {
+            expectations.insert(id.clone(), expected.clone());
+        } else if *at > cutoff + margin {
+            settling.insert(id.clone());
+        }
+    }
+    report.settled = expectations.len();
+    report.settling = settling.len();
     report.invariants = check(&stack, &seeded, &expectations, &settling, &summary);
     let scan = crate::logscan::results();
     report.log_lines = scan.lines;
