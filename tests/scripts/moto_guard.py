@@ -56,6 +56,34 @@ def serialize_dynamodb() -> None:
     cheap_transaction_rollback()
 
 
+def serialize_sqs() -> None:
+    """Makes moto's SQS requests atomic with respect to each other, as each SQS call is.
+
+    moto's SQS models are not thread-safe: concurrent ReceiveMessage calls can hand the same
+    message to two receivers, count its receives twice, or move it to the dead-letter queue
+    twice (`list.remove(x): x not in list`, seen under the reliability suite's 8 pollers). A
+    long poll (WaitTimeSeconds > 0) stays outside the lock so it cannot hold up other calls.
+    """
+    import threading
+
+    from moto.sqs.responses import SQSResponse
+
+    lock = threading.Lock()
+    original = SQSResponse.call_action
+
+    def call_action(self):
+        try:
+            wait = int(self._get_param("WaitTimeSeconds") or 0)
+        except Exception:  # noqa: BLE001 - an unreadable parameter is moto's to report
+            wait = 0
+        if wait > 0:
+            return original(self)
+        with lock:
+            return original(self)
+
+    SQSResponse.call_action = call_action
+
+
 def cheap_transaction_rollback() -> None:
     """Rolls back a cancelled TransactWriteItems item by item instead of table by table.
 
@@ -143,6 +171,7 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     serialize_dynamodb()
+    serialize_sqs()
 
     from moto.server import ThreadedMotoServer
 
