@@ -433,6 +433,25 @@ async fn two_runs_started_together_one_works_the_other_exits() {
 }
 
 #[tokio::test]
+async fn a_lease_put_retried_after_a_lost_answer_is_still_ours() {
+    // The SDK retries a put whose answer was lost; moto already stored the lease. The retry
+    // must succeed for its owner (found by the reliability suite) and fail for anyone else.
+    let stack = TestStack::start("inglease2").await.expect("stack");
+    let ing = stack.ingest(&[]);
+    let at = stack.clock.now();
+    let until = at + Duration::seconds(60);
+    let take = |owner: &'static str| ing.store.acquire_lease("v2", owner, at, until);
+    assert!(take("run-a").await.expect("first put"));
+    assert!(take("run-a").await.expect("retried put"), "its own lease");
+    assert!(!take("run-b").await.expect("other run"), "held by run-a");
+    ing.store
+        .release_lease("v2", "run-a")
+        .await
+        .expect("release");
+    assert!(take("run-b").await.expect("after release"));
+}
+
+#[tokio::test]
 async fn a_run_cut_off_mid_window_resumes_from_its_checkpoint() {
     let stack = TestStack::start_with(
         "ingcut",
