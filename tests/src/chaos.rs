@@ -516,6 +516,15 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     };
     let counters = Counters::default();
     let ingest = stack.ingest(&[("INGEST_START_LOOKBACK_SECONDS", &(41 * 86_400).to_string())]);
+    let drain_all = || {
+        drain(
+            &stack,
+            &boundaries.process,
+            options.pollers,
+            &counters,
+            deadline,
+        )
+    };
     // Rounds of: ingest (as the schedule runs it), then drain the queue. Done when a
     // completed ingest run finds nothing new and the queue is empty.
     let mut quiet = false;
@@ -543,14 +552,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
                 None
             }
         };
-        drain(
-            &stack,
-            &boundaries.process,
-            options.pollers,
-            &counters,
-            deadline,
-        )
-        .await?;
+        drain_all().await?;
         quiet = enqueued == Some(0);
         if enqueued.is_none() {
             // A run that did not complete (lease still held after a lost release, errors):
@@ -568,14 +570,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         report.dlq += moved;
         report.redrives += 1;
         eprintln!("      redrive {}: {moved} messages", report.redrives);
-        drain(
-            &stack,
-            &boundaries.process,
-            options.pollers,
-            &counters,
-            deadline,
-        )
-        .await?;
+        drain_all().await?;
     }
     for b in boundaries.all() {
         report.faults.insert(b.boundary(), b.counts());

@@ -629,17 +629,10 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
             tokio::time::sleep(lost).await;
             (sent, true)
         }
-        Some(("duplicate_400", _)) if sent.status == 200 => {
-            let identifier = params.identifier.unwrap_or_default();
-            let reply = stripe_error(
-                400,
-                "invalid_request_error",
-                Some("resource_already_exists"),
-                &format!("An event already exists with identifier {identifier}."),
-            )
-            .header("Stripe-Should-Retry", "false");
-            (reply, true)
-        }
+        Some(("duplicate_400", _)) if sent.status == 200 => (
+            duplicate_identifier(params.identifier.as_deref().unwrap_or_default()),
+            true,
+        ),
         _ => (sent, true),
     }
 }
@@ -753,13 +746,7 @@ impl StripeState {
         if let Some(identifier) = &params.identifier
             && self.identifiers.contains(identifier)
         {
-            let reply = stripe_error(
-                400,
-                "invalid_request_error",
-                Some("resource_already_exists"),
-                &format!("An event already exists with identifier {identifier}."),
-            )
-            .header("Stripe-Should-Retry", "false");
+            let reply = duplicate_identifier(identifier);
             return (reply.clone(), reply);
         }
         let now = Utc::now().timestamp();
@@ -1034,6 +1021,17 @@ fn api_error(status: u16) -> Reply {
         "An unknown error occurred while processing your request. Please retry.",
     )
     .header("Stripe-Should-Retry", "true")
+}
+
+/// Stripe's answer to an identifier it already recorded.
+fn duplicate_identifier(identifier: &str) -> Reply {
+    stripe_error(
+        400,
+        "invalid_request_error",
+        Some("resource_already_exists"),
+        &format!("An event already exists with identifier {identifier}."),
+    )
+    .header("Stripe-Should-Retry", "false")
 }
 
 fn rate_limited() -> Reply {
