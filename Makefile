@@ -66,7 +66,7 @@ bench: venv
 chaos: venv
 	dev/chaos.sh
 
-## soak: fuzz the Langfuse parsers (FUZZ_SECONDS, 60), then the suite with 20,000 traces at 10 % faults per boundary
+## soak: fuzz the Langfuse parsers (FUZZ_SECONDS, 60), then the suite with 20,000 traces at 12 % faults per boundary
 soak: venv
 	dev/soak.sh
 

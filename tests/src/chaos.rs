@@ -99,6 +99,8 @@ pub struct ChaosReport {
     pub rate: f64,
     /// Faults injected, by boundary and kind.
     pub faults: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Calls each boundary saw while its faults were on (invocations for `process`).
+    pub calls: BTreeMap<&'static str, u64>,
     /// Ingest runs, and those that returned an error.
     pub ingest_runs: u64,
     /// Ingest runs that failed.
@@ -154,7 +156,17 @@ impl ChaosReport {
         for (boundary, kinds) in &self.faults {
             let total: u64 = kinds.values().sum();
             let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            let _ = writeln!(s, "  {boundary:<9} {total:>6}  ({})", list.join(", "));
+            let calls = self.calls.get(boundary).copied().unwrap_or(0);
+            let share = if calls > 0 {
+                100.0 * total as f64 / calls as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                s,
+                "  {boundary:<9} {total:>6} of {calls:>7} calls ({share:>4.1} %)  ({})",
+                list.join(", ")
+            );
         }
         let _ = writeln!(
             s,
@@ -574,6 +586,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     }
     for b in boundaries.all() {
         report.faults.insert(b.boundary(), b.counts());
+        report.calls.insert(b.boundary(), b.calls());
     }
     boundaries.off();
     report.invocations = counters.invocations.load(Ordering::Relaxed);

@@ -19,6 +19,7 @@ pub struct Chaos {
     rate_ppm: AtomicU64,
     seed: u64,
     draws: AtomicU64,
+    calls: AtomicU64,
     counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -45,6 +46,7 @@ impl Chaos {
             rate_ppm: AtomicU64::new(0),
             seed: mix(seed ^ boundary.len() as u64 ^ (boundary.as_bytes()[0] as u64) << 8),
             draws: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
         };
         chaos.set_rate(rate);
@@ -79,6 +81,7 @@ impl Chaos {
         if ppm == 0 || self.kinds.is_empty() {
             return None;
         }
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let i = self.draws.fetch_add(1, Ordering::Relaxed);
         let r = mix(self.seed ^ mix(i));
         if r % 1_000_000 >= ppm {
@@ -114,6 +117,11 @@ impl Chaos {
             .collect()
     }
 
+    /// Calls that drew while the boundary was on (the denominator of its rate).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Faults injected so far, all kinds.
     pub fn injected(&self) -> u64 {
         self.counts
@@ -124,33 +132,25 @@ impl Chaos {
     }
 }
 
-/// One invocation's abort, as a Lambda timeout or crash would cut it short: the `nth` time
-/// the handler reaches `step`, the invocation dies there.
+/// One invocation's abort, as a Lambda timeout or crash would cut it short: the invocation
+/// dies at its `nth` step check (after a claim or after Stripe, whichever comes then).
 #[derive(Debug)]
 pub struct Abort {
-    step: Step,
-    kind: &'static str,
     nth: usize,
     seen: AtomicUsize,
     chaos: Arc<Chaos>,
 }
 
-/// The process boundary's fault kinds.
+/// The process boundary's fault kinds (named by the step the abort landed on).
 pub const PROCESS_KINDS: &[&str] = &["abort_after_claim", "abort_after_stripe"];
 
 impl Abort {
-    /// Decides, once per invocation of a batch of `messages`, whether and where it dies.
-    /// The abort is counted only if the handler reaches that point.
+    /// Decides, once per invocation of a batch of `messages`, whether it dies and at which
+    /// of its step checks (each message passes up to two). An abort planned past the last
+    /// check (a batch of already billed traces) does not happen and is not counted.
     pub fn plan(chaos: &Arc<Chaos>, messages: usize) -> Option<Abort> {
-        let kind = chaos.pick()?;
-        let step = if kind == "abort_after_claim" {
-            Step::AfterClaim
-        } else {
-            Step::AfterStripe
-        };
+        chaos.pick()?;
         Some(Abort {
-            step,
-            kind,
             nth: chaos.below(messages.max(1) as u64) as usize,
             seen: AtomicUsize::new(0),
             chaos: chaos.clone(),
@@ -160,17 +160,17 @@ impl Abort {
 
 impl Faults for Abort {
     fn check(&self, step: Step, trace_id: &str) -> Result<(), Crash> {
-        if step != self.step {
+        if self.seen.fetch_add(1, Ordering::Relaxed) != self.nth {
             return Ok(());
         }
-        if self.seen.fetch_add(1, Ordering::Relaxed) == self.nth {
-            self.chaos.record(self.kind);
-            return Err(Crash {
-                step,
-                trace_id: trace_id.to_string(),
-            });
-        }
-        Ok(())
+        self.chaos.record(match step {
+            Step::AfterClaim => "abort_after_claim",
+            Step::AfterStripe => "abort_after_stripe",
+        });
+        Err(Crash {
+            step,
+            trace_id: trace_id.to_string(),
+        })
     }
 }
 
@@ -197,22 +197,20 @@ mod tests {
     }
 
     #[test]
-    fn an_abort_fires_once_at_its_step() {
+    fn an_abort_fires_once_at_its_check() {
         let chaos = Chaos::new("process", PROCESS_KINDS, 1.0, 1);
         let abort = Abort::plan(&chaos, 3).unwrap();
-        let other = if abort.step == Step::AfterClaim {
-            Step::AfterStripe
-        } else {
-            Step::AfterClaim
-        };
         let mut fired = 0;
         for i in 0..3 {
-            assert!(abort.check(other, "t").is_ok());
-            if abort.check(abort.step, &format!("t{i}")).is_err() {
-                fired += 1;
+            for step in [Step::AfterClaim, Step::AfterStripe] {
+                if abort.check(step, &format!("t{i}")).is_err() {
+                    fired += 1;
+                }
             }
         }
         assert_eq!(fired, 1);
         assert_eq!(chaos.injected(), 1);
+        let none = Chaos::new("process", PROCESS_KINDS, 0.0, 1);
+        assert!(Abort::plan(&none, 10).is_none());
     }
 }
