@@ -3,10 +3,10 @@
 # toolchain, cargo-fuzz is installed if missing), then the reliability suite with
 # CHAOS_TRACES (default 20000) traces at CHAOS_RATE (default 0.12, so that every boundary,
 # the aborted invocations included, sees at least 10 %) per boundary, within
-# CHAOS_MINUTES (default 150). Run by hand: `make soak`.
+# CHAOS_MINUTES (default 150), with CHAOS_POLLERS (default 8). Run by hand: `make soak`.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$repo/dev/fuzz.sh"
-export CHAOS_TRACES="${CHAOS_TRACES:-20000}" CHAOS_RATE="${CHAOS_RATE:-0.12}" CHAOS_MINUTES="${CHAOS_MINUTES:-150}"
+export CHAOS_TRACES="${CHAOS_TRACES:-20000}" CHAOS_RATE="${CHAOS_RATE:-0.12}" CHAOS_MINUTES="${CHAOS_MINUTES:-150}" CHAOS_POLLERS="${CHAOS_POLLERS:-8}"
 exec "$repo/dev/chaos.sh"

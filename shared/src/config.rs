@@ -661,7 +661,12 @@ mod tests {
 
     #[test]
     fn every_contradiction_and_bad_value_names_its_variables() {
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        // (variables set, the names the error must mention)
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static [&'static str],
+        );
+        let cases: &[Case] = &[
             (&[("LANGFUSE_TIMEOUT_MS", "0")], &["LANGFUSE_TIMEOUT_MS"]),
             (&[("STRIPE_TIMEOUT_MS", "3600000")], &["STRIPE_TIMEOUT_MS"]),
             (
