@@ -12,8 +12,8 @@
 //! - AWS: a proxy between the SDK and moto answering throttling errors, 500s, and closing
 //!   connections before or after moto carried the call out ([`AWS_KINDS`]); the event source
 //!   mapping and ingest go through it too.
-//! - The process handler: invocations aborted after a claim or after Stripe, as a timeout or
-//!   crash would ([`PROCESS_KINDS`]).
+//! - The process handler: invocations aborted after a claim, after Stripe or after all their
+//!   work before answering, as a timeout or crash would ([`PROCESS_KINDS`]).
 //!
 //! The run: ingest and drain in rounds until an ingest run finds nothing new and the queue
 //! is empty, then redrive the dead-letter queue as an operator would until it is empty, then
@@ -684,7 +684,15 @@ async fn drain(
             };
             let deadline_at = tracemeter::clock::Clock::now(&stack.clock)
                 + ChronoDuration::seconds(INVOCATION_SECONDS);
-            let result = process::handle(&stack.deps(faults), event.clone(), deadline_at).await;
+            let mut result = process::handle(&stack.deps(faults), event.clone(), deadline_at).await;
+            if result.is_ok() && abort.as_ref().is_some_and(|a| a.before_response()) {
+                // The work is done, but the invocation times out before it answers: the
+                // whole batch comes back.
+                result = Err(process::Crash {
+                    step: process::Step::AfterStripe,
+                    trace_id: "(before the response)".to_string(),
+                });
+            }
             if result.is_err() {
                 counters.aborted.fetch_add(1, Ordering::Relaxed);
             }

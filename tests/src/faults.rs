@@ -141,13 +141,18 @@ pub struct Abort {
     chaos: Arc<Chaos>,
 }
 
-/// The process boundary's fault kinds (named by the step the abort landed on).
-pub const PROCESS_KINDS: &[&str] = &["abort_after_claim", "abort_after_stripe"];
+/// The process boundary's fault kinds (named by where the abort landed; an invocation that
+/// passed fewer step checks than planned dies after its work, before it answers).
+pub const PROCESS_KINDS: &[&str] = &[
+    "abort_after_claim",
+    "abort_after_stripe",
+    "abort_before_response",
+];
 
 impl Abort {
     /// Decides, once per invocation of a batch of `messages`, whether it dies and at which
     /// of its step checks (each message passes up to two). An abort planned past the last
-    /// check (a batch of already billed traces) does not happen and is not counted.
+    /// check (a batch of already billed traces) is left to [`Abort::before_response`].
     pub fn plan(chaos: &Arc<Chaos>, messages: usize) -> Option<Abort> {
         chaos.pick()?;
         Some(Abort {
@@ -155,6 +160,19 @@ impl Abort {
             seen: AtomicUsize::new(0),
             chaos: chaos.clone(),
         })
+    }
+}
+
+impl Abort {
+    /// After the handler returned: if the planned abort never came (fewer checks than
+    /// planned), the invocation dies now, before its answer reaches the event source
+    /// mapping, as a timeout at the very end would. True when it dies here.
+    pub fn before_response(&self) -> bool {
+        if self.seen.load(Ordering::Relaxed) > self.nth {
+            return false;
+        }
+        self.chaos.record("abort_before_response");
+        true
     }
 }
 
@@ -210,6 +228,16 @@ mod tests {
         }
         assert_eq!(fired, 1);
         assert_eq!(chaos.injected(), 1);
+        assert!(!abort.before_response(), "already died at its check");
+        // A batch with fewer checks than planned dies before its response.
+        let late = Abort {
+            nth: 5,
+            seen: AtomicUsize::new(0),
+            chaos: chaos.clone(),
+        };
+        assert!(late.check(Step::AfterClaim, "t").is_ok());
+        assert!(late.before_response());
+        assert_eq!(chaos.counts()["abort_before_response"], 1);
         let none = Chaos::new("process", PROCESS_KINDS, 0.0, 1);
         assert!(Abort::plan(&none, 10).is_none());
     }
