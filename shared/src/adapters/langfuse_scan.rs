@@ -222,16 +222,8 @@ impl LangfuseScanner {
                         // a 5xx: the next attempt usually reads it whole.
                         match http::read_limited(SERVICE, response, MAX_SCAN_RESPONSE_BYTES)
                             .await
-                            .and_then(|body| {
-                                serde_json::from_slice(&body).map_err(|e| {
-                                    Error::transient(
-                                        SERVICE,
-                                        format!(
-                                            "GET {path}: response is not the expected JSON: {e}"
-                                        ),
-                                    )
-                                })
-                            }) {
+                            .and_then(|body| super::langfuse::parse(path, &body))
+                        {
                             Ok(page) => return Ok(Fetched::Done(page)),
                             Err(e) => e,
                         }
