@@ -11,7 +11,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod ports;
-pub mod ports_ingest;
 pub mod telemetry;
 
 pub use error::{Error, FailureReason, Result};

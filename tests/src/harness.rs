@@ -20,7 +20,7 @@ use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::OffsetClock;
 use tracemeter::config::{Config, IngestConfig};
-use tracemeter::ports_ingest::QueueSender;
+use tracemeter::ports::QueueSender;
 
 /// Langfuse public key used by the fakes.
 pub const LANGFUSE_PUBLIC_KEY: &str = "pk-lf-local-0000";

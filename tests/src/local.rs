@@ -219,16 +219,16 @@ pub async fn run(traces: usize) -> Result<()> {
 
 /// The real SQS sender, printing how many messages went out (ingest's longest step on moto).
 struct Progress<'a> {
-    inner: &'a dyn tracemeter::ports_ingest::QueueSender,
+    inner: &'a dyn tracemeter::ports::QueueSender,
     sent: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl tracemeter::ports_ingest::QueueSender for Progress<'_> {
+impl tracemeter::ports::QueueSender for Progress<'_> {
     async fn send_batch(
         &self,
-        messages: &[tracemeter::ports_ingest::OutgoingMessage],
-    ) -> tracemeter::Result<Vec<tracemeter::ports_ingest::SendFailure>> {
+        messages: &[tracemeter::domain::message::OutgoingMessage],
+    ) -> tracemeter::Result<Vec<tracemeter::domain::message::SendFailure>> {
         let failed = self.inner.send_batch(messages).await?;
         let n = messages.len() - failed.len();
         let before = self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);

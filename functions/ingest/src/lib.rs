@@ -21,9 +21,9 @@ use tracemeter::clock::Clock;
 use tracemeter::config::IngestConfig;
 use tracemeter::domain::ingest::{self as rules, IngestCursor, PendingScan, Skip};
 use tracemeter::domain::message::MeterMessage;
-use tracemeter::ports_ingest::{
-    IngestStore, ListedTrace, OutgoingMessage, PageOutcome, QueueSender, TraceLister, Walk,
-};
+use tracemeter::domain::message::OutgoingMessage;
+use tracemeter::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
+use tracemeter::ports::{IngestStore, QueueSender, TraceLister};
 use tracing::{error, info, warn};
 
 /// How many recently handled trace ids a run remembers, to avoid enqueueing a trace twice
@@ -353,7 +353,7 @@ async fn run(
     Ok(())
 }
 
-fn count_requests(summary: &mut IngestSummary, page: &tracemeter::ports_ingest::ScanPage) {
+fn count_requests(summary: &mut IngestSummary, page: &ScanPage) {
     summary.requests += u64::from(page.requests);
     summary.rate_limited += u64::from(page.rate_limited);
     summary.waited_ms += page.waited.as_millis() as u64;

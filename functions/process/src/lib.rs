@@ -20,15 +20,16 @@ use std::time::{Duration, Instant};
 use tracemeter::clock::Clock;
 use tracemeter::config::Config;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy};
+use tracemeter::domain::claim::{
+    BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, FailureKey, MAX_CLAIMS_PER_BATCH, Settled,
+};
 use tracemeter::domain::credits;
 use tracemeter::domain::customer::{self, CustomerSource};
 use tracemeter::domain::ledger::{self as ledger_domain, LedgerEntry, LedgerState, PendingClaim};
 use tracemeter::domain::message::MeterMessage;
+use tracemeter::domain::meter::{Delivery, MeterEvent};
 use tracemeter::domain::usage::TraceUsage;
-use tracemeter::ports::{
-    Claim, ClaimBatch, ClaimResult, Delivery, Expect, FailureKey, Ledger, MAX_CLAIMS_PER_BATCH,
-    MeterEvent, MeterSink, Redelivery, SeenUsage, Settled, UsageSource,
-};
+use tracemeter::ports::{Ledger, MeterSink, Redelivery, UsageSource};
 use tracemeter::{Error, FailureReason};
 use tracing::{error, info, warn};
 
@@ -195,7 +196,7 @@ struct Candidate {
     policy: BudgetPolicy,
     usage_at: DateTime<Utc>,
     last_observation_at: Option<DateTime<Utc>>,
-    seen: SeenUsage,
+    seen: BilledUsage,
     now: DateTime<Utc>,
 }
 
@@ -750,7 +751,7 @@ async fn price(
         policy,
         usage_at: usage.timestamp,
         last_observation_at: usage.last_observation_at,
-        seen: SeenUsage {
+        seen: BilledUsage {
             cost_usd: usage.ai_cost_usd,
             latency_seconds: usage.latency_seconds,
             observations: usage.observation_count,
@@ -898,15 +899,6 @@ async fn claim_group(deps: &Deps<'_>, inv: &Invocation, mut group: Vec<Candidate
     out
 }
 
-fn meter_event(p: &PendingClaim) -> MeterEvent {
-    MeterEvent {
-        identifier: p.identifier.clone(),
-        customer_id: p.customer_id.clone(),
-        value: p.billable,
-        timestamp: p.event_timestamp,
-    }
-}
-
 /// A claim and, unless Stripe has its event, its final outcome.
 type Sent = (Claimed, Option<Result<Outcome, Crash>>);
 
@@ -926,7 +918,10 @@ async fn send_claims(deps: &Deps<'_>, inv: &Invocation, claims: Vec<Claimed>) ->
                     .collect();
             }
         }
-        let events: Vec<MeterEvent> = claims.iter().map(|c| meter_event(&c.pending)).collect();
+        let events: Vec<MeterEvent> = claims
+            .iter()
+            .map(|c| MeterEvent::for_claim(&c.pending))
+            .collect();
         let results = deps.meter.send_batch(&events).await;
         let mut out = Vec::with_capacity(claims.len());
         let mut results = results.into_iter();
@@ -963,7 +958,7 @@ async fn send_claims(deps: &Deps<'_>, inv: &Invocation, claims: Vec<Claimed>) ->
                     out.push((c, Some(Err(e))));
                     continue;
                 }
-                let result = deps.meter.send(&meter_event(&c.pending)).await;
+                let result = deps.meter.send(&MeterEvent::for_claim(&c.pending)).await;
                 let settled = settle_claim(deps, &c, result).await;
                 if let Some(Err(e)) = &settled {
                     crash = Some(e.clone());

@@ -18,12 +18,14 @@
 //! Every attribute in an expression is written `#name` and aliased automatically, so no
 //! DynamoDB reserved word can bite.
 
+use crate::domain::budget::BudgetUsage;
 use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use crate::domain::claim::{
+    Claim, ClaimBatch, ClaimResult, Expect, FailureKey, MAX_CLAIMS_PER_BATCH,
+};
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use crate::error::{Error, FailureReason, Result};
-use crate::ports::{
-    BudgetUsage, Claim, ClaimBatch, ClaimResult, Expect, FailureKey, Ledger, MAX_CLAIMS_PER_BATCH,
-};
+use crate::ports::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -522,7 +524,7 @@ impl DynamoLedger {
 }
 
 #[async_trait]
-impl Ledger for DynamoLedger {
+impl ClaimStore for DynamoLedger {
     async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>> {
         let Some(item) = self.get(trace_key(trace_id), true).await? else {
             return Ok(None);
@@ -613,28 +615,6 @@ impl Ledger for DynamoLedger {
         ))
     }
 
-    async fn record_delivered(
-        &self,
-        receipt: &str,
-        identifiers: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        if identifiers.is_empty() {
-            return Ok(());
-        }
-        self.update(
-            receipt_key(receipt),
-            "SET #created_at = if_not_exists(#created_at, :now), #updated_at = :now ADD #delivered :ids",
-            None,
-            HashMap::from([
-                (":now".into(), ms(now)),
-                (":ids".into(), AttributeValue::Ss(identifiers.to_vec())),
-            ]),
-        )
-        .await
-        .map(|_| ())
-    }
-
     async fn take_over(
         &self,
         trace_id: &str,
@@ -657,16 +637,52 @@ impl Ledger for DynamoLedger {
         .await
     }
 
-    async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()> {
+    async fn mark_ambiguous(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         self.update(
             trace_key(trace_id),
-            "SET #p_lease_until = :now, #updated_at = :now ADD #ver :one",
+            "SET #state = :ambiguous, #reason = :reason, #detail = :detail, #updated_at = :now ADD #ver :one",
             Some("#state = :claimed AND #p_rev = :rev"),
             HashMap::from([
-                (":now".into(), ms(now)),
-                (":one".into(), n(1)),
+                (":ambiguous".into(), s(LedgerState::Ambiguous.as_str())),
                 (":claimed".into(), s(LedgerState::Claimed.as_str())),
                 (":rev".into(), n(revision)),
+                (":reason".into(), s("claim_outlived_stripe_dedup_window")),
+                (
+                    ":detail".into(),
+                    s("claimed but never marked metered, and older than Stripe's identifier dedup window: \
+                       check Stripe for the identifier before resending or releasing the budget"),
+                ),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+            ]),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for DynamoLedger {
+    async fn record_delivered(
+        &self,
+        receipt: &str,
+        identifiers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if identifiers.is_empty() {
+            return Ok(());
+        }
+        self.update(
+            receipt_key(receipt),
+            "SET #created_at = if_not_exists(#created_at, :now), #updated_at = :now ADD #delivered :ids",
+            None,
+            HashMap::from([
+                (":now".into(), ms(now)),
+                (":ids".into(), AttributeValue::Ss(identifiers.to_vec())),
             ]),
         )
         .await
@@ -706,6 +722,22 @@ impl Ledger for DynamoLedger {
             ]),
         )
         .await
+    }
+
+    async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()> {
+        self.update(
+            trace_key(trace_id),
+            "SET #p_lease_until = :now, #updated_at = :now ADD #ver :one",
+            Some("#state = :claimed AND #p_rev = :rev"),
+            HashMap::from([
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":rev".into(), n(revision)),
+            ]),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn fail_claim(
@@ -768,33 +800,6 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    async fn mark_ambiguous(
-        &self,
-        trace_id: &str,
-        revision: u32,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.update(
-            trace_key(trace_id),
-            "SET #state = :ambiguous, #reason = :reason, #detail = :detail, #updated_at = :now ADD #ver :one",
-            Some("#state = :claimed AND #p_rev = :rev"),
-            HashMap::from([
-                (":ambiguous".into(), s(LedgerState::Ambiguous.as_str())),
-                (":claimed".into(), s(LedgerState::Claimed.as_str())),
-                (":rev".into(), n(revision)),
-                (":reason".into(), s("claim_outlived_stripe_dedup_window")),
-                (
-                    ":detail".into(),
-                    s("claimed but never marked metered, and older than Stripe's identifier dedup window: \
-                       check Stripe for the identifier before resending or releasing the budget"),
-                ),
-                (":now".into(), ms(now)),
-                (":one".into(), n(1)),
-            ]),
-        )
-        .await
-    }
-
     async fn record_failure(
         &self,
         key: &FailureKey,
@@ -831,7 +836,10 @@ impl Ledger for DynamoLedger {
         };
         self.update(db_key, &update, None, values).await.map(|_| ())
     }
+}
 
+#[async_trait]
+impl BudgetStore for DynamoLedger {
     async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>> {
         let Some(item) = self.get(policy_key(customer_id), false).await? else {
             return Ok(None);
@@ -860,13 +868,6 @@ impl Ledger for DynamoLedger {
             mode,
             thresholds,
         }))
-    }
-
-    async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .get(user_key(user_id), false)
-            .await?
-            .and_then(|item| get_s(&item, "customer_id").map(str::to_string)))
     }
 
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
@@ -940,6 +941,16 @@ impl Ledger for DynamoLedger {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl CustomerDirectory for DynamoLedger {
+    async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .get(user_key(user_id), false)
+            .await?
+            .and_then(|item| get_s(&item, "customer_id").map(str::to_string)))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan};
 use crate::domain::ledger::LedgerState;
 use crate::domain::usage::decimal_from_f64;
 use crate::error::{Error, Result};
-use crate::ports_ingest::IngestStore;
+use crate::ports::IngestStore;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};

@@ -17,10 +17,11 @@
 
 use super::http;
 use crate::config::{IngestConfig, LangfuseApi, Secret};
-use crate::domain::ingest::{Direction, SeenUsage};
+use crate::domain::ingest::{Direction, ListedUsage};
+use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
 use crate::domain::usage::decimal_from_f64;
 use crate::error::{Error, Result};
-use crate::ports_ingest::{ListedTrace, PageOutcome, ScanPage, TraceLister, Walk};
+use crate::ports::TraceLister;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
@@ -346,7 +347,7 @@ impl LangfuseScanner {
             match index.get(trace_id) {
                 Some(&i) => {
                     if let Some(ListedTrace {
-                        seen: SeenUsage::V2 { newest_observation },
+                        seen: ListedUsage::V2 { newest_observation },
                         ..
                     }) = stats.traces.get_mut(i)
                         && start_time > *newest_observation
@@ -358,7 +359,7 @@ impl LangfuseScanner {
                     index.insert(trace_id.to_string(), stats.traces.len());
                     stats.traces.push(ListedTrace {
                         trace_id: trace_id.to_string(),
-                        seen: SeenUsage::V2 {
+                        seen: ListedUsage::V2 {
                             newest_observation: start_time,
                         },
                     });
@@ -416,7 +417,7 @@ impl LangfuseScanner {
             }
             stats.traces.push(ListedTrace {
                 trace_id: t.id.clone(),
-                seen: SeenUsage::Legacy {
+                seen: ListedUsage::Legacy {
                     cost_usd: metric(t.total_cost),
                     latency_seconds: metric(t.latency),
                 },

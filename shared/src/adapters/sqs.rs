@@ -86,11 +86,11 @@ impl SqsSender {
 }
 
 #[async_trait]
-impl crate::ports_ingest::QueueSender for SqsSender {
+impl crate::ports::QueueSender for SqsSender {
     async fn send_batch(
         &self,
-        messages: &[crate::ports_ingest::OutgoingMessage],
-    ) -> Result<Vec<crate::ports_ingest::SendFailure>> {
+        messages: &[crate::domain::message::OutgoingMessage],
+    ) -> Result<Vec<crate::domain::message::SendFailure>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -124,7 +124,7 @@ impl crate::ports_ingest::QueueSender for SqsSender {
         Ok(out
             .failed()
             .iter()
-            .map(|f| crate::ports_ingest::SendFailure {
+            .map(|f| crate::domain::message::SendFailure {
                 id: f.id().to_string(),
                 code: f.code().to_string(),
                 message: f.message().unwrap_or_default().to_string(),

@@ -12,8 +12,9 @@
 
 use super::http;
 use crate::config::{Secret, StripeApiMode, StripeConfig};
+use crate::domain::meter::{Delivery, MeterEvent};
 use crate::error::{Error, FailureReason, Result};
-use crate::ports::{Delivery, MeterEvent, MeterSink};
+use crate::ports::MeterSink;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;

@@ -136,6 +136,17 @@ impl BudgetPolicy {
     }
 }
 
+/// A budget counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BudgetUsage {
+    /// Credits billed in the period.
+    pub used: u64,
+    /// Credits capped in the period.
+    pub capped: u64,
+    /// Whether the hard limit was reached.
+    pub exceeded: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,7 +125,7 @@ pub struct LedgerCoverage {
 
 /// The usage a scan saw for one trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeenUsage {
+pub enum ListedUsage {
     /// v2: the newest observation start seen for the trace in this scan.
     V2 {
         /// Newest observation start.
@@ -152,16 +152,16 @@ pub enum Skip {
 /// The skip rule: skip failed and ambiguous entries (an operator replays those) and entries
 /// claimed, metered or capped whose recorded usage covers what was just seen. Everything
 /// else (no entry, unknown state, new usage, unknown figures) is enqueued.
-pub fn skip(ledger: Option<&LedgerCoverage>, seen: &SeenUsage) -> Option<Skip> {
+pub fn skip(ledger: Option<&LedgerCoverage>, seen: &ListedUsage) -> Option<Skip> {
     let entry = ledger?;
     match entry.state? {
         LedgerState::Failed | LedgerState::Ambiguous => Some(Skip::LeftForOperator),
         LedgerState::Claimed | LedgerState::Metered | LedgerState::Capped => {
             let covered = match seen {
-                SeenUsage::V2 { newest_observation } => entry
+                ListedUsage::V2 { newest_observation } => entry
                     .last_observation_at
                     .is_some_and(|billed| billed >= *newest_observation),
-                SeenUsage::Legacy {
+                ListedUsage::Legacy {
                     cost_usd,
                     latency_seconds,
                 } => match (
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn v2_skip_rule() {
-        let seen = |s| SeenUsage::V2 {
+        let seen = |s| ListedUsage::V2 {
             newest_observation: t(s),
         };
         assert_eq!(skip(None, &seen(10)), None, "no entry: enqueue");
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn legacy_skip_rule() {
-        let seen = |c: &str, l: &str| SeenUsage::Legacy {
+        let seen = |c: &str, l: &str| ListedUsage::Legacy {
             cost_usd: Some(d(c)),
             latency_seconds: Some(d(l)),
         };
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(skip(Some(&e), &seen("0.010", "1.5")), Some(Skip::Covered));
         assert_eq!(skip(Some(&e), &seen("0.0100001", "2")), None, "more cost");
         assert_eq!(skip(Some(&e), &seen("0.01", "2.001")), None, "more latency");
-        let unknown = SeenUsage::Legacy {
+        let unknown = ListedUsage::Legacy {
             cost_usd: None,
             latency_seconds: Some(d("1")),
         };

@@ -58,6 +58,28 @@ fn malformed(detail: String) -> Error {
     Error::permanent(FailureReason::MalformedMessage, detail)
 }
 
+/// A message for `QueueSender::send_batch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Entry id, unique within the batch.
+    pub id: String,
+    /// Body.
+    pub body: String,
+}
+
+/// A batch entry that was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    /// The entry id.
+    pub id: String,
+    /// Error code.
+    pub code: String,
+    /// Error message.
+    pub message: String,
+    /// True when the request itself was at fault (retrying will not help).
+    pub sender_fault: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

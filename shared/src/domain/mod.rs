@@ -1,11 +1,14 @@
 //! The billing domain: plain data and rules, no SDK types.
 
 pub mod budget;
+pub mod claim;
 pub mod credits;
 pub mod customer;
 pub mod ingest;
 pub mod ledger;
 pub mod message;
+pub mod meter;
+pub mod scan;
 pub mod usage;
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::common::{now, trace};
 use chrono::Duration;
 use std::path::PathBuf;
-use tracemeter::ports::Ledger;
+use tracemeter::ports::ClaimStore;
 use tracemeter_tests::harness::TestStack;
 use tracemeter_tests::runtime_api::RuntimeApi;
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use process::{Crash, Faults, Step};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracemeter::domain::ledger::LedgerEntry;
-use tracemeter::ports::Ledger;
+use tracemeter::ports::ClaimStore;
 use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_tests::harness::TestStack;
 

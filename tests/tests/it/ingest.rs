@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::clock::Clock;
 use tracemeter::domain::message::MeterMessage;
-use tracemeter::ports_ingest::{IngestStore, OutgoingMessage, QueueSender, SendFailure};
+use tracemeter::domain::message::{OutgoingMessage, SendFailure};
+use tracemeter::ports::{IngestStore, QueueSender};
 use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_tests::harness::{StackOptions, TestStack};
 

@@ -7,7 +7,8 @@ use process::{NoFaults, Step};
 use std::collections::BTreeMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use tracemeter::domain::ledger::{LedgerState, identifier};
-use tracemeter::ports::{Ledger, MeterEvent, MeterSink};
+use tracemeter::domain::meter::MeterEvent;
+use tracemeter::ports::{BudgetStore, ClaimStore, MeterSink};
 use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_tests::harness::{StackOptions, TestStack};
 
@@ -819,8 +820,8 @@ async fn overlapping_batches_bill_each_trace_once() {
 
 #[tokio::test]
 async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
+    use tracemeter::domain::claim::{BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, Settled};
     use tracemeter::domain::ledger::PendingClaim;
-    use tracemeter::ports::{Claim, ClaimBatch, ClaimResult, Expect, SeenUsage, Settled};
     let stack = TestStack::start("noreceipt").await.expect("stack");
     let at = now() - Duration::hours(1);
     stack
@@ -854,7 +855,7 @@ async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
                 },
                 usage_at: at,
                 last_observation_at: None,
-                seen: SeenUsage::default(),
+                seen: BilledUsage::default(),
             }],
             now: now(),
         })

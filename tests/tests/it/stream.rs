@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use tracemeter::config::StripeApiMode;
 use tracemeter::domain::budget::Period;
 use tracemeter::domain::ledger::{LedgerState, identifier};
-use tracemeter::ports::{Delivery, Ledger, MeterEvent, MeterSink};
+use tracemeter::domain::meter::{Delivery, MeterEvent};
+use tracemeter::ports::{BudgetStore, MeterSink};
 use tracemeter_tests::harness::{StackOptions, TestStack};
 
 // 0.004 USD, no latency = 100 credits.

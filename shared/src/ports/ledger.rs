@@ -1,0 +1,109 @@
+//! The ledger table: trace entries and their claims, deliveries, budgets and the customer
+//! mapping (DynamoDB in production). Four small traits, one per concern; [`Ledger`] is all
+//! four, for the handler that needs them together.
+
+use crate::domain::budget::{BudgetPolicy, BudgetUsage};
+use crate::domain::claim::{ClaimBatch, ClaimResult, FailureKey};
+use crate::domain::ledger::{LedgerEntry, PendingClaim};
+use crate::error::{FailureReason, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// Reading a trace's entry and claiming revisions.
+#[async_trait]
+pub trait ClaimStore: Send + Sync {
+    /// The trace's entry, read consistently.
+    async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>>;
+    /// Claims revisions of one customer and period (ledger entries + one budget counter
+    /// update, in one transaction).
+    async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult>;
+    /// Takes over an expired claim. False when it is not claimable (anymore).
+    async fn take_over(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Marks a claim that outlived Stripe's dedup window as ambiguous.
+    async fn mark_ambiguous(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+}
+
+/// Settling claims: delivered, released for a retry, or failed for good.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Records in one write that the claimed revisions with these identifiers, claimed with
+    /// this receipt, were delivered to Stripe (the batch counterpart of `mark_metered`).
+    async fn record_delivered(
+        &self,
+        receipt: &str,
+        identifiers: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Marks a claimed revision delivered. False when it was not claimed (anymore).
+    async fn mark_metered(
+        &self,
+        trace_id: &str,
+        pending: &PendingClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Ends a claim's lease early (after a transient failure) so a retry can resume at once.
+    async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()>;
+    /// Records a permanent failure of a claimed revision and gives its credits back to the
+    /// budget, in one transaction.
+    async fn fail_claim(
+        &self,
+        trace_id: &str,
+        pending: &PendingClaim,
+        reason: FailureReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Records a permanent failure that happened before any claim.
+    async fn record_failure(
+        &self,
+        key: &FailureKey,
+        reason: FailureReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+/// Budget policies, counters and alerts.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// The customer's own budget, if configured in the table.
+    async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>>;
+    /// A budget counter.
+    async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage>;
+    /// Records that a threshold was crossed. True only for the one caller that created it.
+    async fn record_alert(
+        &self,
+        customer_id: &str,
+        period: &str,
+        threshold: u32,
+        usage: BudgetUsage,
+        limit: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Sets the exceeded flag an LLM gateway can read.
+    async fn set_exceeded(&self, customer_id: &str, period: &str, now: DateTime<Utc>)
+    -> Result<()>;
+}
+
+/// The Langfuse user id to Stripe customer mapping.
+#[async_trait]
+pub trait CustomerDirectory: Send + Sync {
+    /// The customer mapped to a Langfuse user id, if any.
+    async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>>;
+}
+
+/// The whole ledger, as the processing handler uses it.
+pub trait Ledger: ClaimStore + DeliveryStore + BudgetStore + CustomerDirectory {}
+
+impl<T: ClaimStore + DeliveryStore + BudgetStore + CustomerDirectory> Ledger for T {}

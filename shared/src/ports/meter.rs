@@ -1,0 +1,28 @@
+//! Stripe: meter events.
+
+use crate::domain::meter::{Delivery, MeterEvent};
+use crate::error::Result;
+use async_trait::async_trait;
+
+/// Sends meter events to Stripe.
+#[async_trait]
+pub trait MeterSink: Send + Sync {
+    /// Sends one event.
+    async fn send(&self, event: &MeterEvent) -> Result<Delivery>;
+
+    /// Whether [`MeterSink::send_batch`] sends many events per request (the v2 stream). When
+    /// false, events go one per request and one customer's must not overlap (Stripe allows
+    /// one concurrent v1 call per customer and meter).
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Sends events, one result per event in order. Default: one at a time, in order.
+    async fn send_batch(&self, events: &[MeterEvent]) -> Vec<Result<Delivery>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(self.send(e).await);
+        }
+        out
+    }
+}

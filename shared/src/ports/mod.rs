@@ -1,0 +1,15 @@
+//! The small traits the handlers depend on, one file per outside system. Adapters implement
+//! them against the real services; the `testing` feature implements them in memory. The data
+//! they carry lives in [`crate::domain`].
+
+pub mod ingest;
+pub mod ledger;
+pub mod meter;
+pub mod queue;
+pub mod usage;
+
+pub use ingest::IngestStore;
+pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
+pub use meter::MeterSink;
+pub use queue::{QueueSender, Redelivery};
+pub use usage::{TraceLister, UsageSource};
