@@ -123,6 +123,21 @@ impl BudgetPolicy {
         }
     }
 
+    /// Shares the room under the hard limit among charges in the order given: earlier charges
+    /// get the room first, what does not fit is capped. `used` is what the period already
+    /// counts. Without a hard limit every charge is billed in full.
+    pub fn share(&self, used: u64, charges: &[u64]) -> Vec<Split> {
+        let mut running = used;
+        charges
+            .iter()
+            .map(|&credits| {
+                let split = self.split(running, credits);
+                running = running.saturating_add(split.billable);
+                split
+            })
+            .collect()
+    }
+
     /// The thresholds reached at `used` credits (all of them, not only new ones).
     pub fn thresholds_reached(&self, used: u64) -> Vec<u32> {
         let Some(limit) = self.limit.filter(|l| *l > 0) else {
@@ -156,6 +171,45 @@ mod tests {
         Utc.with_ymd_and_hms(y, m, d, h, min, s)
             .single()
             .expect("valid time")
+    }
+
+    fn hard(limit: u64) -> BudgetPolicy {
+        BudgetPolicy {
+            limit: Some(limit),
+            period: Period::Month,
+            mode: BudgetMode::Hard,
+            thresholds: vec![50, 80, 100],
+        }
+    }
+
+    fn billed(splits: &[Split]) -> Vec<(u64, u64)> {
+        splits.iter().map(|s| (s.billable, s.capped)).collect()
+    }
+
+    #[test]
+    fn a_hard_limit_is_shared_in_order() {
+        // GIVEN 100 credits of room, 30 already used
+        // WHEN three charges of 40 arrive in one batch
+        // THEN the first two fit (70 left, then 30), the third is capped entirely
+        let splits = hard(100).share(30, &[40, 40, 40]);
+        assert_eq!(billed(&splits), vec![(40, 0), (30, 10), (0, 40)]);
+    }
+
+    #[test]
+    fn soft_and_unlimited_budgets_share_nothing_out() {
+        let mut soft = hard(100);
+        soft.mode = BudgetMode::Soft;
+        assert_eq!(billed(&soft.share(90, &[40, 40])), vec![(40, 0), (40, 0)]);
+        let unlimited = BudgetPolicy {
+            limit: None,
+            ..hard(0)
+        };
+        assert_eq!(billed(&unlimited.share(u64::MAX, &[5])), vec![(5, 0)]);
+    }
+
+    #[test]
+    fn a_period_already_over_its_limit_caps_everything() {
+        assert_eq!(billed(&hard(10).share(12, &[1, 2])), vec![(0, 1), (0, 2)]);
     }
 
     #[test]

@@ -140,37 +140,10 @@ pub fn receipt_id(seed: &[&str], now: DateTime<Utc>) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-/// The Stripe identifier of a trace revision: deterministic, at most 100 characters.
-///
-/// Readable ids are used as they are; others (long or with unusual characters) are hashed.
-pub fn identifier(trace_id: &str, revision: u32) -> String {
-    let readable = trace_id.len() <= 64
-        && trace_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if readable {
-        format!("tm_{trace_id}_r{revision}")
-    } else {
-        let digest = Sha256::digest(trace_id.as_bytes());
-        format!("tm_h{}_r{revision}", &hex::encode(digest)[..48])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_deterministic_and_short() {
-        assert_eq!(identifier("abc-123", 1), "tm_abc-123_r1");
-        assert_eq!(identifier("abc-123", 1), identifier("abc-123", 1));
-        assert_ne!(identifier("abc-123", 1), identifier("abc-123", 2));
-        let long = "x".repeat(500);
-        let id = identifier(&long, 4_000_000_000);
-        assert!(id.len() <= 100, "{id}");
-        assert_ne!(identifier("a b", 1), identifier("a_b", 1));
-        assert!(identifier("a b", 1).starts_with("tm_h"));
-    }
+    use crate::domain::meter::identifier;
 
     #[test]
     fn receipt_ids_differ_between_invocations() {

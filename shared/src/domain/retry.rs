@@ -1,0 +1,89 @@
+//! When a failed message comes back: SQS redelivers it after the visibility timeout that the
+//! processor sets from its receive count (exponential backoff with jitter, capped), never
+//! sooner than the service asked for (a 429's `Retry-After`).
+
+use std::time::Duration;
+
+/// The retry schedule (from `RETRY_BASE_SECONDS` and `RETRY_MAX_SECONDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first retry's wait, seconds.
+    pub base_seconds: u32,
+    /// The longest wait, seconds.
+    pub max_seconds: u32,
+}
+
+impl Backoff {
+    /// The visibility timeout for a failed message: exponential in its receive count, with a
+    /// deterministic jitter in [50 %, 100 %] from the message id and attempt, at least what the
+    /// service asked for, at most `max_seconds`, at least one second.
+    pub fn visibility_seconds(
+        &self,
+        message_id: &str,
+        receives: u32,
+        asked: Option<Duration>,
+    ) -> i32 {
+        let exp = receives.saturating_sub(1).min(16);
+        let base = u64::from(self.base_seconds).saturating_mul(1u64 << exp);
+        let capped = base.min(u64::from(self.max_seconds));
+        let jittered = capped / 2 + (jitter(message_id, receives) % (capped / 2 + 1));
+        let asked = asked.map(|d| d.as_secs() + 1).unwrap_or(0);
+        let secs = jittered.max(asked).min(u64::from(self.max_seconds)).max(1);
+        i32::try_from(secs).unwrap_or(43_200)
+    }
+}
+
+/// FNV-1a of the message id and the attempt: different messages retry at different times.
+fn jitter(message_id: &str, receives: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in message_id.bytes().chain(receives.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff(base_seconds: u32, max_seconds: u32) -> Backoff {
+        Backoff {
+            base_seconds,
+            max_seconds,
+        }
+    }
+
+    #[test]
+    fn the_delay_grows_with_receives_and_is_capped() {
+        let b = backoff(30, 900);
+        for receives in 1..=10u32 {
+            let d = b.visibility_seconds("msg-1", receives, None);
+            let full = (30u64 << (receives - 1)).min(900) as i32;
+            assert!(
+                d >= full / 2 && d <= full,
+                "receive {receives}: {d} not in [{}, {full}]",
+                full / 2
+            );
+        }
+        assert!(b.visibility_seconds("m", 30, None) <= 900);
+    }
+
+    #[test]
+    fn the_delay_honours_the_service_wait_up_to_the_cap() {
+        let b = backoff(1, 600);
+        assert!(b.visibility_seconds("m", 1, Some(Duration::from_secs(120))) >= 120);
+        assert_eq!(
+            b.visibility_seconds("m", 1, Some(Duration::from_secs(5000))),
+            600
+        );
+    }
+
+    #[test]
+    fn jitter_differs_between_messages() {
+        let b = backoff(100, 10_000);
+        let delays: std::collections::BTreeSet<i32> = (0..20)
+            .map(|i| b.visibility_seconds(&format!("m{i}"), 3, None))
+            .collect();
+        assert!(delays.len() > 5, "{delays:?}");
+    }
+}
