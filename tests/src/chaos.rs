@@ -22,7 +22,7 @@
 use crate::counting_proxy::{AWS_KINDS, CountingProxy};
 use crate::fakes::langfuse::{FakeObservation, FakeTrace, LANGFUSE_KINDS};
 use crate::fakes::stripe::STRIPE_KINDS;
-use crate::faults::{Abort, Chaos, PROCESS_KINDS};
+use crate::faults::{Abort, Chaos, Crash, Faults, NoFaults, PROCESS_KINDS, Step, invoke};
 use crate::harness::{StackOptions, TestStack};
 use crate::stack::Moto;
 use crate::summary::{self, Summary};
@@ -678,19 +678,19 @@ async fn drain(
             idle = 0;
             counters.invocations.fetch_add(1, Ordering::Relaxed);
             let abort = Abort::plan(process, event.records.len());
-            let faults: &dyn process::Faults = match &abort {
+            let faults: &dyn Faults = match &abort {
                 Some(a) => a,
-                None => &process::NoFaults,
+                None => &NoFaults,
             };
             let deadline_at = tracemeter::clock::Clock::now(&stack.clock)
                 + ChronoDuration::seconds(INVOCATION_SECONDS);
-            let mut result = process::handle(&stack.deps(faults), event.clone(), deadline_at).await;
+            let mut result = invoke(&stack.deps(), faults, event.clone(), deadline_at).await;
             if result.is_ok() && abort.as_ref().is_some_and(|a| a.before_response()) {
                 // The work is done, but the invocation times out before it answers: the
                 // whole batch comes back.
-                result = Err(process::Crash {
-                    step: process::Step::AfterStripe,
-                    trace_id: "(before the response)".to_string(),
+                result = Err(Crash {
+                    step: Step::AfterStripe,
+                    identifier: "(before the response)".to_string(),
                 });
             }
             if result.is_err() {

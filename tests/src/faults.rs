@@ -1,14 +1,20 @@
 //! Rate-based fault injection, shared by the Langfuse and Stripe fakes, the AWS proxy and the
-//! process handler's abort hook: each boundary gets a [`Chaos`] that, for a share `rate` of
+//! process handler's aborts (see [`invoke`]): each boundary gets a [`Chaos`] that, for a share `rate` of
 //! the calls it sees, picks one of its fault kinds (uniformly) and counts what it injected.
 //!
 //! The draws come from a seeded generator, so a run's fault *rates* are reproducible; which
 //! call gets which fault also depends on the order concurrent calls arrive in.
 
-use process::{Crash, Faults, Step};
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+use process::Deps;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tracemeter::domain::meter::{Delivery, MeterEvent};
+use tracemeter::ports::MeterSink;
 
 /// A rate-based fault injector for one boundary.
 #[derive(Debug)]
@@ -141,6 +147,124 @@ pub struct Abort {
     chaos: Arc<Chaos>,
 }
 
+/// Where an invocation can die: around each Stripe call, as a Lambda timeout or crash would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The claim transaction committed; Stripe not called yet.
+    AfterClaim,
+    /// Stripe accepted the event; the ledger not yet marked.
+    AfterStripe,
+}
+
+/// The invocation died (a simulated Lambda timeout or crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// Where.
+    pub step: Step,
+    /// The meter event it died at (or why).
+    pub identifier: String,
+}
+
+/// Decides where an invocation dies.
+pub trait Faults: Send + Sync {
+    /// Called at each step; an error kills the invocation there.
+    fn check(&self, step: Step, identifier: &str) -> Result<(), Crash>;
+}
+
+/// No faults.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFaults;
+
+impl Faults for NoFaults {
+    fn check(&self, _step: Step, _identifier: &str) -> Result<(), Crash> {
+        Ok(())
+    }
+}
+
+/// A Stripe port that dies where `faults` says: before a call (after the claim) or after a
+/// call that succeeded (after Stripe). Dying means never returning; [`invoke`] then drops the
+/// handler's future, which is exactly what a Lambda timeout does.
+struct Crashing<'a> {
+    inner: &'a dyn MeterSink,
+    faults: &'a dyn Faults,
+    crash: Mutex<Option<Crash>>,
+    died: Notify,
+}
+
+impl Crashing<'_> {
+    async fn check(&self, step: Step, identifier: &str) {
+        if let Err(crash) = self.faults.check(step, identifier) {
+            *self.crash.lock().unwrap_or_else(|e| e.into_inner()) = Some(crash);
+            self.died.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn died(&self) -> Crash {
+        self.died.notified().await;
+        let crash = self.crash.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        crash.unwrap_or(Crash {
+            step: Step::AfterClaim,
+            identifier: String::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl MeterSink for Crashing<'_> {
+    async fn send(&self, event: &MeterEvent) -> tracemeter::Result<Delivery> {
+        self.check(Step::AfterClaim, &event.identifier).await;
+        let result = self.inner.send(event).await;
+        if result.is_ok() {
+            self.check(Step::AfterStripe, &event.identifier).await;
+        }
+        result
+    }
+
+    fn batches(&self) -> bool {
+        self.inner.batches()
+    }
+
+    async fn send_batch(&self, events: &[MeterEvent]) -> Vec<tracemeter::Result<Delivery>> {
+        for e in events {
+            self.check(Step::AfterClaim, &e.identifier).await;
+        }
+        let results = self.inner.send_batch(events).await;
+        for (e, r) in events.iter().zip(&results) {
+            if r.is_ok() {
+                self.check(Step::AfterStripe, &e.identifier).await;
+            }
+        }
+        results
+    }
+}
+
+/// Runs the real handler with `faults` around its Stripe calls. `Err`: the invocation died
+/// (its future was dropped at the fault, as a Lambda timeout drops it) and the whole batch
+/// comes back.
+pub async fn invoke(
+    deps: &Deps<'_>,
+    faults: &dyn Faults,
+    event: SqsEvent,
+    deadline: DateTime<Utc>,
+) -> Result<SqsBatchResponse, Crash> {
+    let meter = Crashing {
+        inner: deps.meter,
+        faults,
+        crash: Mutex::new(None),
+        died: Notify::new(),
+    };
+    let deps = Deps {
+        meter: &meter,
+        ..*deps
+    };
+    tokio::select! {
+        biased;
+        crash = meter.died() => Err(crash),
+        response = process::handle(&deps, event, deadline) => Ok(response),
+    }
+}
+
 /// The process boundary's fault kinds (named by where the abort landed; an invocation that
 /// passed fewer step checks than planned dies after its work, before it answers).
 pub const PROCESS_KINDS: &[&str] = &[
@@ -177,7 +301,7 @@ impl Abort {
 }
 
 impl Faults for Abort {
-    fn check(&self, step: Step, trace_id: &str) -> Result<(), Crash> {
+    fn check(&self, step: Step, identifier: &str) -> Result<(), Crash> {
         if self.seen.fetch_add(1, Ordering::Relaxed) != self.nth {
             return Ok(());
         }
@@ -187,7 +311,7 @@ impl Faults for Abort {
         });
         Err(Crash {
             step,
-            trace_id: trace_id.to_string(),
+            identifier: identifier.to_string(),
         })
     }
 }

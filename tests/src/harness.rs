@@ -4,12 +4,13 @@
 use crate::esm::{EventSourceMapping, PollReport};
 use crate::fakes::langfuse::LangfuseFake;
 use crate::fakes::stripe::StripeFake;
+use crate::faults::{Crash, Faults, NoFaults};
 use crate::stack::{self, LocalResources, Moto, ProvisionOverrides};
 use crate::write_meter::WriteMeter;
 use anyhow::Result;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use process::{Crash, Deps, Faults, NoFaults};
+use process::Deps;
 use std::collections::HashMap;
 use tracemeter::adapters::dynamo::DynamoLedger;
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
@@ -208,8 +209,8 @@ impl TestStack {
         })
     }
 
-    /// The handler's dependencies, with the given fault injector.
-    pub fn deps<'a>(&'a self, faults: &'a dyn Faults) -> Deps<'a> {
+    /// The handler's dependencies.
+    pub fn deps(&self) -> Deps<'_> {
         Deps {
             config: &self.config,
             usage: &self.langfuse_client,
@@ -217,7 +218,6 @@ impl TestStack {
             ledger: &self.ledger,
             redelivery: &self.redelivery,
             clock: &self.clock,
-            faults,
         }
     }
 
@@ -228,7 +228,7 @@ impl TestStack {
         event: SqsEvent,
     ) -> Result<SqsBatchResponse, Crash> {
         let deadline = tracemeter::clock::Clock::now(&self.clock) + chrono::Duration::seconds(30);
-        process::handle(&self.deps(faults), event, deadline).await
+        crate::faults::invoke(&self.deps(), faults, event, deadline).await
     }
 
     /// The ingest function's adapters for this stack, with its environment plus `vars`.

@@ -169,7 +169,7 @@ pub async fn drain_concurrently(
             if std::time::Instant::now() > deadline {
                 anyhow::bail!("the queue was not drained within 10 minutes");
             }
-            match stack.poll_with(&process::NoFaults, 1).await? {
+            match stack.poll_with(&crate::faults::NoFaults, 1).await? {
                 Some(report) => {
                     let b = batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     let d = done.fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed)

@@ -3,7 +3,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use process::{Deps, NoFaults, handle};
+use process::{Deps, handle};
 use tracemeter::adapters::{
     dynamo::DynamoLedger, langfuse::LangfuseClient, sqs::SqsRedelivery, stripe::StripeClient,
 };
@@ -26,14 +26,11 @@ async fn main() -> Result<(), Error> {
         ledger: &ledger,
         redelivery: &redelivery,
         clock: &SystemClock,
-        faults: &NoFaults,
     };
     let deps = &deps;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = tracemeter::clock::invocation_deadline(event.context.deadline, Utc::now());
-        handle(deps, event.payload, deadline)
-            .await
-            .map_err(Error::from)
+        Ok::<_, Error>(handle(deps, event.payload, deadline).await)
     }))
     .await
 }

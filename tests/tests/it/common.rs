@@ -2,11 +2,11 @@
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
-use process::{Crash, Faults, Step};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::ports::ClaimStore;
 use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_tests::faults::{Crash, Faults, Step};
 use tracemeter_tests::harness::TestStack;
 
 /// Now, truncated to milliseconds (Langfuse's precision).
@@ -91,11 +91,11 @@ impl CrashOnce {
 }
 
 impl Faults for CrashOnce {
-    fn check(&self, step: Step, trace_id: &str) -> Result<(), Crash> {
+    fn check(&self, step: Step, identifier: &str) -> Result<(), Crash> {
         if step == self.step && !self.fired.swap(true, Ordering::SeqCst) {
             return Err(Crash {
                 step,
-                trace_id: trace_id.to_string(),
+                identifier: identifier.to_string(),
             });
         }
         Ok(())

@@ -3,10 +3,10 @@
 
 use crate::common::{body, entry, event, now, trace};
 use chrono::Duration;
-use process::NoFaults;
 use std::collections::HashMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use tracemeter::domain::ledger::LedgerState;
+use tracemeter_tests::faults::NoFaults;
 use tracemeter_tests::harness::TestStack;
 use tracemeter_tests::write_meter::{item_size, write_units};
 

@@ -3,13 +3,14 @@
 
 use crate::common::{CrashOnce, body, entry, event, now, trace};
 use chrono::{Duration, Timelike, Utc};
-use process::{NoFaults, Step};
 use std::collections::BTreeMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
-use tracemeter::domain::ledger::{LedgerState, identifier};
+use tracemeter::domain::ledger::LedgerState;
 use tracemeter::domain::meter::MeterEvent;
+use tracemeter::domain::meter::identifier;
 use tracemeter::ports::{BudgetStore, ClaimStore, MeterSink};
 use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_tests::faults::{NoFaults, Step};
 use tracemeter_tests::harness::{StackOptions, TestStack};
 
 // Expected credits are computed by hand from the defaults (credit 0.00004 USD, compute

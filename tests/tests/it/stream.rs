@@ -4,13 +4,14 @@
 
 use crate::common::{CrashOnce, body, entry, event, now, trace};
 use chrono::Duration;
-use process::{NoFaults, Step};
 use std::collections::BTreeMap;
 use tracemeter::config::StripeApiMode;
 use tracemeter::domain::budget::Period;
-use tracemeter::domain::ledger::{LedgerState, identifier};
+use tracemeter::domain::ledger::LedgerState;
+use tracemeter::domain::meter::identifier;
 use tracemeter::domain::meter::{Delivery, MeterEvent};
 use tracemeter::ports::{BudgetStore, MeterSink};
+use tracemeter_tests::faults::{NoFaults, Step};
 use tracemeter_tests::harness::{StackOptions, TestStack};
 
 // 0.004 USD, no latency = 100 credits.

@@ -1,0 +1,226 @@
+//! The batch runner: parses the messages, then runs the phases over the whole batch and
+//! gives every message its outcome, in order.
+
+use crate::claim::{self, CappedTrace, Claimed};
+use crate::invocation::Invocation;
+use crate::price::Candidate;
+use crate::read::{self, Stage};
+use crate::send;
+use crate::{Deps, Outcome, failure, finish};
+use aws_lambda_events::event::sqs::SqsMessage;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use tracemeter::domain::claim::{FailureKey, MAX_CLAIMS_PER_BATCH};
+use tracemeter::domain::message::MeterMessage;
+use tracemeter::domain::usage::TraceUsage;
+use tracemeter::{Error, FailureReason};
+
+/// Ledger rounds: a trace whose entry changes under a claim is read again, this many times.
+const MAX_LEDGER_ROUNDS: usize = 5;
+
+/// The batch's messages, parsed.
+#[derive(Default)]
+struct Parsed {
+    /// The trace id of each message (empty when it names none).
+    traces: Vec<String>,
+    /// The first message of each trace.
+    primary: Vec<usize>,
+    /// Later messages of a trace, with their primary: a trace is metered once.
+    duplicates: Vec<(usize, usize)>,
+    /// Messages that name no usable trace.
+    malformed: Vec<(usize, FailureKey, FailureReason, String)>,
+    /// Messages that could not be read for now.
+    unreadable: Vec<(usize, Outcome)>,
+}
+
+/// What the claim rounds leave for the send and finish phases.
+#[derive(Default)]
+struct Claims {
+    to_send: Vec<Claimed>,
+    capped: Vec<CappedTrace>,
+}
+
+/// The outcome of every record, in order.
+pub(crate) async fn run(deps: &Deps<'_>, inv: &Invocation, records: &[SqsMessage]) -> Vec<Outcome> {
+    let parsed = parse(records);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    for (i, o) in parsed.unreadable.iter().cloned() {
+        outcomes[i] = Some(o);
+    }
+    for (i, o) in record_malformed(deps, &parsed.malformed).await {
+        outcomes[i] = Some(o);
+    }
+    let claims = claim_rounds(deps, inv, &parsed, &mut outcomes).await;
+    let mut delivered = Vec::new();
+    for (c, result) in send::send_claims(deps, claims.to_send).await {
+        match result {
+            Some(o) => outcomes[c.index] = Some(o),
+            None => delivered.push(c),
+        }
+    }
+    for (i, o) in finish::finish(deps, delivered, claims.capped).await {
+        outcomes[i] = Some(o);
+    }
+    for &(i, p) in &parsed.duplicates {
+        outcomes[i] = Some(match &outcomes[p] {
+            Some(Outcome::Metered { .. } | Outcome::Capped { .. }) => Outcome::AlreadyBilled,
+            Some(o) => o.clone(),
+            None => Outcome::retry("not processed"),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::retry("not processed: the invocation stopped early")))
+        .collect()
+}
+
+/// One primary message per trace: a transaction names an item once, and a trace is
+/// metered once anyway.
+fn parse(records: &[SqsMessage]) -> Parsed {
+    let mut p = Parsed {
+        traces: vec![String::new(); records.len()],
+        ..Parsed::default()
+    };
+    let mut first: HashMap<String, usize> = HashMap::new();
+    for (i, record) in records.iter().enumerate() {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.clone().unwrap_or_default();
+        match MeterMessage::parse(&body) {
+            Ok(m) => {
+                match first.get(&m.trace_id) {
+                    Some(&primary) => p.duplicates.push((i, primary)),
+                    None => {
+                        first.insert(m.trace_id.clone(), i);
+                        p.primary.push(i);
+                    }
+                }
+                p.traces[i] = m.trace_id;
+            }
+            Err(Error::Permanent { reason, detail }) => {
+                let detail = format!("message {message_id}: {detail}");
+                let key = FailureKey::Message { message_id, body };
+                p.malformed.push((i, key, reason, detail));
+            }
+            Err(e) => p.unreadable.push((i, Outcome::retry(e.to_string()))),
+        }
+    }
+    p
+}
+
+async fn record_malformed(
+    deps: &Deps<'_>,
+    malformed: &[(usize, FailureKey, FailureReason, String)],
+) -> Vec<(usize, Outcome)> {
+    futures::stream::iter(malformed)
+        .map(|(i, key, reason, detail)| async move {
+            (
+                *i,
+                failure::record_permanent(deps, key, *reason, detail).await,
+            )
+        })
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await
+}
+
+/// Reads, prices and claims in rounds: a trace whose entry changed under a claim is read
+/// again in the next round (its Langfuse usage is not read twice).
+async fn claim_rounds(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    parsed: &Parsed,
+    outcomes: &mut [Option<Outcome>],
+) -> Claims {
+    let mut claims = Claims::default();
+    let mut usages: HashMap<usize, Option<TraceUsage>> = HashMap::new();
+    let mut todo = parsed.primary.clone();
+    for _ in 0..MAX_LEDGER_ROUNDS {
+        if todo.is_empty() {
+            break;
+        }
+        let prepared = read_all(
+            deps,
+            inv,
+            &parsed.traces,
+            std::mem::take(&mut todo),
+            &usages,
+        )
+        .await;
+        let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
+        for (i, usage, stage) in prepared {
+            if let Some(u) = usage {
+                usages.insert(i, u);
+            }
+            match stage {
+                Stage::Done(o) => outcomes[i] = Some(o),
+                Stage::Claim(c) => groups
+                    .entry((c.customer_id.clone(), c.period.clone()))
+                    .or_default()
+                    .push(*c),
+                Stage::Send(c) => claims.to_send.push(*c),
+                Stage::Again => todo.push(i),
+            }
+        }
+        for g in claim_all(deps, inv, groups).await {
+            for (i, o) in g.done {
+                outcomes[i] = Some(o);
+            }
+            todo.extend(g.again);
+            claims.to_send.extend(g.claimed);
+            claims.capped.extend(g.capped);
+        }
+    }
+    for i in todo {
+        let trace = &parsed.traces[i];
+        outcomes[i] = Some(Outcome::retry(format!(
+            "ledger entry of trace {trace} kept changing under concurrent writers"
+        )));
+    }
+    claims
+}
+
+/// Phase 1 for the traces of a round, `concurrency` at a time.
+async fn read_all(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    traces: &[String],
+    todo: Vec<usize>,
+    usages: &HashMap<usize, Option<TraceUsage>>,
+) -> Vec<(usize, Option<Option<TraceUsage>>, Stage)> {
+    futures::stream::iter(todo)
+        .map(|i| {
+            let mut usage = usages.get(&i).cloned();
+            let trace_id = traces[i].as_str();
+            async move {
+                let stage = read::prepare(deps, inv, i, trace_id, &mut usage).await;
+                (i, usage, stage)
+            }
+        })
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await
+}
+
+/// Phase 2: one transaction per customer and period, in trace id order, split to the
+/// transaction size limit.
+async fn claim_all(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    groups: BTreeMap<(String, String), Vec<Candidate>>,
+) -> Vec<claim::GroupClaim> {
+    let mut batches = Vec::new();
+    for mut group in groups.into_values() {
+        group.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+        while group.len() > MAX_CLAIMS_PER_BATCH {
+            let rest = group.split_off(MAX_CLAIMS_PER_BATCH);
+            batches.push(group);
+            group = rest;
+        }
+        batches.push(group);
+    }
+    futures::stream::iter(batches)
+        .map(|group| claim::claim_group(deps, inv, group))
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await
+}

@@ -1,0 +1,204 @@
+//! Phase 2, claim: one transaction per customer and budget period claims the batch's new
+//! revisions: every ledger entry (conditional on the version it was read at) and ONE budget
+//! counter update with the summed credits (conditional on the hard limit). The hard limit is
+//! shared out in trace id order (`BudgetPolicy::share`); what does not fit is capped.
+
+use crate::invocation::Invocation;
+use crate::price::Candidate;
+use crate::{Deps, Outcome};
+use tracemeter::domain::budget::BudgetPolicy;
+use tracemeter::domain::claim::{Claim, ClaimBatch, ClaimResult};
+use tracemeter::domain::ledger::PendingClaim;
+use tracemeter::domain::meter;
+use tracing::{info, warn};
+
+/// Transactions tried per group before its messages retry (each try follows a change that
+/// another writer made: a contended budget or entry).
+const MAX_CLAIM_TRIES: usize = 25;
+
+/// A claimed revision on its way to Stripe.
+pub(crate) struct Claimed {
+    pub(crate) index: usize,
+    pub(crate) trace_id: String,
+    pub(crate) pending: PendingClaim,
+    pub(crate) policy: BudgetPolicy,
+    /// Taken over from an interrupted invocation.
+    pub(crate) resumed: bool,
+}
+
+/// A trace recorded as capped: its budget alerts are checked at the end.
+pub(crate) struct CappedTrace {
+    pub(crate) index: usize,
+    pub(crate) customer_id: String,
+    pub(crate) period: String,
+    pub(crate) policy: BudgetPolicy,
+}
+
+/// What a group's claim left to do.
+#[derive(Default)]
+pub(crate) struct GroupClaim {
+    pub(crate) done: Vec<(usize, Outcome)>,
+    /// Entries that changed since they were read: read them again.
+    pub(crate) again: Vec<usize>,
+    pub(crate) claimed: Vec<Claimed>,
+    pub(crate) capped: Vec<CappedTrace>,
+}
+
+/// The customer, period and policy every candidate of a group shares.
+struct Group {
+    customer_id: String,
+    period: String,
+    policy: BudgetPolicy,
+}
+
+/// Claims one customer's candidates of one budget period (at most `MAX_CLAIMS_PER_BATCH`,
+/// sorted by trace id).
+pub(crate) async fn claim_group(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    mut candidates: Vec<Candidate>,
+) -> GroupClaim {
+    let mut out = GroupClaim::default();
+    let Some(first) = candidates.first() else {
+        return out;
+    };
+    let group = Group {
+        customer_id: first.customer_id.clone(),
+        period: first.period.clone(),
+        policy: first.policy.clone(),
+    };
+    let mut used = 0u64;
+    for _ in 0..MAX_CLAIM_TRIES {
+        if candidates.is_empty() {
+            return out;
+        }
+        let batch = batch(deps, inv, &group, &candidates, used);
+        match deps.ledger.claim_batch(&batch).await {
+            Ok(ClaimResult::Claimed) => {
+                out.claimed_all(&group, candidates, batch.claims);
+                return out;
+            }
+            Ok(ClaimResult::LedgerChanged(changed)) => {
+                info!(customer = %group.customer_id, changed = changed.len(), of = candidates.len(),
+                      "ledger entries changed under the batch claim; claiming the rest");
+                candidates = out.set_aside(candidates, &changed);
+            }
+            Ok(ClaimResult::OverBudget { used: now_used }) => used = now_used,
+            Ok(ClaimResult::Conflict) => tokio::task::yield_now().await,
+            Err(e) => {
+                warn!(customer = %group.customer_id, period = %group.period, error = %e, "claim failed, will retry");
+                out.retry_all(candidates, &Outcome::retry_after(&e));
+                return out;
+            }
+        }
+    }
+    let detail = format!(
+        "budget of {} in {} is under heavy contention",
+        group.customer_id, group.period
+    );
+    out.retry_all(candidates, &Outcome::retry(detail));
+    out
+}
+
+/// The transaction for the candidates, given `used` credits already counted in the period.
+fn batch(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    group: &Group,
+    candidates: &[Candidate],
+    used: u64,
+) -> ClaimBatch {
+    let lease_until = inv.lease_until(deps);
+    let deltas: Vec<u64> = candidates.iter().map(|c| c.delta).collect();
+    let splits = group.policy.share(used, &deltas);
+    let claims = candidates
+        .iter()
+        .zip(splits)
+        .map(|(c, split)| Claim {
+            trace_id: c.trace_id.clone(),
+            expect: c.expect,
+            settled: c.settled.clone(),
+            pending: PendingClaim {
+                revision: c.revision,
+                identifier: meter::identifier(&c.trace_id, c.revision),
+                customer_id: group.customer_id.clone(),
+                billable: split.billable,
+                capped: split.capped,
+                total_after: c.total_after,
+                event_timestamp: meter::event_timestamp(c.usage_at, c.now),
+                period: group.period.clone(),
+                claimed_at: c.now,
+                lease_until,
+                receipt: Some(inv.receipt_for(c.index)),
+            },
+            usage_at: c.usage_at,
+            last_observation_at: c.last_observation_at,
+            seen: c.seen.clone(),
+        })
+        .collect();
+    ClaimBatch {
+        customer_id: group.customer_id.clone(),
+        period: group.period.clone(),
+        hard_limit: group.policy.hard_limit(),
+        limit: group.policy.limit,
+        claims,
+        now: deps.clock.now(),
+    }
+}
+
+impl GroupClaim {
+    /// The transaction committed: zero-credit traces are done, fully capped ones are done
+    /// (alerts checked later), the rest go to Stripe.
+    fn claimed_all(&mut self, group: &Group, candidates: Vec<Candidate>, claims: Vec<Claim>) {
+        for (c, claim) in candidates.into_iter().zip(claims) {
+            let p = claim.pending;
+            if p.billable == 0 && p.capped == 0 {
+                info!(trace_id = %c.trace_id, "trace costs no credits: recorded, nothing to send");
+                let metered = Outcome::Metered {
+                    billable: 0,
+                    capped: 0,
+                    resumed: false,
+                };
+                self.done.push((c.index, metered));
+            } else if p.billable == 0 {
+                info!(trace_id = %c.trace_id, customer = %group.customer_id, capped = p.capped, period = %group.period,
+                      "usage over the hard limit: recorded as capped, not billed");
+                self.done
+                    .push((c.index, Outcome::Capped { capped: p.capped }));
+                self.capped.push(CappedTrace {
+                    index: c.index,
+                    customer_id: group.customer_id.clone(),
+                    period: group.period.clone(),
+                    policy: group.policy.clone(),
+                });
+            } else {
+                self.claimed.push(Claimed {
+                    index: c.index,
+                    trace_id: c.trace_id,
+                    pending: p,
+                    policy: group.policy.clone(),
+                    resumed: false,
+                });
+            }
+        }
+    }
+
+    /// Another delivery claimed or settled these (indices into `candidates`): they are read
+    /// again; the rest is returned to be claimed.
+    fn set_aside(&mut self, candidates: Vec<Candidate>, changed: &[usize]) -> Vec<Candidate> {
+        let mut kept = Vec::with_capacity(candidates.len());
+        for (i, c) in candidates.into_iter().enumerate() {
+            if changed.contains(&i) {
+                self.again.push(c.index);
+            } else {
+                kept.push(c);
+            }
+        }
+        kept
+    }
+
+    fn retry_all(&mut self, candidates: Vec<Candidate>, outcome: &Outcome) {
+        self.done
+            .extend(candidates.into_iter().map(|c| (c.index, outcome.clone())));
+    }
+}

@@ -1,0 +1,161 @@
+//! Phase 4, finish: every delivery of the invocation is recorded in ONE write per receipt (a
+//! resumed claim in the receipt it was claimed with; a claim without a receipt is marked on
+//! its entry), then the budget alerts are checked once per customer and period, then
+//! (optionally) the traces are scored in Langfuse.
+
+use crate::claim::{CappedTrace, Claimed};
+use crate::{Deps, Outcome, budget};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use tracemeter::domain::budget::BudgetPolicy;
+use tracing::{info, warn};
+
+/// The outcome of each delivered or capped message.
+pub(crate) async fn finish(
+    deps: &Deps<'_>,
+    delivered: Vec<Claimed>,
+    capped: Vec<CappedTrace>,
+) -> Vec<(usize, Outcome)> {
+    let (recorded, mut out) = record_deliveries(deps, delivered).await;
+    let mut checks = Checks::new();
+    for c in capped {
+        checks.add(c.customer_id, c.period, &c.policy, c.index);
+    }
+    for (receipt, c) in &recorded {
+        let p = &c.pending;
+        info!(trace_id = %c.trace_id, customer = %p.customer_id, revision = p.revision,
+              credits = p.billable, capped = p.capped, identifier = %p.identifier,
+              receipt = %receipt, resumed = c.resumed, "metered");
+        checks.add(p.customer_id.clone(), p.period.clone(), &c.policy, c.index);
+        let metered = Outcome::Metered {
+            billable: p.billable,
+            capped: p.capped,
+            resumed: c.resumed,
+        };
+        out.push((c.index, metered));
+    }
+    for i in checks.run(deps).await {
+        let retry = Outcome::retry("budget alert check failed");
+        match out.iter_mut().find(|(j, _)| *j == i) {
+            Some(slot) => slot.1 = retry,
+            None => out.push((i, retry)),
+        }
+    }
+    score(deps, &recorded).await;
+    out
+}
+
+/// Records the deliveries: the claims recorded (with the receipt that records them, or
+/// "none" when marked on the entry) and the retries of those that could not be.
+async fn record_deliveries(
+    deps: &Deps<'_>,
+    delivered: Vec<Claimed>,
+) -> (Vec<(String, Claimed)>, Vec<(usize, Outcome)>) {
+    let mut recorded = Vec::new();
+    let mut retries = Vec::new();
+    let mut by_receipt: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+    for c in delivered {
+        match c.pending.receipt.clone() {
+            Some(receipt) => by_receipt.entry(receipt).or_default().push(c),
+            None => match mark_on_entry(deps, &c).await {
+                Ok(()) => recorded.push(("none".to_string(), c)),
+                Err(o) => retries.push((c.index, o)),
+            },
+        }
+    }
+    for (receipt, claims) in by_receipt {
+        let ids: Vec<String> = claims
+            .iter()
+            .map(|c| c.pending.identifier.clone())
+            .collect();
+        match deps
+            .ledger
+            .record_delivered(&receipt, &ids, deps.clock.now())
+            .await
+        {
+            Ok(()) => recorded.extend(claims.into_iter().map(|c| (receipt.clone(), c))),
+            Err(e) => {
+                // Stripe has the events; the retry resumes the claims (Stripe dedups the
+                // identifiers) and records them.
+                warn!(receipt = %receipt, error = %e, "could not record the deliveries; they resume on retry");
+                let retry = Outcome::retry(format!("could not record the delivery receipt: {e}"));
+                retries.extend(claims.iter().map(|c| (c.index, retry.clone())));
+            }
+        }
+    }
+    (recorded, retries)
+}
+
+async fn mark_on_entry(deps: &Deps<'_>, c: &Claimed) -> Result<(), Outcome> {
+    match deps
+        .ledger
+        .mark_metered(&c.trace_id, &c.pending, deps.clock.now())
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            warn!(trace_id = %c.trace_id, revision = c.pending.revision,
+                  "revision was already marked by another invocation");
+            Ok(())
+        }
+        Err(e) => Err(Outcome::retry(format!(
+            "could not mark the revision metered: {e}"
+        ))),
+    }
+}
+
+/// The budget checks to run: one per customer and period, with the messages that need it.
+struct Checks(BTreeMap<(String, String), (BudgetPolicy, Vec<usize>)>);
+
+impl Checks {
+    fn new() -> Checks {
+        Checks(BTreeMap::new())
+    }
+
+    fn add(&mut self, customer: String, period: String, policy: &BudgetPolicy, index: usize) {
+        self.0
+            .entry((customer, period))
+            .or_insert_with(|| (policy.clone(), Vec::new()))
+            .1
+            .push(index);
+    }
+
+    /// Runs the checks; returns the messages whose check failed (they retry, and the
+    /// redelivery runs the check again).
+    async fn run(self, deps: &Deps<'_>) -> Vec<usize> {
+        let failed: Vec<Vec<usize>> = futures::stream::iter(self.0)
+            .map(|((customer, period), (policy, indices))| async move {
+                match budget::check(deps, &customer, &period, &policy).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        warn!(customer = %customer, period = %period, error = %e,
+                              "budget alert check failed; the redelivery runs it again");
+                        Some(indices)
+                    }
+                }
+            })
+            .buffer_unordered(deps.concurrency())
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        failed.into_iter().flatten().collect()
+    }
+}
+
+/// Marks the billed traces in Langfuse when `LANGFUSE_SCORE_ENABLED` (best effort).
+async fn score(deps: &Deps<'_>, recorded: &[(String, Claimed)]) {
+    if !deps.config.langfuse.score_enabled {
+        return;
+    }
+    futures::stream::iter(recorded)
+        .for_each_concurrent(deps.concurrency(), |(_, c)| async move {
+            if let Err(e) = deps
+                .usage
+                .record_billed(&c.trace_id, &c.pending.identifier, c.pending.total_after)
+                .await
+            {
+                warn!(trace_id = %c.trace_id, error = %e, "could not mark the trace in Langfuse (best effort)");
+            }
+        })
+        .await;
+}

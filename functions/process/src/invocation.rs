@@ -1,0 +1,91 @@
+//! Per-invocation state: the deadline, the receipt id, and caches of budget policies and
+//! user mappings (each read at most once per invocation).
+
+use crate::Deps;
+use aws_lambda_events::event::sqs::SqsMessage;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tracemeter::Result;
+use tracemeter::domain::budget::BudgetPolicy;
+use tracemeter::domain::customer;
+use tracemeter::domain::ledger::receipt_id;
+use tracemeter::domain::usage::TraceUsage;
+
+/// Identifiers per receipt item: at most 100 characters each, so an item stays far below
+/// DynamoDB's 400 KB.
+const RECEIPT_CHUNK: usize = 1000;
+
+pub(crate) struct Invocation {
+    deadline: DateTime<Utc>,
+    receipt: String,
+    policies: Mutex<HashMap<String, BudgetPolicy>>,
+    customers: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Invocation {
+    pub(crate) fn new(deps: &Deps<'_>, records: &[SqsMessage], deadline: DateTime<Utc>) -> Self {
+        let seed: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r.receipt_handle.as_deref().or(r.message_id.as_deref()))
+            .collect();
+        Invocation {
+            deadline,
+            receipt: receipt_id(&seed, deps.clock.now()),
+            policies: Mutex::default(),
+            customers: Mutex::default(),
+        }
+    }
+
+    /// The receipt that records the delivery of the batch's `index`-th message.
+    pub(crate) fn receipt_for(&self, index: usize) -> String {
+        format!("{}-{}", self.receipt, index / RECEIPT_CHUNK)
+    }
+
+    /// How long a claim made now stays this invocation's: its deadline plus a margin.
+    pub(crate) fn lease_until(&self, deps: &Deps<'_>) -> DateTime<Utc> {
+        self.deadline + deps.config.process.lease_margin
+    }
+
+    /// The customer's budget policy: its own from the table, else the configured default.
+    pub(crate) async fn policy(&self, deps: &Deps<'_>, customer_id: &str) -> Result<BudgetPolicy> {
+        if let Some(p) = lock(&self.policies).get(customer_id) {
+            return Ok(p.clone());
+        }
+        let policy = deps
+            .ledger
+            .budget_policy(customer_id)
+            .await?
+            .unwrap_or_else(|| deps.config.default_budget.clone());
+        lock(&self.policies).insert(customer_id.to_string(), policy.clone());
+        Ok(policy)
+    }
+
+    /// The Stripe customer who pays for the trace (order: `domain::customer::resolve`).
+    pub(crate) async fn customer(&self, deps: &Deps<'_>, usage: &TraceUsage) -> Result<String> {
+        let rules = &deps.config.customers;
+        let mapped = match customer::user_to_look_up(usage, &rules.metadata_keys) {
+            Some(user) => self.mapping(deps, user).await?,
+            None => None,
+        };
+        customer::resolve(
+            usage,
+            &rules.metadata_keys,
+            mapped.as_deref(),
+            rules.default_customer.as_deref(),
+        )
+    }
+
+    async fn mapping(&self, deps: &Deps<'_>, user: &str) -> Result<Option<String>> {
+        if let Some(m) = lock(&self.customers).get(user) {
+            return Ok(m.clone());
+        }
+        let m = deps.ledger.customer_for_user(user).await?;
+        lock(&self.customers).insert(user.to_string(), m.clone());
+        Ok(m)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,102 @@
+//! Phase 1, price: what a trace's usage costs in credits now, and what of it the ledger does
+//! not cover yet. The uncovered part is a candidate for its customer's batch claim.
+
+use crate::invocation::Invocation;
+use crate::read::Stage;
+use crate::{Deps, Outcome, budget};
+use chrono::{DateTime, Utc};
+use tracemeter::Result;
+use tracemeter::domain::budget::BudgetPolicy;
+use tracemeter::domain::claim::{BilledUsage, Expect, Settled};
+use tracemeter::domain::credits;
+use tracemeter::domain::ledger::LedgerEntry;
+use tracemeter::domain::meter;
+use tracemeter::domain::usage::TraceUsage;
+use tracing::info;
+
+/// A trace priced and ready to be claimed in its customer's batch.
+pub(crate) struct Candidate {
+    pub(crate) index: usize,
+    pub(crate) trace_id: String,
+    pub(crate) expect: Expect,
+    pub(crate) settled: Settled,
+    pub(crate) revision: u32,
+    /// Credits not yet covered by the ledger.
+    pub(crate) delta: u64,
+    pub(crate) total_after: u64,
+    pub(crate) customer_id: String,
+    pub(crate) period: String,
+    pub(crate) policy: BudgetPolicy,
+    pub(crate) usage_at: DateTime<Utc>,
+    pub(crate) last_observation_at: Option<DateTime<Utc>>,
+    pub(crate) seen: BilledUsage,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// Prices the trace against what its ledger entry already covers.
+pub(crate) async fn price(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    index: usize,
+    usage: &TraceUsage,
+    entry: Option<&LedgerEntry>,
+    now: DateTime<Utc>,
+) -> Result<Stage> {
+    let cfg = deps.config;
+    let quote = credits::quote(usage, &cfg.pricing, &cfg.byo_key)?;
+    let (prev_total, prev_revision) = entry
+        .map(|e| (e.total_credits, e.revision))
+        .unwrap_or((0, 0));
+    if prev_revision > 0 && quote.credits <= prev_total {
+        return already_billed(deps, inv, usage, entry, quote.credits, prev_total).await;
+    }
+    let customer_id = inv.customer(deps, usage).await?;
+    meter::check_event_time(&usage.trace_id, usage.timestamp, now)?;
+    let policy = inv.policy(deps, &customer_id).await?;
+    Ok(Stage::Claim(Box::new(Candidate {
+        index,
+        trace_id: usage.trace_id.clone(),
+        expect: entry.map_or(Expect::Absent, |e| Expect::Version(e.version)),
+        settled: Settled::of(entry),
+        revision: prev_revision + 1,
+        delta: quote.credits - prev_total,
+        total_after: quote.credits,
+        customer_id,
+        period: policy.period.key(usage.timestamp),
+        policy,
+        usage_at: usage.timestamp,
+        last_observation_at: usage.last_observation_at,
+        seen: BilledUsage {
+            cost_usd: usage.ai_cost_usd,
+            latency_seconds: usage.latency_seconds,
+            observations: usage.observation_count,
+        },
+        now,
+    })))
+}
+
+/// The ledger covers the usage. A redelivery after a failed alert check runs the check
+/// again (it is idempotent).
+async fn already_billed(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    usage: &TraceUsage,
+    entry: Option<&LedgerEntry>,
+    credits: u64,
+    billed: u64,
+) -> Result<Stage> {
+    if credits < billed {
+        info!(
+            trace_id = %usage.trace_id,
+            now = credits,
+            billed,
+            "trace credits shrank after billing; nothing to do"
+        );
+    }
+    if let Some(cus) = entry.and_then(|e| e.customer_id.as_deref()) {
+        let policy = inv.policy(deps, cus).await?;
+        let period = policy.period.key(usage.timestamp);
+        budget::check(deps, cus, &period, &policy).await?;
+    }
+    Ok(Stage::Done(Outcome::AlreadyBilled))
+}

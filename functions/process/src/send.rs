@@ -1,0 +1,107 @@
+//! Phase 3, send: the claimed events go to Stripe. v1: one request per event, and one
+//! customer's requests one after the other (Stripe allows one concurrent call per customer
+//! and meter). v2 stream: all of them in as few requests as possible.
+
+use crate::claim::Claimed;
+use crate::{Deps, Outcome};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use tracemeter::domain::meter::{Delivery, MeterEvent};
+use tracemeter::{Error, Result};
+use tracing::{error, info, warn};
+
+/// A claim and, unless Stripe has its event (`None`), its final outcome.
+pub(crate) type Sent = (Claimed, Option<Outcome>);
+
+/// Sends the claimed events.
+pub(crate) async fn send_claims(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
+    if claims.is_empty() {
+        Vec::new()
+    } else if deps.meter.batches() {
+        send_stream(deps, claims).await
+    } else {
+        send_one_by_one(deps, claims).await
+    }
+}
+
+async fn send_stream(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
+    let events: Vec<MeterEvent> = claims
+        .iter()
+        .map(|c| MeterEvent::for_claim(&c.pending))
+        .collect();
+    let mut results = deps.meter.send_batch(&events).await.into_iter();
+    let mut out = Vec::with_capacity(claims.len());
+    for c in claims {
+        let result = results
+            .next()
+            .unwrap_or_else(|| Err(Error::transient("stripe", "no result for the event")));
+        let settled = settle(deps, &c, result).await;
+        out.push((c, settled));
+    }
+    out
+}
+
+async fn send_one_by_one(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
+    let mut by_customer: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+    for c in claims {
+        by_customer
+            .entry(c.pending.customer_id.clone())
+            .or_default()
+            .push(c);
+    }
+    let sent: Vec<Vec<Sent>> = futures::stream::iter(by_customer.into_values())
+        .map(|claims| async move {
+            let mut out = Vec::with_capacity(claims.len());
+            for c in claims {
+                let result = deps.meter.send(&MeterEvent::for_claim(&c.pending)).await;
+                let settled = settle(deps, &c, result).await;
+                out.push((c, settled));
+            }
+            out
+        })
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await;
+    sent.into_iter().flatten().collect()
+}
+
+/// What Stripe's answer means for a claimed revision. `None`: Stripe has the event.
+/// A permanent rejection is recorded and the budget increment undone; a transient failure
+/// ends the claim's lease so the retry resumes at once.
+async fn settle(deps: &Deps<'_>, c: &Claimed, result: Result<Delivery>) -> Option<Outcome> {
+    let (trace_id, p) = (c.trace_id.as_str(), &c.pending);
+    match result {
+        Ok(Delivery::Recorded) => None,
+        Ok(Delivery::AlreadyRecorded) => {
+            info!(trace_id, identifier = %p.identifier, "Stripe already had this event: treated as delivered");
+            None
+        }
+        Err(Error::Permanent { reason, detail }) => {
+            let now = deps.clock.now();
+            match deps
+                .ledger
+                .fail_claim(trace_id, p, reason, &detail, now)
+                .await
+            {
+                Ok(true) => {
+                    error!(trace_id, identifier = %p.identifier, reason = %reason, detail = %detail,
+                           "Stripe rejected the meter event: recorded, budget increment undone");
+                    Some(Outcome::Permanent(reason))
+                }
+                Ok(false) => Some(Outcome::Permanent(reason)),
+                Err(e) => Some(crate::failure::outcome(deps, trace_id, e).await),
+            }
+        }
+        Err(e) => {
+            if let Err(release) = deps
+                .ledger
+                .release(trace_id, p.revision, deps.clock.now())
+                .await
+            {
+                warn!(trace_id, error = %release, "could not release the claim's lease; the retry waits for it");
+            }
+            warn!(trace_id, error = %e, "Stripe failed for now, will retry");
+            Some(Outcome::retry_after(&e))
+        }
+    }
+}
