@@ -6,8 +6,8 @@ use process::{Crash, Faults, Step};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::ports::Ledger;
-use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
-use tracemeter_tests::harness::TestStack;
+use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_local::harness::TestStack;
 
 /// Now, truncated to milliseconds (Langfuse's precision).
 pub fn now() -> DateTime<Utc> {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use tracemeter::domain::ledger::{LedgerState, identifier};
 use tracemeter::ports::{Ledger, MeterEvent, MeterSink};
-use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
-use tracemeter_tests::harness::{StackOptions, TestStack};
+use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_local::harness::{StackOptions, TestStack};
 
 // Expected credits are computed by hand from the defaults (credit 0.00004 USD, compute
 // 0.05 USD/min, margin 1), independently of the code under test:

@@ -10,7 +10,7 @@ use tracemeter::config::StripeApiMode;
 use tracemeter::domain::budget::Period;
 use tracemeter::domain::ledger::{LedgerState, identifier};
 use tracemeter::ports::{Delivery, Ledger, MeterEvent, MeterSink};
-use tracemeter_tests::harness::{StackOptions, TestStack};
+use tracemeter_local::harness::{StackOptions, TestStack};
 
 // 0.004 USD, no latency = 100 credits.
 const C_0004: u64 = 100;
