@@ -14,5 +14,5 @@ cd "$repo"
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 export RUST_LOG="${RUST_LOG:-error}"
-cargo build --quiet -p tracemeter-tests --bin tracemeter-bench
+cargo build --quiet -p tracemeter-local --bin tracemeter-bench
 exec "$repo/target/debug/tracemeter-bench"

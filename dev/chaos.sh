@@ -10,4 +10,4 @@ cd "$repo"
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 export CHAOS_TRACES="${CHAOS_TRACES:-300}" CHAOS_RATE="${CHAOS_RATE:-0.1}"
-exec cargo run -q -p tracemeter-tests --bin tracemeter-chaos
+exec cargo run -q -p tracemeter-local --bin tracemeter-chaos

@@ -10,5 +10,5 @@ cd "$repo"
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 export RUST_LOG="${RUST_LOG:-error}"
-echo "+ cargo run -p tracemeter-tests --bin tracemeter-local" >&2
-cargo run --quiet -p tracemeter-tests --bin tracemeter-local
+echo "+ cargo run -p tracemeter-local --bin tracemeter-local" >&2
+cargo run --quiet -p tracemeter-local --bin tracemeter-local

@@ -10,5 +10,5 @@ cd "$repo"
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 export RUST_LOG="${RUST_LOG:-warn}"
-cargo build --quiet -p tracemeter-tests --bin tracemeter-local
+cargo build --quiet -p tracemeter-local --bin tracemeter-local
 exec "$repo/target/debug/tracemeter-local" serve "${ENV_FILE:-$repo/.local/functions.env}"

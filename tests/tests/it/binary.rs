@@ -5,8 +5,8 @@ use crate::common::{now, trace};
 use chrono::Duration;
 use std::path::PathBuf;
 use tracemeter::ports::ClaimStore;
-use tracemeter_tests::harness::TestStack;
-use tracemeter_tests::runtime_api::RuntimeApi;
+use tracemeter_local::harness::TestStack;
+use tracemeter_local::runtime_api::RuntimeApi;
 
 /// The `process` binary of this build (built if `cargo test` did not build it).
 fn process_binary() -> PathBuf {
@@ -81,7 +81,7 @@ async fn the_process_binary_meters_a_batch_under_the_lambda_runtime_api() {
     // The committed poison fixture: acknowledged (no retry), recorded by message id.
     let poison: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            tracemeter_tests::stack::repo_root().join("events/sqs-poison.json"),
+            tracemeter_local::stack::repo_root().join("events/sqs-poison.json"),
         )
         .expect("fixture"),
     )

@@ -5,9 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::ports::ClaimStore;
-use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
-use tracemeter_tests::faults::{Crash, Faults, Step};
-use tracemeter_tests::harness::TestStack;
+use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_local::faults::{Crash, Faults, Step};
+use tracemeter_local::harness::TestStack;
 
 /// Now, truncated to milliseconds (Langfuse's precision).
 pub fn now() -> DateTime<Utc> {

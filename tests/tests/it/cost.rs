@@ -6,9 +6,9 @@ use chrono::Duration;
 use std::collections::HashMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use tracemeter::domain::ledger::LedgerState;
-use tracemeter_tests::faults::NoFaults;
-use tracemeter_tests::harness::TestStack;
-use tracemeter_tests::write_meter::{item_size, write_units};
+use tracemeter_local::faults::NoFaults;
+use tracemeter_local::harness::TestStack;
+use tracemeter_local::write_meter::{item_size, write_units};
 
 /// Meters a batch of `traces` messages spread over `customers` customers in one invocation;
 /// returns the WCU it cost.

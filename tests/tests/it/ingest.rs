@@ -12,8 +12,8 @@ use tracemeter::clock::Clock;
 use tracemeter::domain::message::MeterMessage;
 use tracemeter::domain::message::{OutgoingMessage, SendFailure};
 use tracemeter::ports::{IngestStore, QueueSender};
-use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
-use tracemeter_tests::harness::{StackOptions, TestStack};
+use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_local::harness::{StackOptions, TestStack};
 
 /// Receives (and deletes) every message in the queue; returns the trace ids, with repeats.
 async fn drain_ids(stack: &TestStack) -> Vec<String> {

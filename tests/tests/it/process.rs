@@ -9,9 +9,9 @@ use tracemeter::domain::ledger::LedgerState;
 use tracemeter::domain::meter::MeterEvent;
 use tracemeter::domain::meter::identifier;
 use tracemeter::ports::{BudgetStore, ClaimStore, MeterSink};
-use tracemeter_tests::fakes::langfuse::{FakeObservation, FakeTrace};
-use tracemeter_tests::faults::{NoFaults, Step};
-use tracemeter_tests::harness::{StackOptions, TestStack};
+use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
+use tracemeter_local::faults::{NoFaults, Step};
+use tracemeter_local::harness::{StackOptions, TestStack};
 
 // Expected credits are computed by hand from the defaults (credit 0.00004 USD, compute
 // 0.05 USD/min, margin 1), independently of the code under test:

@@ -11,8 +11,8 @@ use tracemeter::domain::ledger::LedgerState;
 use tracemeter::domain::meter::identifier;
 use tracemeter::domain::meter::{Delivery, MeterEvent};
 use tracemeter::ports::{BudgetStore, MeterSink};
-use tracemeter_tests::faults::{NoFaults, Step};
-use tracemeter_tests::harness::{StackOptions, TestStack};
+use tracemeter_local::faults::{NoFaults, Step};
+use tracemeter_local::harness::{StackOptions, TestStack};
 
 // 0.004 USD, no latency = 100 credits.
 const C_0004: u64 = 100;

@@ -9,7 +9,7 @@ pub mod esm;
 pub mod fakes;
 pub mod faults;
 pub mod harness;
-pub mod local;
+pub mod runner;
 pub mod logscan;
 pub mod runtime_api;
 pub mod stack;

@@ -1,4 +1,4 @@
-//! `tracemeter-chaos`: the reliability suite (see `tracemeter_tests::chaos`).
+//! `tracemeter-chaos`: the reliability suite (see `tracemeter_local::chaos`).
 //!
 //! Settings from the environment: `CHAOS_TRACES` (default 300), `CHAOS_RATE` (fault rate
 //! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
@@ -7,8 +7,8 @@
 
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
-use tracemeter_tests::chaos::{self, ChaosOptions};
-use tracemeter_tests::logscan::Scanning;
+use tracemeter_local::chaos::{self, ChaosOptions};
+use tracemeter_local::logscan::Scanning;
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {

@@ -1,11 +1,11 @@
-//! `make bench`: the benchmark (see `tracemeter_tests::bench`). Settings from the
+//! `make bench`: the benchmark (see `tracemeter_local::bench`). Settings from the
 //! environment: TRACES (1000), LANGFUSE_LATENCY_MS (20), LANGFUSE_RPM (1000), CONCURRENCY (5),
 //! TIME_LIMIT_SECONDS (1200), LANGFUSE_API (v2), BENCH_ENV (extra function variables).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let options = tracemeter_tests::bench::options_from_env()?;
-    let report = tracemeter_tests::bench::run(options).await?;
+    let options = tracemeter_local::bench::options_from_env()?;
+    let report = tracemeter_local::bench::run(options).await?;
     println!("{}", report.render());
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `tracemeter-local`: the local runner (see `tracemeter_tests::local`).
+//! `tracemeter-local`: the local runner (see `tracemeter_local::runner`).
 //!
 //! - `tracemeter-local` (`make run`): the whole pipeline on the local stack with a sample
 //!   workload (`TRACES`, default 2000), then a billing summary.
@@ -23,9 +23,9 @@ async fn main() -> Result<()> {
                     .map_err(|_| anyhow::anyhow!("TRACES={v:?} is not a whole number"))?,
                 Err(_) => 2_000,
             };
-            tracemeter_tests::local::run(traces).await
+            tracemeter_local::runner::run(traces).await
         }
-        ["serve", env_file] => tracemeter_tests::local::serve(std::path::Path::new(env_file)).await,
+        ["serve", env_file] => tracemeter_local::runner::serve(std::path::Path::new(env_file)).await,
         _ => bail!("usage: tracemeter-local [run] | tracemeter-local serve ENV_FILE"),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use tracemeter_tests::stack::{self, Moto, ProvisionOverrides};
+//! use tracemeter_local::stack::{self, Moto, ProvisionOverrides};
 //! let moto = Moto::shared();
 //! let sdk = stack::sdk_config(moto.endpoint()).await;
 //! let res = stack::provision(&sdk, &stack::unique_prefix("demo"), &ProvisionOverrides {
@@ -63,6 +63,13 @@ pub fn template_path() -> PathBuf {
     repo_root().join("template.yaml")
 }
 
+/// `<repo>/local/scripts/moto_guard.py`, which runs moto for as long as a watched process lives.
+pub fn moto_guard() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join("moto_guard.py")
+}
+
 /// `<repo>/.venv/bin/python`, the interpreter that has moto (made by `make venv`).
 pub fn venv_python() -> PathBuf {
     repo_root().join(".venv").join("bin").join("python")
@@ -72,7 +79,7 @@ pub fn venv_python() -> PathBuf {
 // moto server
 // ---------------------------------------------------------------------------------------------
 
-/// A moto server on 127.0.0.1, run by `tests/scripts/moto_guard.py` from the project venv.
+/// A moto server on 127.0.0.1, run by `local/scripts/moto_guard.py` from the project venv.
 ///
 /// The guard watches the test process and stops moto as soon as it is gone, so even the shared
 /// instance (never dropped) leaves nothing running. An owned instance ([`Moto::start`]) is also
@@ -118,10 +125,7 @@ impl Moto {
                 python.display()
             );
         }
-        let guard = repo_root()
-            .join("tests")
-            .join("scripts")
-            .join("moto_guard.py");
+        let guard = moto_guard();
         let mut child = Command::new(&python)
             .arg(&guard)
             .arg("0")
@@ -1293,7 +1297,7 @@ mod tests {
     fn guard_exits_when_the_watched_process_is_gone() {
         let mut watched = Command::new("sleep").arg("60").spawn().unwrap();
         let mut guard = Command::new(venv_python())
-            .arg(repo_root().join("tests/scripts/moto_guard.py"))
+            .arg(moto_guard())
             .arg("0")
             .arg(watched.id().to_string())
             .stdin(Stdio::null())
