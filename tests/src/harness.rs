@@ -19,7 +19,7 @@ use tracemeter::adapters::sqs::SqsRedelivery;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::OffsetClock;
-use tracemeter::config::{Config, IngestConfig};
+use tracemeter::config::{IngestConfig, ProcessConfig};
 use tracemeter::ports::QueueSender;
 
 /// Langfuse public key used by the fakes.
@@ -42,7 +42,7 @@ pub struct TestStack {
     /// Stripe fake.
     pub stripe: StripeFake,
     /// Typed configuration, as the function reads it.
-    pub config: Config,
+    pub config: ProcessConfig,
     /// The environment the functions would get.
     pub env: HashMap<String, String>,
     /// The DynamoDB adapter.
@@ -173,7 +173,7 @@ impl TestStack {
         for (k, v) in options.env {
             env.insert(k, v);
         }
-        let config = Config::from_lookup(&|name| env.get(name).cloned())?;
+        let config = ProcessConfig::from_lookup(&|name| env.get(name).cloned())?;
         let dynamo_writes = WriteMeter::default();
         let dynamo = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracemeter::clock::Clock;
-use tracemeter::config::Config;
+use tracemeter::config::ProcessConfig;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy};
 use tracemeter::domain::claim::{
     BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, FailureKey, MAX_CLAIMS_PER_BATCH, Settled,
@@ -78,7 +78,7 @@ impl Faults for NoFaults {
 /// Everything the handler needs, built once per cold start.
 pub struct Deps<'a> {
     /// Configuration.
-    pub config: &'a Config,
+    pub config: &'a ProcessConfig,
     /// Langfuse.
     pub usage: &'a dyn UsageSource,
     /// Stripe.
@@ -321,7 +321,7 @@ pub async fn handle(
 /// The visibility timeout for a failed message: exponential in its receive count, with
 /// jitter, at least what the service asked for, capped by `RETRY_MAX_SECONDS`.
 pub fn retry_delay(
-    config: &Config,
+    config: &ProcessConfig,
     message_id: &str,
     receives: u32,
     asked: Option<Duration>,
@@ -1283,7 +1283,7 @@ async fn resolve_customer(
 mod tests {
     use super::*;
 
-    fn config(base: u32, max: u32) -> Config {
+    fn config(base: u32, max: u32) -> ProcessConfig {
         let vars = [
             ("LANGFUSE_BASE_URL", "http://127.0.0.1:1".to_string()),
             ("LANGFUSE_PUBLIC_KEY", "pk".to_string()),
@@ -1295,7 +1295,7 @@ mod tests {
             ("RETRY_BASE_SECONDS", base.to_string()),
             ("RETRY_MAX_SECONDS", max.to_string()),
         ];
-        Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        ProcessConfig::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .expect("valid config")
     }
 
