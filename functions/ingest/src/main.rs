@@ -4,7 +4,7 @@ use chrono::Utc;
 use ingest::{IngestDeps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    ingest_store::DynamoIngestStore, langfuse_scan::LangfuseScanner, sqs::SqsSender,
+    ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;

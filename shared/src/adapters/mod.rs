@@ -4,6 +4,9 @@ pub mod dynamo;
 pub mod http;
 pub mod ingest_store;
 pub mod langfuse;
-pub mod langfuse_scan;
 pub mod sqs;
 pub mod stripe;
+
+/// The ingest scanner's former path, kept while `tests/src` still imports it; new code uses
+/// [`langfuse::scan`].
+pub use langfuse::scan as langfuse_scan;
