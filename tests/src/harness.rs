@@ -84,7 +84,7 @@ impl IngestRig {
         queue: &dyn QueueSender,
         seconds: i64,
     ) -> std::result::Result<ingest::IngestSummary, tracemeter::Error> {
-        let deps = ingest::IngestDeps {
+        let deps = ingest::Deps {
             config: &self.config,
             lister: &self.lister,
             store: &self.store,
