@@ -235,14 +235,12 @@ mod ingest {
     use super::*;
     use std::collections::HashMap;
 
+    /// The process function's base without its Stripe variables: ingest needs none.
     fn base() -> HashMap<&'static str, &'static str> {
-        HashMap::from([
-            ("LANGFUSE_BASE_URL", "http://127.0.0.1:3000"),
-            ("LANGFUSE_PUBLIC_KEY", "pk-lf-test"),
-            ("LANGFUSE_SECRET_KEY", "sk-lf-secret"),
-            ("TABLE_NAME", "ledger"),
-            ("QUEUE_URL", "http://127.0.0.1:5000/123456789012/meter"),
-        ])
+        let mut vars = super::base();
+        vars.retain(|name, _| !name.starts_with("STRIPE_"));
+        assert_eq!(vars.len(), 5, "{vars:?}");
+        vars
     }
 
     fn load(vars: &HashMap<&'static str, &'static str>) -> Result<IngestConfig> {
