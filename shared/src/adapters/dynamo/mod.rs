@@ -12,8 +12,9 @@
 //!
 //! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
 //! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
-//! one mark per entry. [`Ledger::entry`] reads an entry still `claimed` with a receipt that
-//! lists its identifier as metered; the next claim of the trace folds it into the item.
+//! one mark per entry. [`ClaimStore::entry`](crate::ports::ClaimStore::entry) reads an entry
+//! still `claimed` with a receipt that lists its identifier as metered; the next claim of the
+//! trace folds it into the item.
 //!
 //! Every attribute in an expression is written `#name` and aliased automatically, so no
 //! DynamoDB reserved word can bite.
