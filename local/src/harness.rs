@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use tracemeter::adapters::dynamo::DynamoLedger;
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
 use tracemeter::adapters::langfuse::LangfuseClient;
-use tracemeter::adapters::langfuse_scan::LangfuseScanner;
+use tracemeter::adapters::langfuse::scan::LangfuseScanner;
 use tracemeter::adapters::sqs::SqsRedelivery;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::OffsetClock;
-use tracemeter::config::{Config, IngestConfig};
+use tracemeter::config::{IngestConfig, ProcessConfig};
 use tracemeter::ports::QueueSender;
 
 /// Langfuse public key used by the fakes.
@@ -43,7 +43,7 @@ pub struct TestStack {
     /// Stripe fake.
     pub stripe: StripeFake,
     /// Typed configuration, as the function reads it.
-    pub config: Config,
+    pub config: ProcessConfig,
     /// The environment the functions would get.
     pub env: HashMap<String, String>,
     /// The DynamoDB adapter.
@@ -85,7 +85,7 @@ impl IngestRig {
         queue: &dyn QueueSender,
         seconds: i64,
     ) -> std::result::Result<ingest::IngestSummary, tracemeter::Error> {
-        let deps = ingest::IngestDeps {
+        let deps = ingest::Deps {
             config: &self.config,
             lister: &self.lister,
             store: &self.store,
@@ -174,7 +174,7 @@ impl TestStack {
         for (k, v) in options.env {
             env.insert(k, v);
         }
-        let config = Config::from_lookup(&|name| env.get(name).cloned())?;
+        let config = ProcessConfig::from_lookup(&|name| env.get(name).cloned())?;
         let dynamo_writes = WriteMeter::default();
         let dynamo = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)

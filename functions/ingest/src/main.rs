@@ -1,10 +1,10 @@
 //! The ingest Lambda's entry point: wiring only.
 
 use chrono::Utc;
-use ingest::{IngestDeps, handle};
+use ingest::{Deps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    ingest_store::DynamoIngestStore, langfuse_scan::LangfuseScanner, sqs::SqsSender,
+    ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let store = DynamoIngestStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
     let queue = SqsSender::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
     let lister = LangfuseScanner::new(&config)?;
-    let deps = IngestDeps {
+    let deps = Deps {
         config: &config,
         lister: &lister,
         store: &store,

@@ -36,13 +36,13 @@ use chrono::{DateTime, Utc};
 use invocation::Invocation;
 use std::time::Instant;
 use tracemeter::clock::Clock;
-use tracemeter::config::Config;
+use tracemeter::config::ProcessConfig;
 use tracemeter::ports::{Ledger, MeterSink, Redelivery, UsageSource};
 
 /// Everything the handler needs, built once per cold start.
 pub struct Deps<'a> {
     /// Configuration.
-    pub config: &'a Config,
+    pub config: &'a ProcessConfig,
     /// Langfuse.
     pub usage: &'a dyn UsageSource,
     /// Stripe.

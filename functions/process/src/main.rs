@@ -8,12 +8,12 @@ use tracemeter::adapters::{
     dynamo::DynamoLedger, langfuse::LangfuseClient, sqs::SqsRedelivery, stripe::StripeClient,
 };
 use tracemeter::clock::SystemClock;
-use tracemeter::config::Config;
+use tracemeter::config::ProcessConfig;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracemeter::telemetry::init();
-    let config = Config::from_env()?;
+    let config = ProcessConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
     let redelivery = SqsRedelivery::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);

@@ -8,29 +8,29 @@
 //! The lease is a conditional put (`attribute_not_exists(pk) OR lease_until < :now`), so two
 //! runs never both work; it is released with a delete conditional on the owner.
 
-use super::dynamo::{get_s, get_time, key_item, ms, n, s, sdk_error, trace_key};
+use super::dynamo::{
+    Item, SERVICE, condition_held, get_item, get_s, get_time, key_item, ms, n, put_item, s,
+    sdk_error, trace_key,
+};
 use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan};
 use crate::domain::ledger::LedgerState;
 use crate::domain::usage::decimal_from_f64;
 use crate::error::{Error, Result};
 use crate::ports::IngestStore;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-const SERVICE: &str = "dynamodb";
 /// Keys per `BatchGetItem` call (the API maximum).
 pub const BATCH_GET_KEYS: usize = 100;
 /// Rounds of `UnprocessedKeys` retries before giving up.
 const UNPROCESSED_ROUNDS: u32 = 8;
 /// The lease item stays in the table this long after its lease ends (TTL cleans it up).
 const LEASE_TTL_GRACE_SECONDS: i64 = 86_400;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// Key of ingest's lease.
 pub fn lease_key(api: &str) -> (String, String) {
@@ -151,16 +151,7 @@ impl IngestStore for DynamoIngestStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("PutItem (lease)", &e)),
-        }
+        condition_held("PutItem (lease)", result)
     }
 
     async fn release_lease(&self, api: &str, owner: &str) -> Result<()> {
@@ -174,30 +165,21 @@ impl IngestStore for DynamoIngestStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                tracing::warn!(api, owner, "lease was no longer ours at release");
-                Ok(())
-            }
-            Err(e) => Err(sdk_error("DeleteItem (lease)", &e)),
+        if !condition_held("DeleteItem (lease)", result)? {
+            tracing::warn!(api, owner, "lease was no longer ours at release");
         }
+        Ok(())
     }
 
     async fn load_cursor(&self, api: &str) -> Result<IngestCursor> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_item(cursor_key(api))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem (cursor)", &e))?;
-        let Some(item) = out.item else {
+        let read = get_item(
+            &self.client,
+            &self.table,
+            cursor_key(api),
+            true,
+            "GetItem (cursor)",
+        );
+        let Some(item) = read.await? else {
             return Ok(IngestCursor::default());
         };
         let pending = match (
@@ -230,14 +212,7 @@ impl IngestStore for DynamoIngestStore {
             item.insert("position".into(), ms(p.position));
         }
         item.insert("updated_at".into(), ms(now));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutItem (cursor)", &e))?;
-        Ok(())
+        put_item(&self.client, &self.table, item, "PutItem (cursor)").await
     }
 
     async fn coverage(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerCoverage>> {

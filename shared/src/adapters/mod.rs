@@ -4,6 +4,5 @@ pub mod dynamo;
 pub mod http;
 pub mod ingest_store;
 pub mod langfuse;
-pub mod langfuse_scan;
 pub mod sqs;
 pub mod stripe;

@@ -1,0 +1,166 @@
+//! What a run did: its outcome and counters, logged as one summary line (also the Lambda's
+//! response), and the progress lines on the way.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::Instant;
+use tracemeter::domain::ingest as rules;
+use tracemeter::domain::scan::ScanPage;
+use tracing::info;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The scan range was covered; the watermark moved to its end.
+    Completed,
+    /// Another run holds the lease: nothing was done.
+    LeaseHeld,
+    /// Nothing settled to scan yet.
+    NothingToScan,
+    /// Stopped before the deadline; the position is saved and the next run resumes.
+    OutOfTime,
+    /// Some entries could not be sent after all tries; reported, and the page is left for
+    /// the next run.
+    SendFailures,
+}
+
+/// The summary of one run (also the Lambda's response).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IngestSummary {
+    /// `v2` or `legacy`.
+    pub api: &'static str,
+    /// How the run ended.
+    pub outcome: RunOutcome,
+    /// Whether a cut-off scan was resumed.
+    pub resumed: bool,
+    /// The scan range, if any.
+    pub scan_from: Option<DateTime<Utc>>,
+    /// End of the scan range (exclusive).
+    pub scan_to: Option<DateTime<Utc>>,
+    /// The position saved at the end (when not completed).
+    pub position: Option<DateTime<Utc>>,
+    /// Pages read.
+    pub pages: u64,
+    /// Langfuse requests made.
+    pub requests: u64,
+    /// Rows (observations or traces) read.
+    pub rows: u64,
+    /// Distinct traces found per page, summed.
+    pub traces_found: u64,
+    /// Trace ids enqueued.
+    pub enqueued: u64,
+    /// Skipped: the ledger covers the usage seen.
+    pub skipped_covered: u64,
+    /// Skipped: failed or ambiguous in the ledger (for an operator).
+    pub skipped_operator: u64,
+    /// Skipped: handled earlier in this run.
+    pub skipped_repeat: u64,
+    /// Entry sends that were retried.
+    pub send_retries: u64,
+    /// Entries not sent after all tries (logged with their trace ids).
+    pub send_failed: u64,
+    /// 429 answers from Langfuse.
+    pub rate_limited: u64,
+    /// Time spent waiting for the request budget, 429s and retries.
+    pub waited_ms: u64,
+    /// Run time.
+    pub elapsed_ms: u64,
+    /// Traces found per second.
+    pub traces_per_second: f64,
+}
+
+impl IngestSummary {
+    /// An empty summary of a run over `api`.
+    pub(crate) fn new(api: &'static str) -> IngestSummary {
+        IngestSummary {
+            api,
+            outcome: RunOutcome::NothingToScan,
+            resumed: false,
+            scan_from: None,
+            scan_to: None,
+            position: None,
+            pages: 0,
+            requests: 0,
+            rows: 0,
+            traces_found: 0,
+            enqueued: 0,
+            skipped_covered: 0,
+            skipped_operator: 0,
+            skipped_repeat: 0,
+            send_retries: 0,
+            send_failed: 0,
+            rate_limited: 0,
+            waited_ms: 0,
+            elapsed_ms: 0,
+            traces_per_second: 0.0,
+        }
+    }
+
+    /// The summary line.
+    pub(crate) fn log(&self) {
+        info!(
+            summary = true,
+            api = self.api,
+            outcome = ?self.outcome,
+            resumed = self.resumed,
+            scan_from = ?self.scan_from,
+            scan_to = ?self.scan_to,
+            position = ?self.position,
+            pages = self.pages,
+            requests = self.requests,
+            rows = self.rows,
+            traces_found = self.traces_found,
+            enqueued = self.enqueued,
+            skipped_covered = self.skipped_covered,
+            skipped_operator = self.skipped_operator,
+            skipped_repeat = self.skipped_repeat,
+            send_retries = self.send_retries,
+            send_failed = self.send_failed,
+            rate_limited = self.rate_limited,
+            waited_ms = self.waited_ms,
+            elapsed_ms = self.elapsed_ms,
+            traces_per_second = self.traces_per_second,
+            "ingest run summary"
+        );
+    }
+
+    /// Counts a page's requests, 429s and waits (also of a page cut short).
+    pub(crate) fn count_requests(&mut self, page: &ScanPage) {
+        self.requests += u64::from(page.requests);
+        self.rate_limited += u64::from(page.rate_limited);
+        self.waited_ms += page.waited.as_millis() as u64;
+    }
+
+    /// Counts a page read.
+    pub(crate) fn count_page(&mut self, page: &ScanPage) {
+        self.count_requests(page);
+        self.pages += 1;
+        self.rows += page.rows as u64;
+        self.traces_found += page.traces.len() as u64;
+    }
+
+    /// A progress line every `every` pages.
+    pub(crate) fn progress(&self, every: u32, position: DateTime<Utc>, started: Instant) {
+        if !self.pages.is_multiple_of(u64::from(every.max(1))) {
+            return;
+        }
+        info!(
+            api = self.api,
+            pages = self.pages,
+            requests = self.requests,
+            traces_found = self.traces_found,
+            enqueued = self.enqueued,
+            skipped = self.skipped_covered + self.skipped_operator + self.skipped_repeat,
+            position = %position,
+            traces_per_second = rules::rate_per_second(self.traces_found, started.elapsed()),
+            "ingest progress"
+        );
+    }
+
+    /// Run time and rate, at the end of a run that held the lease.
+    pub(crate) fn finish(&mut self, started: Instant) {
+        self.elapsed_ms = started.elapsed().as_millis() as u64;
+        self.traces_per_second = rules::rate_per_second(self.traces_found, started.elapsed());
+    }
+}

@@ -1,0 +1,198 @@
+//! The DynamoDB ledger: one table, `pk`/`sk` keys, conditional writes only.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | trace ledger entry | `TRACE#<trace id>` | `LEDGER` |
+//! | malformed message | `MESSAGE#<message id>` | `FAILED` |
+//! | budget counter | `BUDGET#<customer>` | `PERIOD#<period key>` |
+//! | budget alert | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
+//! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
+//! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
+//! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
+//!
+//! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
+//! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
+//! one mark per entry. [`ClaimStore::entry`](crate::ports::ClaimStore::entry) reads an entry
+//! still `claimed` with a receipt that lists its identifier as metered; the next claim of the
+//! trace folds it into the item.
+//!
+//! Every attribute in an expression is written `#name` and aliased automatically, so no
+//! DynamoDB reserved word can bite.
+//!
+//! This file holds the table's few primitives (get, put, conditional update, transaction);
+//! `items` the keys and attribute helpers (the ingest store uses them too); one file per
+//! port implements it: `claims`, `deliveries`, `budgets`, `customers`.
+
+mod budgets;
+mod claims;
+mod customers;
+mod deliveries;
+mod items;
+
+pub use claims::parse_entry;
+pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};
+pub use items::{
+    alert_key, budget_key, get_s, get_u64, message_key, n, policy_key, receipt_delivered,
+    receipt_key, s, trace_key, user_key,
+};
+
+use crate::error::{Error, Result};
+use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use items::names;
+
+/// The ledger, budgets and mappings in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    /// For one table.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> DynamoLedger {
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
+    async fn get(&self, key: (String, String), consistent: bool) -> Result<Option<Item>> {
+        get_item(&self.client, &self.table, key, consistent, "GetItem").await
+    }
+
+    /// A conditional update; `Ok(false)` when the condition failed.
+    async fn update(
+        &self,
+        key: (String, String),
+        update: &str,
+        condition: Option<&str>,
+        values: Item,
+    ) -> Result<bool> {
+        let exprs: Vec<&str> = [Some(update), condition].into_iter().flatten().collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)))
+            .update_expression(update)
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_names(Some(names(&exprs)))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        condition_held("UpdateItem", result)
+    }
+
+    fn tx_update(
+        &self,
+        key: (String, String),
+        update: &str,
+        condition: Option<&str>,
+        values: Item,
+    ) -> Result<TransactWriteItem> {
+        let exprs: Vec<&str> = [Some(update), condition].into_iter().flatten().collect();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key_item(key)))
+            .update_expression(update)
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_names(Some(names(&exprs)))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::transient(SERVICE, format!("building an update: {e}")))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Runs a transaction; on cancellation returns each item's reason code and old item.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<(String, Option<Item>)>>> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) =
+                    e.as_service_error()
+                {
+                    let reasons = c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned()))
+                        .collect::<Vec<_>>();
+                    if !reasons.is_empty() {
+                        return Ok(Some(reasons));
+                    }
+                }
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_in_progress_exception())
+                {
+                    return Ok(Some(vec![("TransactionConflict".to_string(), None)]));
+                }
+                Err(sdk_error("TransactWriteItems", &e))
+            }
+        }
+    }
+
+    /// An unconditional put of a whole item (operator items: policies, mappings).
+    async fn put(&self, item: Item) -> Result<()> {
+        put_item(&self.client, &self.table, item, "PutItem").await
+    }
+
+    /// The raw item of a key (inspection).
+    pub async fn raw(&self, key: (String, String)) -> Result<Option<Item>> {
+        self.get(key, true).await
+    }
+}
+
+/// Reads one item (`op` names the read in errors).
+pub(crate) async fn get_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: (String, String),
+    consistent: bool,
+    op: &str,
+) -> Result<Option<Item>> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key_item(key)))
+        .consistent_read(consistent)
+        .send()
+        .await
+        .map_err(|e| sdk_error(op, &e))?;
+    Ok(out.item)
+}
+
+/// An unconditional put of a whole item (`op` names the write in errors).
+pub(crate) async fn put_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    item: Item,
+    op: &str,
+) -> Result<()> {
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .map_err(|e| sdk_error(op, &e))?;
+    Ok(())
+}

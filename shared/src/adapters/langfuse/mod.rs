@@ -1,0 +1,170 @@
+//! Langfuse, both API generations: per-trace usage for the process function (behind
+//! [`UsageSource`]) and time-range listings for ingest (behind
+//! [`TraceLister`](crate::ports::TraceLister)).
+//!
+//! - `v2.rs`: `GET /api/public/v2/observations` (Langfuse Cloud and v4).
+//! - `legacy.rs`: `GET /api/public/traces` and `/traces/{id}` (self-hosted v3).
+//! - [`scan`]: the ingest scanner, its request budget and its retries.
+//! - `parse.rs`: answers into data, and the cost and latency rules both generations share.
+//!
+//! Both readers share one `Connection`: the HTTP client, the base URL and the keys.
+
+mod legacy;
+mod parse;
+pub mod scan;
+mod v2;
+
+pub use legacy::{LegacyObservation, LegacyTrace, usage_from_legacy};
+pub use parse::{encode_path, parse};
+pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, RequestBudget, V2_SCAN_LIMIT};
+pub use v2::{ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, usage_from_v2};
+
+use super::http;
+use crate::config::{LangfuseApi, LangfuseConfig, Secret};
+use crate::domain::usage::TraceUsage;
+use crate::error::{Error, Result};
+use crate::ports::UsageSource;
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+
+const SERVICE: &str = "langfuse";
+/// Largest response body read, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The HTTP client, base URL and keys both readers use; every request carries basic auth.
+#[derive(Clone)]
+struct Connection {
+    http: reqwest::Client,
+    base_url: String,
+    public_key: String,
+    secret_key: Secret,
+    api: LangfuseApi,
+}
+
+impl Connection {
+    fn new(cfg: &LangfuseConfig) -> Result<Connection> {
+        Ok(Connection {
+            http: http::client(cfg.timeout)?,
+            base_url: cfg.base_url.clone(),
+            public_key: cfg.public_key.clone(),
+            secret_key: cfg.secret_key.clone(),
+            api: cfg.api,
+        })
+    }
+
+    /// A `GET` of `path` with `query`, authenticated.
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response> {
+        let request = self.http.get(format!("{}{}", self.base_url, path));
+        self.send(request.query(query)).await
+    }
+
+    /// A `POST` of `body` as JSON to `path`, authenticated.
+    async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response> {
+        let request = self.http.post(format!("{}{}", self.base_url, path));
+        self.send(request.json(body)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        request
+            .basic_auth(&self.public_key, Some(self.secret_key.expose()))
+            .send()
+            .await
+            .map_err(|e| http::transport(SERVICE, e))
+    }
+
+    fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("base_url", &self.base_url)
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer that is not a success, as a transient error naming the request (`what`), with
+/// the wait Langfuse asked for, a hint for the usual causes and an excerpt of the body.
+async fn status_error(what: &str, response: reqwest::Response) -> Error {
+    let status = response.status();
+    let retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+    let body = http::read_limited(SERVICE, response, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let hint = match status.as_u16() {
+        401 | 403 => " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)",
+        404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
+        429 => " (rate limited)",
+        _ => "",
+    };
+    Error::Transient {
+        service: SERVICE,
+        detail: format!("{what} answered {status}{hint}: {}", http::excerpt(&body)),
+        retry_after,
+    }
+}
+
+/// The process function's Langfuse client: one trace's usage, and the billed score.
+#[derive(Clone)]
+pub struct LangfuseClient {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for LangfuseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.conn.debug(f, "LangfuseClient")
+    }
+}
+
+impl LangfuseClient {
+    /// Builds the client from configuration.
+    pub fn new(cfg: &LangfuseConfig) -> Result<LangfuseClient> {
+        Ok(LangfuseClient {
+            conn: Connection::new(cfg)?,
+        })
+    }
+
+    /// GETs JSON; `Ok(None)` on 404.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<T>> {
+        let response = self.conn.get(path, query).await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_error(path, response).await);
+        }
+        let body = http::read_limited(SERVICE, response, MAX_RESPONSE_BYTES).await?;
+        parse(path, &body).map(Some)
+    }
+}
+
+#[async_trait]
+impl UsageSource for LangfuseClient {
+    async fn trace_usage(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
+        match self.conn.api {
+            LangfuseApi::V2 => self.usage_v2(trace_id).await,
+            LangfuseApi::Legacy => self.usage_legacy(trace_id).await,
+        }
+    }
+
+    async fn record_billed(&self, trace_id: &str, identifier: &str, credits: u64) -> Result<()> {
+        let path = "/api/public/scores";
+        let body = serde_json::json!({
+            "id": identifier,
+            "traceId": trace_id,
+            "name": "tracemeter_billed_credits",
+            "value": credits,
+            "dataType": "NUMERIC",
+            "comment": format!("billed to Stripe as {identifier}"),
+        });
+        let response = self.conn.post(path, &body).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(status_error(path, response).await)
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The v2 API (Langfuse Cloud and v4): `GET /api/public/v2/observations`, cursor paginated.
+//!
+//! - One trace's usage: `?traceId=..&fields=core,basic,usage,metadata` (up to 1000 per page),
+//!   folded by [`usage_from_v2`].
+//! - Ingest's listing: `?fields=core&limit=1000&fromStartTime=..&toStartTime=..` walked with
+//!   Langfuse's own cursor (newest first). Only the `core` field group is asked for: the trace
+//!   id and start time are all ingest needs. After each page the checkpoint position is the
+//!   oldest start time on it (+1 ms, so a resume re-reads that millisecond rather than
+//!   skipping it).
+
+use super::parse::{about, cost_of, object, seconds_between};
+use super::scan::{Fetched, iso, millisecond};
+use super::{LangfuseClient, LangfuseScanner, SERVICE};
+use crate::domain::ingest::ListedUsage;
+use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
+use crate::domain::usage::TraceUsage;
+use crate::error::{Error, FailureReason, Result};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+use tracing::warn;
+
+/// Page size for v2 reads (the API maximum).
+pub const V2_PAGE_LIMIT: u32 = 1000;
+/// At most this many pages are read for one trace.
+const MAX_PAGES_PER_TRACE: usize = 100;
+/// v2 listing page size (the API maximum).
+pub const V2_SCAN_LIMIT: u32 = 1000;
+
+/// A v2 observation, with the field groups tracemeter asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationV2 {
+    /// Observation id.
+    pub id: String,
+    /// Trace id.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// Start time.
+    pub start_time: DateTime<Utc>,
+    /// End time.
+    #[serde(default)]
+    pub end_time: Option<DateTime<Utc>>,
+    /// User id (basic group).
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Metadata (metadata group).
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    /// Total cost in USD (usage group).
+    #[serde(default)]
+    pub total_cost: Option<f64>,
+    /// Cost per usage type in USD (usage group).
+    #[serde(default)]
+    pub cost_details: Option<BTreeMap<String, Option<f64>>>,
+}
+
+/// A page of v2 observations.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ObservationsV2Page {
+    /// The observations.
+    pub data: Vec<ObservationV2>,
+    /// Pagination.
+    pub meta: ObservationsV2Meta,
+}
+
+/// v2 pagination metadata.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ObservationsV2Meta {
+    /// Cursor of the next page; absent on the last page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// Folds v2 observations of one trace into its usage. `None` when there are none.
+pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<Option<TraceUsage>> {
+    let Some(first) = observations.iter().map(|o| o.start_time).min() else {
+        return Ok(None);
+    };
+    let mut end = first;
+    let mut last_start = first;
+    let mut cost = Decimal::ZERO;
+    let mut metadata = BTreeMap::new();
+    let mut user_id = None;
+    // Newest first, so the oldest (root) observation's metadata and user win.
+    let mut ordered: Vec<&ObservationV2> = observations.iter().collect();
+    ordered.sort_by(|a, b| {
+        b.start_time
+            .cmp(&a.start_time)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    for obs in ordered {
+        end = end.max(obs.end_time.unwrap_or(obs.start_time));
+        last_start = last_start.max(obs.start_time);
+        cost += cost_of(trace_id, obs.total_cost, &obs.cost_details)?;
+        for (k, v) in object(obs.metadata.clone()) {
+            metadata.insert(k, v);
+        }
+        if let Some(u) = obs.user_id.as_ref().filter(|u| !u.is_empty()) {
+            user_id = Some(u.clone());
+        }
+    }
+    Ok(Some(TraceUsage {
+        trace_id: trace_id.to_string(),
+        timestamp: first,
+        latency_seconds: seconds_between(first, end),
+        ai_cost_usd: cost,
+        user_id,
+        metadata,
+        observation_count: u32::try_from(observations.len()).unwrap_or(u32::MAX),
+        last_observation_at: Some(last_start),
+    }))
+}
+
+impl LangfuseClient {
+    /// One trace's usage, read page by page.
+    pub(super) async fn usage_v2(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
+        let mut observations = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES_PER_TRACE {
+            let mut query = vec![
+                ("traceId", trace_id.to_string()),
+                ("fields", "core,basic,usage,metadata".to_string()),
+                ("limit", V2_PAGE_LIMIT.to_string()),
+            ];
+            if let Some(c) = cursor.take() {
+                query.push(("cursor", c));
+            }
+            let page: ObservationsV2Page = self
+                .get_json("/api/public/v2/observations", &query)
+                .await
+                .map_err(|e| about(trace_id, e))?
+                .ok_or_else(|| {
+                    Error::transient(
+                        SERVICE,
+                        "GET /api/public/v2/observations answered 404: check LANGFUSE_BASE_URL and LANGFUSE_API",
+                    )
+                })?;
+            observations.extend(page.data);
+            match page.meta.cursor.filter(|c| !c.is_empty()) {
+                Some(next) => cursor = Some(next),
+                None => return usage_from_v2(trace_id, &observations),
+            }
+        }
+        Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!(
+                "trace {trace_id}: more than {} observations",
+                MAX_PAGES_PER_TRACE * V2_PAGE_LIMIT as usize
+            ),
+        ))
+    }
+}
+
+/// An observation as ingest lists it (the `core` field group).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CoreObservation {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
+    /// Required by the API; a row without it still lists its trace (the processor records
+    /// the trace's bad data as a permanent failure) instead of blocking the scan.
+    #[serde(default)]
+    start_time: Option<DateTime<Utc>>,
+}
+
+/// A page of ingest's listing.
+#[derive(Debug, Deserialize)]
+struct V2Page {
+    data: Vec<CoreObservation>,
+    #[serde(default)]
+    meta: ObservationsV2Meta,
+}
+
+impl LangfuseScanner {
+    /// The next page of the walk, newest first.
+    pub(super) async fn next_v2(&self, walk: &mut Walk, until: Instant) -> Result<PageOutcome> {
+        let mut stats = ScanPage::default();
+        let (to, cursor) = v2_upper_bound(walk);
+        let mut query = vec![
+            ("fields", "core".to_string()),
+            ("limit", V2_SCAN_LIMIT.to_string()),
+            ("fromStartTime", iso(walk.scan.from)),
+            ("toStartTime", iso(to)),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c));
+        }
+        let Fetched::Done(page) = self
+            .fetch::<V2Page>("/api/public/v2/observations", &query, until, &mut stats)
+            .await?
+        else {
+            return Ok(PageOutcome::OutOfTime { partial: stats });
+        };
+        stats.rows = page.data.len();
+        stats.traces = listed_traces(&page.data, walk.scan.from);
+        advance_v2(walk, &page, to);
+        Ok(PageOutcome::Page(stats))
+    }
+}
+
+/// The upper bound and cursor of the next request. The token carries the upper bound its
+/// cursor was issued for: `<to ms>|<cursor>`.
+fn v2_upper_bound(walk: &Walk) -> (DateTime<Utc>, Option<String>) {
+    match walk.token.as_deref().and_then(|t| t.split_once('|')) {
+        Some((to, cursor)) => (
+            to.parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or(walk.scan.position),
+            Some(cursor.to_string()),
+        ),
+        None => (walk.scan.position, None),
+    }
+}
+
+/// The page's distinct traces, each with its newest observation on the page.
+fn listed_traces(rows: &[CoreObservation], from: DateTime<Utc>) -> Vec<ListedTrace> {
+    let mut traces: Vec<ListedTrace> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for obs in rows {
+        let Some(trace_id) = obs.trace_id.as_deref().filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        let start_time = obs.start_time.unwrap_or_else(|| {
+            warn!(
+                trace_id,
+                observation = obs.id.as_deref().unwrap_or("?"),
+                "Langfuse listed an observation without startTime; its trace is enqueued and the processor will judge it"
+            );
+            from
+        });
+        match index.get(trace_id) {
+            Some(&i) => {
+                if let Some(ListedTrace {
+                    seen: ListedUsage::V2 { newest_observation },
+                    ..
+                }) = traces.get_mut(i)
+                    && start_time > *newest_observation
+                {
+                    *newest_observation = start_time;
+                }
+            }
+            None => {
+                index.insert(trace_id.to_string(), traces.len());
+                traces.push(ListedTrace {
+                    trace_id: trace_id.to_string(),
+                    seen: ListedUsage::V2 {
+                        newest_observation: start_time,
+                    },
+                });
+            }
+        }
+    }
+    traces
+}
+
+/// Moves the walk past the page: on to Langfuse's next cursor, or done.
+fn advance_v2(walk: &mut Walk, page: &V2Page, to: DateTime<Utc>) {
+    match page.meta.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(next) => {
+            if let Some(oldest) = page.data.iter().filter_map(|o| o.start_time).min() {
+                walk.scan.position = walk.scan.position.min(oldest + millisecond());
+            }
+            walk.token = Some(format!("{}|{next}", to.timestamp_millis()));
+        }
+        None => {
+            walk.scan.position = walk.scan.from;
+            walk.token = None;
+            walk.done = true;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn a_negative_observation_cost_is_invalid_even_when_the_total_is_positive() {
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [
+                {"id": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": 5.0},
+                {"id": "b", "startTime": "2026-11-23T10:00:01Z", "totalCost": -1.0},
+            ],
+            "meta": {}
+        }))
+        .expect("page");
+        let e = usage_from_v2("t-neg", &page.data).unwrap_err();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("negative cost"), "{e}");
+        // null costs are zero: Langfuse could not price the model.
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [{"id": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": null,
+                      "costDetails": null}],
+            "meta": {}
+        }))
+        .expect("page");
+        let usage = usage_from_v2("t-null", &page.data).unwrap().unwrap();
+        assert_eq!(usage.ai_cost_usd, Decimal::ZERO);
+    }
+
+    #[test]
+    fn v2_observations_fold_into_usage() {
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [
+                {"id": "o2", "traceId": "t", "startTime": "2026-11-01T10:00:30Z", "endTime": "2026-11-01T10:01:30.500Z",
+                 "type": "GENERATION", "totalCost": 0.0003, "userId": "u1",
+                 "metadata": {"stripeCustomerId": "cus_late"}},
+                {"id": "o1", "traceId": "t", "startTime": "2026-11-01T10:00:00Z", "endTime": "2026-11-01T10:00:10Z",
+                 "type": "SPAN", "totalCost": null, "costDetails": {"input": 0.0001, "output": 0.0002},
+                 "metadata": "{\"stripeCustomerId\":\"cus_root\"}"}
+            ],
+            "meta": {}
+        }))
+        .expect("parse");
+        let usage = usage_from_v2("t", &page.data).expect("ok").expect("some");
+        assert_eq!(usage.ai_cost_usd, Decimal::from_str("0.0006").expect("dec"));
+        assert_eq!(
+            usage.latency_seconds,
+            Decimal::from_str("90.5").expect("dec")
+        );
+        assert_eq!(usage.user_id.as_deref(), Some("u1"));
+        assert_eq!(usage.observation_count, 2);
+        assert!(usage.metadata.contains_key("stripeCustomerId"));
+        assert!(usage_from_v2("t", &[]).expect("ok").is_none());
+    }
+}

@@ -1,0 +1,56 @@
+//! The Langfuse variables, read by both functions.
+
+use super::env::{Env, Secret};
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Which Langfuse API generation to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LangfuseApi {
+    /// `GET /api/public/v2/observations` (Langfuse Cloud and v4).
+    V2,
+    /// `GET /api/public/traces` and `/traces/{id}` (self-hosted v3).
+    Legacy,
+}
+
+/// Langfuse connection settings.
+#[derive(Debug, Clone)]
+pub struct LangfuseConfig {
+    /// `LANGFUSE_BASE_URL`, e.g. `https://cloud.langfuse.com`.
+    pub base_url: String,
+    /// `LANGFUSE_PUBLIC_KEY`.
+    pub public_key: String,
+    /// `LANGFUSE_SECRET_KEY`.
+    pub secret_key: Secret,
+    /// `LANGFUSE_API` (`v2` or `legacy`, default `v2`).
+    pub api: LangfuseApi,
+    /// `LANGFUSE_TIMEOUT_MS` (default 10000).
+    pub timeout: Duration,
+    /// `LANGFUSE_SCORE_ENABLED`: mark billed traces with a score (default false).
+    pub score_enabled: bool,
+}
+
+impl LangfuseConfig {
+    /// Reads the Langfuse variables (`scores`: read `LANGFUSE_SCORE_ENABLED`; ingest never
+    /// writes scores).
+    pub(super) fn read(env: &Env<'_>, scores: bool) -> Result<LangfuseConfig> {
+        let api = match env.optional("LANGFUSE_API").as_deref() {
+            None | Some("v2") => LangfuseApi::V2,
+            Some("legacy") => LangfuseApi::Legacy,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "LANGFUSE_API={other:?} is not valid: expected v2 or legacy"
+                )));
+            }
+        };
+        Ok(LangfuseConfig {
+            base_url: env.url("LANGFUSE_BASE_URL", None)?,
+            public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
+            secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
+            api,
+            timeout: env.timeout_ms("LANGFUSE_TIMEOUT_MS")?,
+            score_enabled: scores
+                && env.parsed("LANGFUSE_SCORE_ENABLED", false, "true or false")?,
+        })
+    }
+}

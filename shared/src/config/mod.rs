@@ -1,0 +1,21 @@
+//! Typed configuration, read once at cold start from environment variables.
+//!
+//! A missing or malformed value fails at start with a message that names the variable.
+//! Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
+//!
+//! - [`ProcessConfig`]: the process function (Langfuse, Stripe, pricing, budgets, tuning).
+//! - [`IngestConfig`]: the ingest function (Langfuse, settling, scan tuning; no Stripe).
+
+mod env;
+mod ingest;
+mod langfuse;
+mod process;
+mod stripe;
+#[cfg(test)]
+mod tests;
+
+pub use env::{Secret, is_loopback_host, validate_url};
+pub use ingest::IngestConfig;
+pub use langfuse::{LangfuseApi, LangfuseConfig};
+pub use process::{CustomerRules, ProcessConfig, ProcessTuning};
+pub use stripe::{StripeApiMode, StripeConfig};

@@ -1,0 +1,67 @@
+//! The Stripe variables (the process function only: ingest holds no Stripe secret).
+
+use super::env::{Env, Secret};
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// How meter events reach Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeApiMode {
+    /// `POST /v1/billing/meter_events`: one event per request, validated synchronously, one
+    /// concurrent request per customer and meter.
+    V1,
+    /// `POST /v2/billing/meter_event_session` then `POST /v2/billing/meter_event_stream`: up
+    /// to 100 events per request, validated asynchronously.
+    V2Stream,
+}
+
+/// Stripe connection settings.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
+    pub api_base: String,
+    /// `STRIPE_API_MODE` (`v1` or `v2_stream`, default `v1`).
+    pub api_mode: StripeApiMode,
+    /// `STRIPE_METER_EVENTS_BASE`: the host of the v2 meter event stream (default
+    /// `https://meter-events.stripe.com`).
+    pub meter_events_base: String,
+    /// `STRIPE_SECRET_KEY`.
+    pub secret_key: Secret,
+    /// `STRIPE_METER_EVENT_NAME`.
+    pub meter_event_name: String,
+    /// `STRIPE_TIMEOUT_MS` (default 10000).
+    pub timeout: Duration,
+}
+
+impl StripeConfig {
+    /// Reads the Stripe variables.
+    pub(super) fn read(env: &Env<'_>) -> Result<StripeConfig> {
+        let stripe_key = env.required("STRIPE_SECRET_KEY")?;
+        if !(stripe_key.starts_with("sk_") || stripe_key.starts_with("rk_")) {
+            return Err(Error::Config(
+                "STRIPE_SECRET_KEY is not valid: expected a Stripe secret or restricted key (sk_... or rk_...)"
+                    .to_string(),
+            ));
+        }
+        let api_mode = match env.optional("STRIPE_API_MODE").as_deref() {
+            None | Some("v1") => StripeApiMode::V1,
+            Some("v2_stream") => StripeApiMode::V2Stream,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "STRIPE_API_MODE={other:?} is not valid: expected v1 or v2_stream"
+                )));
+            }
+        };
+        Ok(StripeConfig {
+            api_base: env.url("STRIPE_API_BASE", Some("https://api.stripe.com"))?,
+            api_mode,
+            meter_events_base: env.url(
+                "STRIPE_METER_EVENTS_BASE",
+                Some("https://meter-events.stripe.com"),
+            )?,
+            secret_key: Secret::new(stripe_key),
+            meter_event_name: env.required("STRIPE_METER_EVENT_NAME")?,
+            timeout: env.timeout_ms("STRIPE_TIMEOUT_MS")?,
+        })
+    }
+}
