@@ -12,10 +12,11 @@ venv:
 test:
 	dev/test.sh
 
-## lint: formatting and clippy with warnings as errors
+## lint: formatting, clippy with warnings as errors, and the shape check (files <= 500 lines, fns <= 80)
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	dev/shape.py
 
 ## validate: cfn-lint and `sam validate --lint` on template.yaml (offline)
 validate:

@@ -13,6 +13,9 @@ trap 'status=$?; if [ $status -ne 0 ]; then echo "dev/test.sh: FAILED (exit $sta
 
 "$repo/dev/validate.sh"
 
+echo "+ dev/shape.py (product files <= 500 lines, functions <= 80)"
+"$repo/dev/shape.py"
+
 echo "+ cargo test --workspace"
 cargo test --workspace
 
