@@ -1,4 +1,5 @@
-//! In-memory adapters for fast handler tests (feature `testing`).
+//! In-memory adapters for fast handler tests (feature `testing`), and the ledger contract
+//! suite that the in-memory and the DynamoDB ledgers both pass.
 //!
 //! Each adapter honours the conditional semantics of its production counterpart:
 //!
@@ -12,6 +13,7 @@
 //!
 //! None of them injects faults in the ports' calls beyond what is listed; wrap them for that.
 
+pub mod contract;
 mod ledger;
 mod meter;
 mod queue;
