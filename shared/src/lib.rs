@@ -12,5 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod ports;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, FailureReason, Result};

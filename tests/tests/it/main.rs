@@ -3,6 +3,7 @@
 
 mod binary;
 mod common;
+mod contract;
 mod cost;
 mod ingest;
 mod process;

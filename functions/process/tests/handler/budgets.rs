@@ -1,0 +1,116 @@
+//! Budgets: the hard limit shared in trace-id order, soft limits that alert once.
+
+use super::*;
+
+#[tokio::test]
+async fn a_batch_shares_the_hard_limit_in_trace_order() {
+    // GIVEN a hard limit of 550 credits and ten traces of 100
+    let world = World::new();
+    world.ledger.put_budget_policy("cus_b", &hard(550));
+    let at = an_hour_ago(&world);
+    let ids: Vec<String> = (0..10).map(|i| format!("tb-{i}")).collect();
+    for id in &ids {
+        world.trace(id, "cus_b", "0.004", at);
+    }
+
+    // WHEN one batch carries them in reverse order
+    let reversed: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    let response = world.meter(&reversed).await;
+
+    // THEN the earlier trace ids get the room, the sixth is split, the rest is capped
+    assert!(failures(&response).is_empty(), "{response:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let e = world.entry(id).await;
+        let expected = match i {
+            0..=4 => (LedgerState::Metered, C_0004, 0),
+            5 => (LedgerState::Metered, 50, 50),
+            _ => (LedgerState::Capped, 0, C_0004),
+        };
+        assert_eq!(
+            (e.state, e.billed_credits, e.capped_credits),
+            expected,
+            "{id}"
+        );
+        assert_eq!(e.total_credits, C_0004, "{id}");
+    }
+    let budget = world.budget("cus_b", at).await;
+    assert_eq!(
+        (budget.used, budget.capped, budget.exceeded),
+        (550, 450, true)
+    );
+    assert_eq!(world.meter.totals_by_customer().get("cus_b"), Some(&550));
+    assert_eq!(world.meter.events().len(), 6);
+    let thresholds: Vec<u32> = world
+        .ledger
+        .alerts()
+        .iter()
+        .map(|a| a.threshold_pct)
+        .collect();
+    assert_eq!(thresholds, vec![50, 80, 100]);
+}
+
+#[tokio::test]
+async fn a_full_hard_budget_caps_later_batches() {
+    // GIVEN a hard budget already used up
+    let world = World::new();
+    world.ledger.put_budget_policy("cus_h", &hard(200));
+    let at = an_hour_ago(&world);
+    for id in ["th-0", "th-1", "th-2"] {
+        world.trace(id, "cus_h", "0.004", at);
+    }
+    world.meter(&["th-0", "th-1"]).await;
+
+    // WHEN another trace comes
+    let response = world.meter(&["th-2"]).await;
+
+    // THEN it is recorded as capped and nothing more is sent
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let e = world.entry("th-2").await;
+    assert_eq!((e.state, e.capped_credits), (LedgerState::Capped, C_0004));
+    assert_eq!(world.meter.totals_by_customer().get("cus_h"), Some(&200));
+    let budget = world.budget("cus_h", at).await;
+    assert_eq!(
+        (budget.used, budget.capped, budget.exceeded),
+        (200, C_0004, true)
+    );
+}
+
+#[tokio::test]
+async fn soft_mode_bills_past_the_limit_and_alerts_once_per_threshold() {
+    // GIVEN a soft limit of 1000 credits with alerts at 50, 80 and 100 %
+    let world = World::new();
+    let policy = BudgetPolicy {
+        limit: Some(1_000),
+        period: Period::Month,
+        mode: BudgetMode::Soft,
+        thresholds: vec![50, 80, 100],
+    };
+    world.ledger.put_budget_policy("cus_s", &policy);
+    let at = an_hour_ago(&world);
+    let ids: Vec<String> = (0..14).map(|i| format!("ts-{i:02}")).collect();
+    for id in &ids {
+        world.trace(id, "cus_s", "0.004", at);
+    }
+
+    // WHEN they come in batches of three, then all of them again
+    for chunk in ids.chunks(3) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        world.meter(&refs).await;
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    world.meter(&refs).await;
+
+    // THEN everything is billed and each threshold alerted once, when it was crossed
+    assert_eq!(world.meter.totals_by_customer().get("cus_s"), Some(&1_400));
+    let alerts: Vec<(u32, u64)> = world
+        .ledger
+        .alerts()
+        .iter()
+        .map(|a| (a.threshold_pct, a.used))
+        .collect();
+    assert_eq!(alerts, vec![(50, 600), (80, 900), (100, 1_200)]);
+    assert!(
+        !world.budget("cus_s", at).await.exceeded,
+        "soft mode blocks nothing"
+    );
+}
