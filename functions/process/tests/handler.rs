@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracemeter::clock::{Clock, OffsetClock};
-use tracemeter::config::Config;
+use tracemeter::config::ProcessConfig;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
 use tracemeter::domain::claim::{BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, Settled};
 use tracemeter::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
@@ -24,7 +24,7 @@ const C_0004: u64 = 100;
 
 /// Everything the handler talks to, in memory.
 struct World {
-    config: Config,
+    config: ProcessConfig,
     clock: Arc<OffsetClock>,
     usage: MemoryUsage,
     meter: MemoryMeter,
@@ -33,7 +33,7 @@ struct World {
 }
 
 /// The configuration the handler reads from its environment: the minimum plus `vars`.
-fn config(vars: &[(&str, &str)]) -> Config {
+fn config(vars: &[(&str, &str)]) -> ProcessConfig {
     let mut env: HashMap<&str, &str> = HashMap::from([
         ("LANGFUSE_BASE_URL", "http://127.0.0.1:1"),
         ("LANGFUSE_PUBLIC_KEY", "pk"),
@@ -46,7 +46,7 @@ fn config(vars: &[(&str, &str)]) -> Config {
         ("RETRY_MAX_SECONDS", "300"),
     ]);
     env.extend(vars.iter().copied());
-    Config::from_lookup(&|k| env.get(k).map(|v| v.to_string())).expect("valid configuration")
+    ProcessConfig::from_lookup(&|k| env.get(k).map(|v| v.to_string())).expect("valid configuration")
 }
 
 impl World {

@@ -25,7 +25,9 @@ async fn main() -> Result<()> {
             };
             tracemeter_local::runner::run(traces).await
         }
-        ["serve", env_file] => tracemeter_local::runner::serve(std::path::Path::new(env_file)).await,
+        ["serve", env_file] => {
+            tracemeter_local::runner::serve(std::path::Path::new(env_file)).await
+        }
         _ => bail!("usage: tracemeter-local [run] | tracemeter-local serve ENV_FILE"),
     }
 }
