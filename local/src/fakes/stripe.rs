@@ -54,6 +54,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const MAX_PAST_SECS: i64 = 35 * 24 * 60 * 60;
 /// How far in the future a meter event `timestamp` may be (5 minutes).
 pub const MAX_FUTURE_SECS: i64 = 5 * 60;
+/// How long Stripe remembers a meter event `identifier` (and an `Idempotency-Key`): about a
+/// day. An identifier seen longer ago than this is accepted again as a new event.
+pub const DEDUP_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 /// A meter event the fake accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +92,12 @@ enum IdempotencyEntry {
 struct StripeState {
     secret_key: String,
     events: Vec<RecordedMeterEvent>,
-    identifiers: HashSet<String>,
-    idempotency: HashMap<String, IdempotencyEntry>,
+    /// Identifiers recorded, with when (the fake's clock).
+    identifiers: HashMap<String, chrono::DateTime<Utc>>,
+    /// Idempotency keys, with when they were first used (the fake's clock).
+    idempotency: HashMap<String, (chrono::DateTime<Utc>, IdempotencyEntry)>,
+    /// How far the fake's clock is ahead of the real one ([`StripeFake::advance`]).
+    clock_offset: chrono::Duration,
     in_flight_customers: HashSet<String>,
     requests: Vec<RecordedRequest>,
     rate: FixedWindow,
@@ -138,7 +145,8 @@ impl StripeFake {
         let state: Shared = Arc::new(Mutex::new(StripeState {
             secret_key: secret_key.to_owned(),
             events: Vec::new(),
-            identifiers: HashSet::new(),
+            identifiers: HashMap::new(),
+            clock_offset: chrono::Duration::zero(),
             idempotency: HashMap::new(),
             in_flight_customers: HashSet::new(),
             requests: Vec::new(),
@@ -255,10 +263,21 @@ impl StripeFake {
         lock(&self.state).session_ttl = ttl;
     }
 
+    /// Moves the fake's clock forward by `by`: identifiers and idempotency keys older than
+    /// [`DEDUP_WINDOW`] are forgotten, sessions expire, timestamps are judged against it.
+    pub fn advance(&self, by: chrono::Duration) {
+        lock(&self.state).clock_offset += by;
+    }
+
+    /// The fake's clock: the real time plus what [`StripeFake::advance`] added.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        lock(&self.state).now()
+    }
+
     /// Ends every session token issued so far (as if 15 minutes had passed).
     pub fn expire_sessions(&self) {
         let mut st = lock(&self.state);
-        let past = Utc::now() - chrono::Duration::seconds(1);
+        let past = st.now() - chrono::Duration::seconds(1);
         for expiry in st.sessions.values_mut() {
             *expiry = past;
         }
@@ -370,7 +389,7 @@ fn create_session(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
     if let RateDecision::Limited { .. } = st.rate.check() {
         return (rate_limited(), true);
     }
-    let now = Utc::now();
+    let now = st.now();
     let expires_at = now + st.session_ttl;
     let token = format!("ekmes_test_{:024x}", next_sequence());
     st.sessions.insert(token.clone(), expires_at);
@@ -404,7 +423,7 @@ async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (Reply, bool
             .map(|(_, token)| token.trim().to_owned())
             .unwrap_or_default();
         match st.sessions.get(&token) {
-            Some(expires_at) if *expires_at > Utc::now() => {}
+            Some(expires_at) if *expires_at > st.now() => {}
             Some(_) => {
                 return (
                     stripe_error(
@@ -422,7 +441,8 @@ async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (Reply, bool
                         401,
                         "invalid_request_error",
                         None,
-                        "The meter event stream needs the authentication token of a meter                          event session (POST /v2/billing/meter_event_session), not an API key.",
+                        "The meter event stream needs the authentication token of a meter event session \
+                         (POST /v2/billing/meter_event_session), not an API key.",
                     ),
                     false,
                 );
@@ -475,16 +495,16 @@ async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (Reply, bool
     }
 
     let mut st = lock(state);
-    let now = Utc::now().timestamp();
+    let now = st.now();
     for event in &events {
-        match parse_stream_event(event, now) {
+        match parse_stream_event(event, now.timestamp()) {
             Err(problem) => st.stream_errors.push(problem),
-            Ok(e) if st.identifiers.contains(&e.identifier) => st.stream_errors.push(format!(
+            Ok(e) if st.knows(&e.identifier) => st.stream_errors.push(format!(
                 "an event already exists with identifier {}",
                 e.identifier
             )),
             Ok(e) => {
-                st.identifiers.insert(e.identifier.clone());
+                st.identifiers.insert(e.identifier.clone(), now);
                 st.events.push(e);
             }
         }
@@ -579,7 +599,7 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
         if let RateDecision::Limited { .. } = st.rate.check() {
             return (rate_limited(), true);
         }
-        let params = match parse_meter_event(incoming) {
+        let params = match parse_meter_event(incoming, st.now().timestamp()) {
             Ok(params) => params,
             Err(reply) => return (reply, true),
         };
@@ -613,14 +633,13 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
         st.in_flight_customers.remove(&params.customer);
         let (saved, sent) = st.execute(&params, idempotency_key.as_deref());
         if let Some(key) = idempotency_key {
-            st.idempotency.insert(
-                key,
-                IdempotencyEntry::Done {
-                    fingerprint: params.fingerprint.clone(),
-                    reply: saved,
-                    request_id: format!("req_fake{:014x}", next_sequence()),
-                },
-            );
+            let entry = IdempotencyEntry::Done {
+                fingerprint: params.fingerprint.clone(),
+                reply: saved,
+                request_id: format!("req_fake{:014x}", next_sequence()),
+            };
+            let now = st.now();
+            st.idempotency.insert(key, (now, entry));
         }
         sent
     };
@@ -641,6 +660,18 @@ async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (Reply, bool
 pub const STRIPE_KINDS: &[&str] = &["429", "500", "lost_response", "duplicate_400"];
 
 impl StripeState {
+    /// The fake's clock.
+    fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    /// Whether `identifier` was recorded within the dedup window.
+    fn knows(&self, identifier: &str) -> bool {
+        self.identifiers
+            .get(identifier)
+            .is_some_and(|at| self.now() - *at < DEDUP_WINDOW)
+    }
+
     fn authenticate(&self, incoming: &Incoming) -> Result<(), Reply> {
         let provided = incoming
             .header(header::AUTHORIZATION)
@@ -690,14 +721,18 @@ impl StripeState {
                 ),
             ));
         }
-        match self.idempotency.get(key) {
+        let now = self.now();
+        let remembered = self
+            .idempotency
+            .get(key)
+            .filter(|(at, _)| now - *at < DEDUP_WINDOW)
+            .map(|(_, entry)| entry);
+        match remembered {
             None => {
-                self.idempotency.insert(
-                    key.to_owned(),
-                    IdempotencyEntry::InFlight {
-                        fingerprint: fingerprint.to_vec(),
-                    },
-                );
+                let entry = IdempotencyEntry::InFlight {
+                    fingerprint: fingerprint.to_vec(),
+                };
+                self.idempotency.insert(key.to_owned(), (now, entry));
                 Ok(())
             }
             Some(IdempotencyEntry::Done {
@@ -744,18 +779,18 @@ impl StripeState {
         idempotency_key: Option<&str>,
     ) -> (Reply, Reply) {
         if let Some(identifier) = &params.identifier
-            && self.identifiers.contains(identifier)
+            && self.knows(identifier)
         {
             let reply = duplicate_identifier(identifier);
             return (reply.clone(), reply);
         }
-        let now = Utc::now().timestamp();
+        let now = self.now();
         let identifier = params
             .identifier
             .clone()
             .unwrap_or_else(|| format!("fake_mev_{:016x}", next_sequence()));
-        let timestamp = params.timestamp.unwrap_or(now);
-        self.identifiers.insert(identifier.clone());
+        let timestamp = params.timestamp.unwrap_or(now.timestamp());
+        self.identifiers.insert(identifier.clone(), now);
         self.events.push(RecordedMeterEvent {
             identifier: identifier.clone(),
             event_name: params.event_name.clone(),
@@ -768,7 +803,7 @@ impl StripeState {
             200,
             &json!({
                 "object": "billing.meter_event",
-                "created": now,
+                "created": now.timestamp(),
                 "event_name": params.event_name,
                 "identifier": identifier,
                 "livemode": false,
@@ -788,7 +823,7 @@ impl StripeState {
 }
 
 /// Parses and validates the form body of `POST /v1/billing/meter_events`.
-fn parse_meter_event(incoming: &Incoming) -> Result<MeterEventParams, Reply> {
+fn parse_meter_event(incoming: &Incoming, now: i64) -> Result<MeterEventParams, Reply> {
     let content_type = incoming.header(header::CONTENT_TYPE).unwrap_or("");
     let media_type = content_type
         .split(';')
@@ -888,7 +923,7 @@ fn parse_meter_event(incoming: &Incoming) -> Result<MeterEventParams, Reply> {
         ));
     }
     let timestamp = timestamp
-        .map(|raw| validate_timestamp(&raw, Utc::now().timestamp()))
+        .map(|raw| validate_timestamp(&raw, now))
         .transpose()?;
 
     let mut fingerprint = fields;
@@ -1301,6 +1336,25 @@ mod tests {
         );
         assert_eq!(fake.events().len(), 1);
         assert_eq!(fake.totals_by_customer()["cus_1"], 10);
+    }
+
+    #[tokio::test]
+    async fn identifiers_and_idempotency_keys_are_forgotten_after_the_dedup_window() {
+        let fake = StripeFake::start(KEY).await;
+        let fields = form("cus_1", "10", Some("trace-9:r1"));
+        assert_eq!(post(&fake, &fields, Some("trace-9:r1")).await.status, 200);
+        fake.advance(DEDUP_WINDOW - chrono::Duration::minutes(1));
+        let within = post(&fake, &fields, None).await;
+        assert_eq!(within.status, 400, "still remembered");
+        let replay = post(&fake, &fields, Some("trace-9:r1")).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        assert_eq!(fake.events().len(), 1);
+        fake.advance(chrono::Duration::minutes(2));
+        let after = post(&fake, &fields, Some("trace-9:r1")).await;
+        assert_eq!(after.status, 200, "forgotten: a new event");
+        assert_eq!(after.header("idempotent-replayed"), None);
+        assert_eq!(fake.events().len(), 2);
+        assert_eq!(fake.totals_by_customer()["cus_1"], 20);
     }
 
     #[tokio::test]
