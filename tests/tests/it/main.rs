@@ -7,3 +7,4 @@ mod cost;
 mod ingest;
 mod process;
 mod stream;
+mod template;
