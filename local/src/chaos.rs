@@ -20,21 +20,23 @@
 //! switch the faults off and check.
 
 use crate::counting_proxy::{AWS_KINDS, CountingProxy};
+use crate::drain::{self, Deadline, Drain, Drained};
 use crate::fakes::langfuse::{FakeObservation, FakeTrace, LANGFUSE_KINDS};
 use crate::fakes::stripe::STRIPE_KINDS;
 use crate::faults::{Abort, Chaos, Crash, Faults, NoFaults, PROCESS_KINDS, Step, invoke};
 use crate::harness::{StackOptions, TestStack};
+use crate::progress;
 use crate::stack::Moto;
-use crate::summary::{self, Summary};
+use crate::summary::{self, Summary, fmt_map};
 use crate::workload::{self, Seeded};
 use anyhow::{Context, Result};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy};
 use tracemeter::domain::ledger::LedgerState;
@@ -134,6 +136,14 @@ pub struct ChaosReport {
 }
 
 impl ChaosReport {
+    /// Adds a drain's figures.
+    fn add(&mut self, drained: &Drained) {
+        self.invocations += drained.invocations;
+        self.aborted += drained.failed_invocations;
+        self.retried += drained.retried;
+        self.esm_errors += drained.esm_errors;
+    }
+
     /// True when every invariant held.
     pub fn passed(&self) -> bool {
         !self.invariants.is_empty() && self.invariants.iter().all(|i| i.holds)
@@ -205,16 +215,6 @@ impl ChaosReport {
         let _ = writeln!(s, "result: {}", if self.passed() { "PASS" } else { "FAIL" });
         s
     }
-}
-
-fn fmt_map<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Every boundary's injector.
@@ -459,16 +459,6 @@ pub fn seed_bad_data(stack: &TestStack, n: usize) -> usize {
 // The run.
 // ---------------------------------------------------------------------------------------
 
-/// Counters shared by the pollers.
-#[derive(Default)]
-struct Counters {
-    invocations: AtomicU64,
-    aborted: AtomicU64,
-    retried: AtomicU64,
-    esm_errors: AtomicU64,
-    done: AtomicUsize,
-}
-
 /// Runs the pipeline with faults and checks the invariants.
 pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     let started = Instant::now();
@@ -526,17 +516,8 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         rate: options.rate,
         ..ChaosReport::default()
     };
-    let counters = Counters::default();
     let ingest = stack.ingest(&[("INGEST_START_LOOKBACK_SECONDS", &(41 * 86_400).to_string())]);
-    let drain_all = || {
-        drain(
-            &stack,
-            &boundaries.process,
-            options.pollers,
-            &counters,
-            deadline,
-        )
-    };
+    let drain_all = || drain(&stack, &boundaries.process, options.pollers, deadline);
     // Rounds of: ingest (as the schedule runs it), then drain the queue. Done when a
     // completed ingest run finds nothing new and the queue is empty.
     let mut quiet = false;
@@ -564,7 +545,7 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
                 None
             }
         };
-        drain_all().await?;
+        report.add(&drain_all().await?);
         quiet = enqueued == Some(0);
         if enqueued.is_none() {
             // A run that did not complete (lease still held after a lost release, errors):
@@ -582,17 +563,13 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
         report.dlq += moved;
         report.redrives += 1;
         eprintln!("      redrive {}: {moved} messages", report.redrives);
-        drain_all().await?;
+        report.add(&drain_all().await?);
     }
     for b in boundaries.all() {
         report.faults.insert(b.boundary(), b.counts());
         report.calls.insert(b.boundary(), b.calls());
     }
     boundaries.off();
-    report.invocations = counters.invocations.load(Ordering::Relaxed);
-    report.aborted = counters.aborted.load(Ordering::Relaxed);
-    report.retried = counters.retried.load(Ordering::Relaxed);
-    report.esm_errors = counters.esm_errors.load(Ordering::Relaxed);
     let summary = summary::collect(&stack).await?;
     report.states = summary.states.clone();
     report.failures = summary.failures.clone();
@@ -637,87 +614,54 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     Ok(report)
 }
 
-/// Drains the queue with `pollers` concurrent pollers, each invocation possibly aborted.
+/// Drains the queue with `pollers` concurrent pollers, each invocation possibly aborted,
+/// through the fault-injecting proxy (its errors are counted, not fatal).
 async fn drain(
     stack: &TestStack,
     process: &Arc<Chaos>,
     pollers: usize,
-    counters: &Counters,
     deadline: Instant,
-) -> Result<()> {
-    let poller = || async {
-        let mut idle = 0;
-        loop {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the queue was not drained in time"
-            );
-            let event = match stack.esm.receive(1).await {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    match stack.esm.depth(&stack.resources.queue_url).await {
-                        Ok((0, 0)) => {
-                            idle += 1;
-                            if idle >= 2 {
-                                return Ok(());
-                            }
-                        }
-                        Ok(_) => idle = 0,
-                        Err(_) => {
-                            counters.esm_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    continue;
-                }
-                Err(_) => {
-                    counters.esm_errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            idle = 0;
-            counters.invocations.fetch_add(1, Ordering::Relaxed);
-            let abort = Abort::plan(process, event.records.len());
-            let faults: &dyn Faults = match &abort {
-                Some(a) => a,
-                None => &NoFaults,
-            };
-            let deadline_at = tracemeter::clock::Clock::now(&stack.clock)
-                + ChronoDuration::seconds(INVOCATION_SECONDS);
-            let mut result = invoke(&stack.deps(), faults, event.clone(), deadline_at).await;
-            if result.is_ok() && abort.as_ref().is_some_and(|a| a.before_response()) {
-                // The work is done, but the invocation times out before it answers: the
-                // whole batch comes back.
-                result = Err(Crash {
-                    step: Step::AfterStripe,
-                    identifier: "(before the response)".to_string(),
-                });
-            }
-            if result.is_err() {
-                counters.aborted.fetch_add(1, Ordering::Relaxed);
-            }
-            match stack.esm.complete(&event, &result).await {
-                Ok(r) => {
-                    if !r.invocation_failed {
-                        counters
-                            .retried
-                            .fetch_add(r.failed as u64, Ordering::Relaxed);
-                    }
-                    let d = counters.done.fetch_add(r.deleted, Ordering::Relaxed) + r.deleted;
-                    if d / 100 > (d - r.deleted) / 100 {
-                        eprint!("\r      {d} messages done");
-                    }
-                }
-                Err(_) => {
-                    counters.esm_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+) -> Result<Drained> {
+    let options = Drain {
+        pollers,
+        deadline: Some(Deadline::Fail(deadline)),
+        quiet_checks: 2,
+        tolerate_errors: true,
+        progress: Some(progress::counter("messages done")),
+        ..Drain::default()
     };
-    let results = futures::future::join_all((0..pollers.max(1)).map(|_| poller())).await;
-    eprintln!();
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(())
+    let drained = drain::drain(&stack.esm, &options, |_, event| {
+        invoke_aborting(stack, process, event)
+    })
+    .await;
+    if let Some(bar) = &options.progress {
+        bar.finish_and_clear();
+    }
+    drained
+}
+
+/// Invokes the real handler on `event`; the process boundary may abort it at a step check or,
+/// its work done, before it answers (a timeout at the very end: the whole batch comes back).
+async fn invoke_aborting(
+    stack: &TestStack,
+    process: &Arc<Chaos>,
+    event: SqsEvent,
+) -> std::result::Result<SqsBatchResponse, Crash> {
+    let abort = Abort::plan(process, event.records.len());
+    let faults: &dyn Faults = match &abort {
+        Some(a) => a,
+        None => &NoFaults,
+    };
+    let deadline =
+        tracemeter::clock::Clock::now(&stack.clock) + ChronoDuration::seconds(INVOCATION_SECONDS);
+    let result = invoke(&stack.deps(), faults, event, deadline).await;
+    if result.is_ok() && abort.as_ref().is_some_and(|a| a.before_response()) {
+        return Err(Crash {
+            step: Step::AfterStripe,
+            identifier: "(before the response)".to_string(),
+        });
+    }
+    result
 }
 
 /// Moves every dead-lettered message back to the queue (what `StartMessageMoveTask` does).

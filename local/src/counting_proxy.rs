@@ -30,6 +30,8 @@ pub struct OpCount {
     pub rcu: f64,
     /// ReceiveMessage calls that returned no message (SQS).
     pub empty: u64,
+    /// Messages in SendMessageBatch calls (SQS).
+    pub messages: u64,
 }
 
 /// What the proxy saw, by operation (`DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessageBatch`).
@@ -48,6 +50,8 @@ struct ProxyState {
     target: String,
     counts: Arc<Mutex<Counts>>,
     chaos: Option<Arc<Chaos>>,
+    /// Answer SendMessageBatch here, every entry successful, instead of forwarding it.
+    absorb_sends: bool,
 }
 
 /// A running proxy.
@@ -66,12 +70,28 @@ impl CountingProxy {
     /// Like [`CountingProxy::start`], injecting the faults of [`AWS_KINDS`] on a share of
     /// calls as `chaos` decides.
     pub async fn start_with(target: &str, chaos: Option<Arc<Chaos>>) -> Result<CountingProxy> {
+        CountingProxy::serve(target, chaos, false).await
+    }
+
+    /// Like [`CountingProxy::start`], but `SendMessageBatch` never reaches moto: the proxy
+    /// answers it, every entry sent, and counts the messages. For a sender measured alone
+    /// (moto's SQS slows down with the depth of the queue).
+    pub async fn start_absorbing_sends(target: &str) -> Result<CountingProxy> {
+        CountingProxy::serve(target, None, true).await
+    }
+
+    async fn serve(
+        target: &str,
+        chaos: Option<Arc<Chaos>>,
+        absorb_sends: bool,
+    ) -> Result<CountingProxy> {
         let counts = Arc::new(Mutex::new(Counts::new()));
         let state = ProxyState {
             client: reqwest::Client::builder().no_proxy().build()?,
             target: target.trim_end_matches('/').to_string(),
             counts: counts.clone(),
             chaos,
+            absorb_sends,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -227,6 +247,15 @@ async fn forward(
     } else {
         (0.0, 0.0)
     };
+    let sent = if op == "AmazonSQS.SendMessageBatch" {
+        batch_entries(&body)
+    } else {
+        Vec::new()
+    };
+    if state.absorb_sends && !sent.is_empty() {
+        state.count(op, (0.0, 0.0), false, sent.len());
+        return Ok(all_sent(&sent));
+    }
     let url = format!(
         "{}{}",
         state.target,
@@ -256,16 +285,7 @@ async fn forward(
     let empty_receive = op.ends_with(".ReceiveMessage")
         && status.is_success()
         && !String::from_utf8_lossy(&bytes).contains("\"Messages\"");
-    {
-        let mut counts = state.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let c = counts.entry(op).or_default();
-        c.calls += 1;
-        c.wcu += wcu;
-        c.rcu += rcu;
-        if empty_receive {
-            c.empty += 1;
-        }
-    }
+    state.count(op, (wcu, rcu), empty_receive, sent.len());
     if fault.is_some_and(|(_, kind)| kind == "reset_after") {
         return Err(reset("after moto carried the request out"));
     }
@@ -277,6 +297,54 @@ async fn forward(
         }
     }
     Ok(response)
+}
+
+impl ProxyState {
+    fn count(&self, op: String, (wcu, rcu): (f64, f64), empty_receive: bool, messages: usize) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let c = counts.entry(op).or_default();
+        c.calls += 1;
+        c.wcu += wcu;
+        c.rcu += rcu;
+        c.empty += u64::from(empty_receive);
+        c.messages += messages as u64;
+    }
+}
+
+/// The `Id` of every entry of a `SendMessageBatch` request.
+fn batch_entries(body: &[u8]) -> Vec<String> {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    json.get("Entries")
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e.get("Id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SQS's answer to a `SendMessageBatch` whose every entry was sent.
+fn all_sent(ids: &[String]) -> Response {
+    let successful: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::json!({
+                "Id": id,
+                "MessageId": format!("absorbed-{}-{i}", crate::fakes::next_sequence()),
+                "MD5OfMessageBody": "",
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"Successful": successful, "Failed": []});
+    let mut response = Response::new(Body::from(body.to_string()));
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    response
 }
 
 /// Capacity units a DynamoDB request consumes (items assumed within 1 KB / 4 KB).

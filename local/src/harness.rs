@@ -1,6 +1,7 @@
 //! One isolated local stack per test: moto (shared per process, resources under a unique
 //! prefix), a Langfuse fake, a Stripe fake, the real adapters and the real handler.
 
+use crate::drain::{self, Drain, Drained};
 use crate::esm::{EventSourceMapping, PollReport};
 use crate::fakes::langfuse::LangfuseFake;
 use crate::fakes::stripe::StripeFake;
@@ -303,21 +304,21 @@ impl TestStack {
             .await
     }
 
-    /// Polls until the queue is empty (visible and in flight), up to `max_polls` batches.
+    /// Polls until the queue is empty (visible and in flight), up to `max_polls` polls.
     pub async fn drain(&self, max_polls: usize) -> Result<Vec<PollReport>> {
-        let mut reports = Vec::new();
-        for _ in 0..max_polls {
-            match self.poll_with(&NoFaults, 1).await? {
-                Some(r) => reports.push(r),
-                None => {
-                    let (visible, in_flight) = self.esm.depth(&self.resources.queue_url).await?;
-                    if visible == 0 && in_flight == 0 {
-                        return Ok(reports);
-                    }
-                }
-            }
-        }
-        anyhow::bail!("queue not drained after {max_polls} polls: {reports:?}")
+        let options = Drain {
+            max_polls: Some(max_polls),
+            ..Drain::default()
+        };
+        self.drain_with(&options).await.map(|drained| drained.polls)
+    }
+
+    /// Drains the queue as `options` say, invoking the real handler without faults.
+    pub async fn drain_with(&self, options: &Drain) -> Result<Drained> {
+        drain::drain(&self.esm, options, |_, event| {
+            self.invoke_with(&NoFaults, event)
+        })
+        .await
     }
 
     /// Messages in the dead-letter queue.

@@ -5,11 +5,14 @@
 pub mod bench;
 pub mod chaos;
 pub mod counting_proxy;
+pub mod drain;
 pub mod esm;
 pub mod fakes;
 pub mod faults;
+pub mod function;
 pub mod harness;
 pub mod logscan;
+pub mod progress;
 pub mod runner;
 pub mod runtime_api;
 pub mod stack;

@@ -10,13 +10,20 @@
 //!   invoke`: it seeds the traces the `events/` fixtures name and writes the functions'
 //!   environment to a file, then waits until it is stopped.
 
-use crate::harness::{StackOptions, TestStack};
-use crate::{summary, workload};
+use crate::counting_proxy::CountingProxy;
+use crate::drain::{Deadline, Drain, Drained};
+use crate::harness::{IngestRig, StackOptions, TestStack};
+use crate::stack::Moto;
+use crate::summary::RunFigures;
+use crate::{progress, summary, workload};
 use anyhow::{Result, bail};
-use chrono::{Duration, Utc};
+use chrono::Utc;
+use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tracemeter::domain::message::{OutgoingMessage, SendFailure};
+use tracemeter::ports::QueueSender;
 
 /// Configuration variables passed through from the caller's environment to both functions
 /// (pricing, customers, budgets): the same names the functions read.
@@ -120,121 +127,253 @@ fn options_for(services: &Services, lookup: &dyn Fn(&str) -> Option<String>) -> 
     options
 }
 
+/// The default sample of `make run`: enough traces for every case the summary shows (see
+/// [`workload`]), few enough for a run of about a minute on moto.
+pub const DEFAULT_TRACES: usize = 250;
+
 /// Runs the whole pipeline once with `traces` sample traces and prints the summary.
 pub async fn run(traces: usize) -> Result<()> {
     let lookup = |name: &str| std::env::var(name).ok();
     let services = services_from(&lookup)?;
     let started = Instant::now();
-    eprintln!("[1/5] starting the local stack (moto on 127.0.0.1, Langfuse and Stripe fakes)...");
-    let stack = TestStack::start_with("local", options_for(&services, &lookup)).await?;
-    eprintln!(
-        "      moto {}  table {}  queue {}",
-        stack.endpoint, stack.resources.table_name, stack.resources.queue_url
-    );
-    if let Some(url) = &services.real_langfuse {
-        eprintln!("      Langfuse: the real service at {url} (nothing is seeded into it)");
-    }
-    if services.real_stripe {
-        eprintln!(
-            "      Stripe: the real API in test mode, meter {}",
-            stack.config.stripe.meter_event_name
-        );
-    }
-    let seeded = if services.real_langfuse.is_some() {
-        eprintln!("[2/5] real Langfuse: ingest reads the project's own settled usage");
-        workload::Seeded::default()
-    } else {
-        eprintln!("[2/5] seeding {traces} sample traces, budgets and user mappings...");
-        workload::seed(&stack, traces, 7).await?
-    };
-    eprintln!(
-        "[3/5] running the ingest function as the schedule would ({} settled, {} still settling)...",
-        seeded.settled.len(),
-        seeded.settling
-    );
-    // The first run reaches back 41 days so that the sample's too-old usage is found (and
-    // then refused by the processor, as Stripe would refuse it).
-    let lookback = lookup("INGEST_START_LOOKBACK_SECONDS").unwrap_or_else(|| {
-        if services.real_langfuse.is_some() {
-            "86400".into()
-        } else {
-            (41 * 86_400).to_string()
-        }
-    });
-    let rpm = lookup("LANGFUSE_REQUESTS_PER_MINUTE").unwrap_or_else(|| {
-        if services.real_langfuse.is_some() {
-            "30".into()
-        } else {
-            "1000".into()
-        }
-    });
-    let ingest = stack.ingest(&[
-        ("LANGFUSE_REQUESTS_PER_MINUTE", &rpm),
-        ("INGEST_START_LOOKBACK_SECONDS", &lookback),
-        ("INGEST_TIME_BUDGET_MARGIN_SECONDS", "20"),
-    ]);
-    let progress = Progress {
-        inner: &ingest.sqs,
-        sent: std::sync::atomic::AtomicUsize::new(0),
-    };
-    let ingested = ingest.run_with(&stack, &progress, 900).await?;
-    eprintln!();
-    eprintln!(
-        "      ingest: {:?}, {} Langfuse requests, {} traces found, {} enqueued, {} ms",
-        ingested.outcome,
-        ingested.requests,
-        ingested.traces_found,
-        ingested.enqueued,
-        ingested.elapsed_ms
-    );
-    if services.real_langfuse.is_none() && ingested.enqueued != seeded.settled.len() as u64 {
-        bail!(
-            "ingest enqueued {} traces but {} settled traces were seeded",
-            ingested.enqueued,
-            seeded.settled.len()
-        );
-    }
-    eprintln!("[4/5] processing the queue as the SQS event source mapping does...");
+    let local = LocalRun::start(services, &lookup).await?;
+    let seeded = local.seed(traces).await?;
+    let ingested = local.ingest(&seeded, &lookup).await?;
     let processing = Instant::now();
-    let polls = workload::drain_concurrently(&stack, 5, ingested.enqueued as usize).await?;
-    let secs = processing.elapsed().as_secs_f64();
-    eprintln!("[5/5] reading the ledger, budgets and Stripe's received events...");
-    let report = summary::collect(&stack).await?;
-    println!(
-        "{}",
-        report.render(
-            &seeded,
-            &ingested,
-            !services.real_stripe,
-            polls,
-            secs,
-            started.elapsed().as_secs_f64()
-        )
-    );
-    if !report.consistent(!services.real_stripe) {
+    let mut drained = local.process(&ingested).await?;
+    let late = local.late_cost(&seeded, &ingested).await?;
+    if let Some((_, more)) = &late {
+        drained.polls.extend(more.polls.iter().cloned());
+    }
+    let processing_secs = processing.elapsed().as_secs_f64();
+    eprintln!("[6/6] reading the ledger, budgets and Stripe's received events...");
+    let report = summary::collect(&local.stack).await?;
+    let figures = RunFigures {
+        seeded: &seeded,
+        ingest: &ingested.summary,
+        stripe_fake: !local.services.real_stripe,
+        batches: drained.polls.len(),
+        processing_secs,
+        total_secs: started.elapsed().as_secs_f64(),
+        late_cost: late.as_ref().map(|(n, _)| *n),
+        aws: local.proxy.counts(),
+    };
+    println!("{}", report.render(&figures));
+    if !report.consistent(figures.stripe_fake) {
         bail!("the summary is inconsistent: Stripe, ledger and budget totals differ");
     }
     Ok(())
 }
 
-/// The real SQS sender, printing how many messages went out (ingest's longest step on moto).
-struct Progress<'a> {
-    inner: &'a dyn tracemeter::ports::QueueSender,
-    sent: std::sync::atomic::AtomicUsize,
+/// A local run's stack: moto behind a counting proxy, the fakes (or real services), the
+/// resources of template.yaml.
+struct LocalRun {
+    services: Services,
+    proxy: CountingProxy,
+    stack: TestStack,
+}
+
+/// What the first ingest run did, and the messages other producers added.
+struct Ingested {
+    summary: ingest::IngestSummary,
+    /// Messages in the queue for the processor: ingest's and the foreign ones.
+    queued: u64,
+    /// The ingest function's adapters (for the late-cost run).
+    rig: IngestRig,
+}
+
+impl LocalRun {
+    async fn start(
+        services: Services,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LocalRun> {
+        eprintln!(
+            "[1/6] starting the local stack (moto on 127.0.0.1, Langfuse and Stripe fakes)..."
+        );
+        let spinner =
+            progress::spinner("starting moto and creating the resources of template.yaml");
+        let moto = Moto::try_shared()?;
+        let proxy = CountingProxy::start(moto.endpoint()).await?;
+        let options = StackOptions {
+            aws_endpoint: Some(proxy.url()),
+            ..options_for(&services, lookup)
+        };
+        let stack = TestStack::start_with("local", options).await?;
+        spinner.finish_and_clear();
+        eprintln!(
+            "      moto {}  table {}  queue {}",
+            stack.endpoint, stack.resources.table_name, stack.resources.queue_url
+        );
+        if let Some(url) = &services.real_langfuse {
+            eprintln!("      Langfuse: the real service at {url} (nothing is seeded into it)");
+        }
+        if services.real_stripe {
+            eprintln!(
+                "      Stripe: the real API in test mode, meter {}",
+                stack.config.stripe.meter_event_name
+            );
+        }
+        Ok(LocalRun {
+            services,
+            proxy,
+            stack,
+        })
+    }
+
+    fn fake_langfuse(&self) -> bool {
+        self.services.real_langfuse.is_none()
+    }
+
+    async fn seed(&self, traces: usize) -> Result<workload::Seeded> {
+        if !self.fake_langfuse() {
+            eprintln!("[2/6] real Langfuse: ingest reads the project's own settled usage");
+            return Ok(workload::Seeded::default());
+        }
+        eprintln!(
+            "[2/6] seeding {traces} sample traces, budgets and user mappings (TRACES=N for more)..."
+        );
+        workload::seed(&self.stack, traces, 7).await
+    }
+
+    /// The ingest function, as the schedule runs it; then the foreign messages.
+    async fn ingest(
+        &self,
+        seeded: &workload::Seeded,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Ingested> {
+        eprintln!(
+            "[3/6] running the ingest function as the schedule would ({} settled, {} still settling)...",
+            seeded.settled.len(),
+            seeded.settling
+        );
+        let vars = ingest_vars(self.fake_langfuse(), lookup);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let rig = self.stack.ingest(&vars);
+        let bar = match self.fake_langfuse() {
+            true => progress::bar(seeded.settled.len() as u64, "trace ids enqueued"),
+            false => progress::counter("trace ids enqueued"),
+        };
+        let sender = Enqueued {
+            inner: &rig.sqs,
+            bar: &bar,
+        };
+        let summary = rig.run_with(&self.stack, &sender, 900).await?;
+        bar.finish_and_clear();
+        eprintln!(
+            "      ingest: {:?}, {} Langfuse requests, {} traces found, {} enqueued, {} ms",
+            summary.outcome,
+            summary.requests,
+            summary.traces_found,
+            summary.enqueued,
+            summary.elapsed_ms
+        );
+        if self.fake_langfuse() && summary.enqueued != seeded.settled.len() as u64 {
+            bail!(
+                "ingest enqueued {} traces but {} settled traces were seeded",
+                summary.enqueued,
+                seeded.settled.len()
+            );
+        }
+        let mut queued = summary.enqueued;
+        if self.fake_langfuse() {
+            let foreign = workload::foreign_messages();
+            eprintln!(
+                "      another producer sends {} messages: a trace Langfuse does not know, a body that is not a meter message",
+                foreign.len()
+            );
+            self.stack.send_bodies(&foreign).await?;
+            queued += foreign.len() as u64;
+        }
+        Ok(Ingested {
+            summary,
+            queued,
+            rig,
+        })
+    }
+
+    /// Drains the queue as the SQS event source mapping does, with 5 concurrent pollers.
+    async fn process(&self, ingested: &Ingested) -> Result<Drained> {
+        eprintln!("[4/6] processing the queue as the SQS event source mapping does (5 pollers)...");
+        self.drain(ingested.queued, "messages processed").await
+    }
+
+    async fn drain(&self, expected: u64, what: &str) -> Result<Drained> {
+        let options = Drain {
+            pollers: 5,
+            deadline: Some(Deadline::Fail(Instant::now() + Duration::from_secs(600))),
+            progress: Some(progress::bar(expected, what)),
+            ..Drain::default()
+        };
+        let drained = self.stack.drain_with(&options).await?;
+        if let Some(bar) = &options.progress {
+            bar.finish_and_clear();
+        }
+        Ok(drained)
+    }
+
+    /// Late cost: a few billed traces get another model call; the next ingest run's re-scan
+    /// finds them, and the processor bills the difference as revision 2. None with the real
+    /// Langfuse (nothing of it is changed).
+    async fn late_cost(
+        &self,
+        seeded: &workload::Seeded,
+        ingested: &Ingested,
+    ) -> Result<Option<(u64, Drained)>> {
+        let late: Vec<String> = seeded.unlimited.iter().take(3).cloned().collect();
+        if !self.fake_langfuse() || late.is_empty() {
+            eprintln!("[5/6] late cost: skipped (real Langfuse, or no billed trace to add to)");
+            return Ok(None);
+        }
+        eprintln!(
+            "[5/6] late cost: {} billed traces get another model call; ingest re-scans, the processor bills the difference...",
+            late.len()
+        );
+        workload::add_late_cost(&self.stack, &late);
+        let again = ingested
+            .rig
+            .run_with(&self.stack, &ingested.rig.sqs, 900)
+            .await?;
+        eprintln!(
+            "      ingest: {:?}, {} enqueued again, {} skipped as already billed",
+            again.outcome, again.enqueued, again.skipped_covered
+        );
+        let drained = self
+            .drain(again.enqueued, "late revisions processed")
+            .await?;
+        Ok(Some((again.enqueued, drained)))
+    }
+}
+
+/// Ingest's variables for a local run. The first run reaches back 41 days so that the
+/// sample's too-old usage is found (and then refused by the processor, as Stripe would
+/// refuse it); Langfuse's rate limit is the Hobby plan's for the real service.
+fn ingest_vars(fake: bool, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    let lookback = lookup("INGEST_START_LOOKBACK_SECONDS")
+        .unwrap_or_else(|| if fake { 41 * 86_400 } else { 86_400 }.to_string());
+    let rpm = lookup("LANGFUSE_REQUESTS_PER_MINUTE")
+        .unwrap_or_else(|| if fake { "1000" } else { "30" }.to_string());
+    vec![
+        ("LANGFUSE_REQUESTS_PER_MINUTE", rpm),
+        ("INGEST_START_LOOKBACK_SECONDS", lookback),
+        ("INGEST_TIME_BUDGET_MARGIN_SECONDS", "20".to_string()),
+    ]
+}
+
+/// The real SQS sender, advancing a progress bar by the messages that went out (ingest's
+/// longest step on moto).
+struct Enqueued<'a> {
+    inner: &'a dyn QueueSender,
+    bar: &'a ProgressBar,
 }
 
 #[async_trait::async_trait]
-impl tracemeter::ports::QueueSender for Progress<'_> {
+impl QueueSender for Enqueued<'_> {
     async fn send_batch(
         &self,
-        messages: &[tracemeter::domain::message::OutgoingMessage],
-    ) -> tracemeter::Result<Vec<tracemeter::domain::message::SendFailure>> {
+        messages: &[OutgoingMessage],
+    ) -> tracemeter::Result<Vec<SendFailure>> {
         let failed = self.inner.send_batch(messages).await?;
-        let n = messages.len() - failed.len();
-        let before = self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        if (before + n) / 250 > before / 250 {
-            eprint!("\r      {} trace ids enqueued", before + n);
-        }
+        self.bar.inc((messages.len() - failed.len()) as u64);
         Ok(failed)
     }
 }
@@ -255,16 +394,16 @@ pub async fn serve(env_file: &Path) -> Result<()> {
         },
     )
     .await?;
-    let at = Utc::now() - Duration::hours(1);
+    let at = Utc::now() - chrono::Duration::hours(1);
     for (i, id) in FIXTURE_TRACES.iter().enumerate() {
         stack.langfuse.add_trace(
-            crate::fakes::langfuse::FakeTrace::new(*id, at + Duration::seconds(i as i64))
+            crate::fakes::langfuse::FakeTrace::new(*id, at + chrono::Duration::seconds(i as i64))
                 .meta("stripeCustomerId", "cus_local")
                 .observation(crate::fakes::langfuse::FakeObservation::generation(
                     format!("{id}-gen"),
                     *id,
                     at,
-                    at + Duration::seconds(2),
+                    at + chrono::Duration::seconds(2),
                     "gpt-4o-mini",
                     1_200,
                     300,

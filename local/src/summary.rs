@@ -1,12 +1,14 @@
 //! The billing summary of a local run, read back from the ledger table, the budget counters
 //! and what the Stripe fake received.
 
+use crate::counting_proxy::Counts;
 use crate::harness::TestStack;
 use crate::workload::Seeded;
 use anyhow::Result;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use tracemeter::adapters::dynamo::{get_s, get_u64, parse_entry, receipt_delivered};
+use tracemeter::domain::budget::{BudgetPolicy, Period};
 use tracemeter::domain::ledger::LedgerState;
 
 /// Per customer figures.
@@ -63,15 +65,7 @@ impl Summary {
     }
 
     /// The printed report.
-    pub fn render(
-        &self,
-        seeded: &Seeded,
-        ingest: &ingest::IngestSummary,
-        stripe_fake: bool,
-        batches: usize,
-        processing_secs: f64,
-        total_secs: f64,
-    ) -> String {
+    pub fn render(&self, run: &RunFigures) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "\ntracemeter local run: billing summary");
         let _ = writeln!(s, "=====================================");
@@ -87,124 +81,192 @@ impl Summary {
             "remaining",
             "capped"
         );
-        let budgets: BTreeMap<&str, _> = seeded
-            .budgets
-            .iter()
-            .map(|(c, p)| (c.as_str(), p))
-            .collect();
-        for (customer, c) in &self.customers {
-            let policy = budgets.get(customer.as_str()).and_then(|p| p.as_ref());
-            let limit = policy.and_then(|p| p.limit);
-            let label = match policy {
-                Some(p) => format!(
-                    "{}/{}",
-                    limit.map(|l| l.to_string()).unwrap_or("-".into()),
-                    p.period.as_str()
-                ),
-                None => "none".to_string(),
-            };
-            let remaining = match (policy.map(|p| p.period), limit) {
-                (Some(tracemeter::domain::budget::Period::Month), Some(l)) => {
-                    l.saturating_sub(c.budget_used).to_string()
-                }
-                (Some(_), Some(_)) => "per period".to_string(),
-                _ => "-".to_string(),
-            };
-            let mode = policy.map(|p| p.mode.as_str()).unwrap_or("");
-            let _ = writeln!(
-                s,
-                "{:<14} {:>7} {:>12} {:>8} {:>12} {:>12} {:>12} {:>10}  {}{}",
-                customer,
-                c.traces,
-                c.ledger_credits,
-                c.stripe_events,
-                c.budget_used,
-                label,
-                remaining,
-                c.capped,
-                if c.alerts.is_empty() {
-                    "-".to_string()
-                } else {
-                    c.alerts.join(",")
-                },
-                if c.exceeded {
-                    format!(" (hard limit reached, {mode})")
-                } else {
-                    String::new()
-                }
-            );
+        for (customer, line) in &self.customers {
+            let policy = run
+                .seeded
+                .budgets
+                .iter()
+                .find(|(c, _)| c == customer)
+                .and_then(|(_, p)| p.as_ref());
+            let _ = writeln!(s, "{}", line.render(customer, policy));
         }
-        let total_credits: u64 = self.customers.values().map(|c| c.ledger_credits).sum();
-        let stripe_total: u64 = self.customers.values().map(|c| c.stripe_credits).sum();
-        if stripe_fake {
-            let _ = writeln!(
-                s,
-                "\ntotal credits billed: ledger {total_credits}, Stripe received {stripe_total}, budget counters {}",
-                self.customers.values().map(|c| c.budget_used).sum::<u64>()
-            );
-            let _ = writeln!(
-                s,
-                "consistent (Stripe = ledger = budgets, per customer): {}",
-                if self.consistent(true) { "yes" } else { "NO" }
-            );
-        } else {
-            let _ = writeln!(
-                s,
-                "\ntotal credits billed: ledger {total_credits}, budget counters {} (real Stripe: compare with the meter's event summaries in the Dashboard)",
-                self.customers.values().map(|c| c.budget_used).sum::<u64>()
-            );
-            let _ = writeln!(
-                s,
-                "consistent (ledger = budgets, per customer): {}",
-                if self.consistent(false) { "yes" } else { "NO" }
-            );
+        for line in self.totals(run.stripe_fake) {
+            let _ = writeln!(s, "{line}");
         }
-        let _ = writeln!(s, "ledger states: {}", fmt_map(&self.states));
-        let _ = writeln!(
-            s,
-            "permanent failures by reason: {}",
-            if self.failures.is_empty() {
-                "none".into()
-            } else {
-                fmt_map(&self.failures)
-            }
-        );
-        let _ = writeln!(
-            s,
-            "pending: {} traces still settling (not enqueued), {} messages in the queue",
-            seeded.settling, self.queued
-        );
-        let _ = writeln!(s, "dead-letter queue depth: {}", self.dlq);
-        let _ = writeln!(
-            s,
-            "ingest ({}): {:?}, {} Langfuse requests ({} rate-limited), {} traces found, {} enqueued, {} skipped, {} ms",
-            ingest.api,
-            ingest.outcome,
-            ingest.requests,
-            ingest.rate_limited,
-            ingest.traces_found,
-            ingest.enqueued,
-            ingest.skipped_covered + ingest.skipped_operator + ingest.skipped_repeat,
-            ingest.elapsed_ms
-        );
-        let n = ingest.enqueued as f64;
-        let _ = writeln!(
-            s,
-            "throughput: {} messages in {batches} batches, {:.1} s processing ({:.0} traces/s); total run {:.1} s",
-            ingest.enqueued,
-            processing_secs,
-            if processing_secs > 0.0 {
-                n / processing_secs
-            } else {
-                0.0
-            },
-            total_secs
-        );
+        for line in self.outcomes(run) {
+            let _ = writeln!(s, "{line}");
+        }
         s
+    }
+
+    /// The credit totals and whether they agree.
+    fn totals(&self, stripe_fake: bool) -> [String; 2] {
+        let sum = |f: fn(&CustomerLine) -> u64| self.customers.values().map(f).sum::<u64>();
+        let (ledger, budgets) = (sum(|c| c.ledger_credits), sum(|c| c.budget_used));
+        let agree = |yes: bool| if yes { "yes" } else { "NO" };
+        if stripe_fake {
+            [
+                format!(
+                    "\ntotal credits billed: ledger {ledger}, Stripe received {}, budget counters {budgets}",
+                    sum(|c| c.stripe_credits)
+                ),
+                format!(
+                    "consistent (Stripe = ledger = budgets, per customer): {}",
+                    agree(self.consistent(true))
+                ),
+            ]
+        } else {
+            [
+                format!(
+                    "\ntotal credits billed: ledger {ledger}, budget counters {budgets} (real Stripe: compare with the meter's event summaries in the Dashboard)"
+                ),
+                format!(
+                    "consistent (ledger = budgets, per customer): {}",
+                    agree(self.consistent(false))
+                ),
+            ]
+        }
+    }
+
+    /// What became of the traces, and what the run cost.
+    fn outcomes(&self, run: &RunFigures) -> Vec<String> {
+        let ingest = run.ingest;
+        let revised = self.entries.iter().filter(|e| e.revision >= 2).count();
+        let mut lines = vec![
+            format!("ledger states: {}", fmt_map(&self.states)),
+            format!("permanent failures by reason: {}", fmt_map(&self.failures)),
+        ];
+        if let Some(enqueued) = run.late_cost {
+            lines.push(format!(
+                "late cost: {enqueued} billed traces enqueued again by ingest's re-scan, {revised} billed the difference as revision 2"
+            ));
+        }
+        lines.extend([
+            format!(
+                "pending: {} traces still settling (not enqueued), {} messages in the queue",
+                run.seeded.settling, self.queued
+            ),
+            format!("dead-letter queue depth: {}", self.dlq),
+            format!(
+                "ingest ({}): {:?}, {} Langfuse requests ({} rate-limited), {} traces found, {} enqueued, {} skipped, {} ms",
+                ingest.api,
+                ingest.outcome,
+                ingest.requests,
+                ingest.rate_limited,
+                ingest.traces_found,
+                ingest.enqueued,
+                ingest.skipped_covered + ingest.skipped_operator + ingest.skipped_repeat,
+                ingest.elapsed_ms
+            ),
+            run.throughput(),
+            run.aws_calls(self.entries.len()),
+        ]);
+        lines
     }
 }
 
-fn fmt_map(m: &BTreeMap<String, u64>) -> String {
+impl CustomerLine {
+    /// The customer's row of the table.
+    fn render(&self, customer: &str, policy: Option<&BudgetPolicy>) -> String {
+        let limit = policy.and_then(|p| p.limit);
+        let label = match policy {
+            Some(p) => format!(
+                "{}/{}",
+                limit.map(|l| l.to_string()).unwrap_or("-".into()),
+                p.period.as_str()
+            ),
+            None => "none".to_string(),
+        };
+        let remaining = match (policy.map(|p| p.period), limit) {
+            (Some(Period::Month), Some(l)) => l.saturating_sub(self.budget_used).to_string(),
+            (Some(_), Some(_)) => "per period".to_string(),
+            _ => "-".to_string(),
+        };
+        let alerts = if self.alerts.is_empty() {
+            "-".to_string()
+        } else {
+            self.alerts.join(",")
+        };
+        let exceeded = match (self.exceeded, policy) {
+            (true, Some(p)) => format!(" (hard limit reached, {})", p.mode.as_str()),
+            (true, None) => " (hard limit reached)".to_string(),
+            _ => String::new(),
+        };
+        format!(
+            "{:<14} {:>7} {:>12} {:>8} {:>12} {:>12} {:>12} {:>10}  {alerts}{exceeded}",
+            customer,
+            self.traces,
+            self.ledger_credits,
+            self.stripe_events,
+            self.budget_used,
+            label,
+            remaining,
+            self.capped,
+        )
+    }
+}
+
+/// The figures of a local run beside the summary.
+#[derive(Debug, Clone)]
+pub struct RunFigures<'a> {
+    /// What was seeded.
+    pub seeded: &'a Seeded,
+    /// The first ingest run.
+    pub ingest: &'a ingest::IngestSummary,
+    /// Stripe is the fake (its totals are compared).
+    pub stripe_fake: bool,
+    /// Batches the processor was invoked with.
+    pub batches: usize,
+    /// Seconds from the first batch to the queue drained (late-cost round included).
+    pub processing_secs: f64,
+    /// Seconds of the whole run.
+    pub total_secs: f64,
+    /// Traces enqueued again for late cost (None: no late-cost round).
+    pub late_cost: Option<u64>,
+    /// The functions' and the event source mapping's AWS calls, by operation.
+    pub aws: Counts,
+}
+
+impl RunFigures<'_> {
+    fn throughput(&self) -> String {
+        let n = self.ingest.enqueued as f64;
+        let rate = if self.processing_secs > 0.0 {
+            n / self.processing_secs
+        } else {
+            0.0
+        };
+        format!(
+            "throughput: {} messages in {} batches, {:.1} s processing ({rate:.0} traces/s); total run {:.1} s",
+            self.ingest.enqueued, self.batches, self.processing_secs, self.total_secs
+        )
+    }
+
+    /// moto calls in all and per trace with a ledger entry.
+    fn aws_calls(&self, traces: usize) -> String {
+        let calls = |prefix: &str| -> u64 {
+            self.aws
+                .iter()
+                .filter(|(op, _)| op.starts_with(prefix))
+                .map(|(_, c)| c.calls)
+                .sum()
+        };
+        let (dynamo, sqs) = (calls("DynamoDB"), calls("AmazonSQS"));
+        let per = |n: u64| n as f64 / traces.max(1) as f64;
+        format!(
+            "moto calls: {} DynamoDB ({:.1} per trace), {} SQS ({:.1} per trace)",
+            dynamo,
+            per(dynamo),
+            sqs,
+            per(sqs)
+        )
+    }
+}
+
+/// `key value, key value` in key order; `none` when empty.
+pub fn fmt_map<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
     m.iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()

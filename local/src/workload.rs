@@ -1,11 +1,13 @@
-//! A realistic sample workload for the local run: several customers on different budgets,
-//! real model names, token counts and costs, BYO-key traces, a user mapped through the
-//! table, an unmapped customer, usage older than Stripe accepts, and traces still settling.
+//! A realistic sample workload for the local runs: several customers on different budgets,
+//! real model names, token counts and costs, BYO-key traces, users mapped through the table,
+//! an unmapped user, usage older than Stripe accepts, and traces still settling. The budget
+//! limits grow with the sample, so that a small sample reaches its hard limit and crosses
+//! its soft thresholds as a large one does.
 
 use crate::fakes::langfuse::{FakeObservation, FakeTrace};
 use crate::harness::TestStack;
 use anyhow::Result;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 
 /// (model, USD per 1M input tokens, USD per 1M output tokens)
@@ -21,6 +23,18 @@ const MODELS: [(&str, f64, f64); 5] = [
 pub const USER_MAPPINGS: [(&str, &str); 2] =
     [("u-hooli-1", "cus_hooli"), ("u-hooli-2", "cus_hooli")];
 
+/// The customer without a budget whose traces [`Seeded::unlimited`] lists.
+pub const UNLIMITED_CUSTOMER: &str = "cus_initech";
+
+/// A generated sample, not yet seeded anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// The traces, as the Langfuse fake will serve them.
+    pub traces: Vec<FakeTrace>,
+    /// What seeding them means for a run.
+    pub seeded: Seeded,
+}
+
 /// What was seeded.
 #[derive(Debug, Clone, Default)]
 pub struct Seeded {
@@ -30,6 +44,9 @@ pub struct Seeded {
     pub settling: usize,
     /// The customers and their budgets, for the summary.
     pub budgets: Vec<(String, Option<BudgetPolicy>)>,
+    /// Settled, billable traces of [`UNLIMITED_CUSTOMER`] from the last 6 hours (a late cost
+    /// can be added to them without a budget deciding what is billed).
+    pub unlimited: Vec<String>,
 }
 
 /// A tiny deterministic generator (no dependency, same workload every run).
@@ -47,40 +64,149 @@ impl Lcg {
     }
 }
 
+/// The customers and their budgets for a sample of `n` traces: a hard monthly limit of 60
+/// credits per trace of the sample (about a third of what the customer's traces cost), a
+/// soft monthly one of 75 (crossed, alerting at 50, 80 and 100 %), a daily hard limit never
+/// reached, and two customers without a budget.
+pub fn budgets(n: usize) -> Vec<(String, Option<BudgetPolicy>)> {
+    let n = n.max(1) as u64;
+    let policy = |limit: u64, period, mode, thresholds: &[u32]| {
+        Some(BudgetPolicy {
+            limit: Some(limit),
+            period,
+            mode,
+            thresholds: thresholds.to_vec(),
+        })
+    };
+    vec![
+        (
+            "cus_acme".into(),
+            policy(60 * n, Period::Month, BudgetMode::Hard, &[50, 80, 100]),
+        ),
+        (
+            "cus_globex".into(),
+            policy(75 * n, Period::Month, BudgetMode::Soft, &[50, 80, 100]),
+        ),
+        (UNLIMITED_CUSTOMER.into(), None),
+        (
+            "cus_umbrella".into(),
+            policy(1_000 * n, Period::Day, BudgetMode::Hard, &[80, 100]),
+        ),
+        ("cus_hooli".into(), None),
+    ]
+}
+
+/// Generates `n` traces with `seed`, timed relative to `now`.
+pub fn generate(n: usize, seed: u64, now: DateTime<Utc>) -> Sample {
+    let mut rng = Lcg(seed);
+    let mut sample = Sample {
+        seeded: Seeded {
+            budgets: budgets(n),
+            ..Seeded::default()
+        },
+        ..Sample::default()
+    };
+    for i in 0..n {
+        let id = format!("tr-{i:06}");
+        let (at, age) = usage_time(&mut rng, now);
+        let (trace, unlimited) = with_customer(&mut rng, FakeTrace::new(&id, at));
+        let trace = with_generations(&mut rng, trace.name("chat-completion"), &id, at);
+        sample.traces.push(trace);
+        match age {
+            Age::Settling => sample.seeded.settling += 1,
+            Age::Recent if unlimited => {
+                sample.seeded.unlimited.push(id.clone());
+                sample.seeded.settled.push(id);
+            }
+            _ => sample.seeded.settled.push(id),
+        }
+    }
+    sample
+}
+
+/// How old a trace's usage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Age {
+    /// Within the last 6 hours, settled.
+    Recent,
+    /// Younger than the settle time (3 %).
+    Settling,
+    /// Older than Stripe's 35 days (2 %).
+    TooOld,
+}
+
+fn usage_time(rng: &mut Lcg, now: DateTime<Utc>) -> (DateTime<Utc>, Age) {
+    let kind = rng.below(100);
+    let recent = now - Duration::seconds(1_200 + rng.below(6 * 3600) as i64);
+    if kind < 3 {
+        (
+            now - Duration::seconds(rng.below(300) as i64),
+            Age::Settling,
+        )
+    } else if kind < 5 {
+        let old = now - Duration::days(40) - Duration::seconds(rng.below(3600) as i64);
+        (old, Age::TooOld)
+    } else {
+        (recent, Age::Recent)
+    }
+}
+
+/// Names the trace's customer one of the ways tracemeter finds it; true for
+/// [`UNLIMITED_CUSTOMER`].
+fn with_customer(rng: &mut Lcg, trace: FakeTrace) -> (FakeTrace, bool) {
+    match rng.below(20) {
+        0..=5 => (trace.meta("stripeCustomerId", "cus_acme"), false),
+        6..=10 => (trace.meta("stripeCustomerId", "cus_globex"), false),
+        11..=14 => (trace.meta("customerId", UNLIMITED_CUSTOMER), true),
+        15..=16 => (
+            trace
+                .meta("stripeCustomerId", "cus_umbrella")
+                .meta("aiCredentialsOwnership", "user"),
+            false,
+        ),
+        17..=18 => {
+            let user = if rng.below(2) == 0 {
+                "u-hooli-1"
+            } else {
+                "u-hooli-2"
+            };
+            (trace.user(user), false)
+        }
+        _ => (trace.user("u-unknown"), false),
+    }
+}
+
+/// One to three model calls, one after the other from `at`.
+fn with_generations(rng: &mut Lcg, mut trace: FakeTrace, id: &str, at: DateTime<Utc>) -> FakeTrace {
+    let calls = 1 + rng.below(3);
+    let mut start = at;
+    for c in 0..calls {
+        let (model, pin, pout) = MODELS[rng.below(MODELS.len() as u64) as usize];
+        let input = 200 + rng.below(4_000) as i64;
+        let output = 50 + rng.below(1_200) as i64;
+        let cost = (input as f64 * pin + output as f64 * pout) / 1_000_000.0;
+        // Round to 8 decimals as Langfuse's cost figures are.
+        let cost = (cost * 1e8).round() / 1e8;
+        let duration = Duration::milliseconds(300 + rng.below(9_000) as i64);
+        trace = trace.observation(FakeObservation::generation(
+            format!("{id}-g{c}"),
+            id,
+            start,
+            start + duration,
+            model,
+            input,
+            output,
+            cost,
+        ));
+        start = start + duration + Duration::milliseconds(20);
+    }
+    trace
+}
+
 /// Seeds `n` traces into the Langfuse fake and the budgets and mappings into the table.
 pub async fn seed(stack: &TestStack, n: usize, seed: u64) -> Result<Seeded> {
-    let budgets = vec![
-        (
-            "cus_acme".to_string(),
-            Some(BudgetPolicy {
-                limit: Some(120_000),
-                period: Period::Month,
-                mode: BudgetMode::Hard,
-                thresholds: vec![50, 80, 100],
-            }),
-        ),
-        (
-            "cus_globex".to_string(),
-            Some(BudgetPolicy {
-                limit: Some(150_000),
-                period: Period::Month,
-                mode: BudgetMode::Soft,
-                thresholds: vec![50, 80, 100],
-            }),
-        ),
-        ("cus_initech".to_string(), None),
-        (
-            "cus_umbrella".to_string(),
-            Some(BudgetPolicy {
-                limit: Some(2_000_000),
-                period: Period::Day,
-                mode: BudgetMode::Hard,
-                thresholds: vec![80, 100],
-            }),
-        ),
-        ("cus_hooli".to_string(), None),
-    ];
-    for (customer, policy) in &budgets {
+    let sample = generate(n, seed, Utc::now());
+    for (customer, policy) in &sample.seeded.budgets {
         if let Some(p) = policy {
             stack.ledger.put_budget_policy(customer, p).await?;
         }
@@ -88,109 +214,80 @@ pub async fn seed(stack: &TestStack, n: usize, seed: u64) -> Result<Seeded> {
     for (user, customer) in USER_MAPPINGS {
         stack.ledger.put_user_mapping(user, customer).await?;
     }
-
-    let mut rng = Lcg(seed);
-    let now = Utc::now();
-    let mut out = Seeded {
-        budgets,
-        ..Seeded::default()
-    };
-    for i in 0..n {
-        let id = format!("tr-{i:06}");
-        let kind = rng.below(100);
-        // Spread over the last 6 hours; 3 % still settling, 2 % older than 35 days.
-        let mut at = now - Duration::seconds(1_200 + rng.below(6 * 3600) as i64);
-        let mut settling = false;
-        if kind < 3 {
-            at = now - Duration::seconds(rng.below(300) as i64);
-            settling = true;
-        } else if kind < 5 {
-            at = now - Duration::days(40) - Duration::seconds(rng.below(3600) as i64);
-        }
-        let mut trace = FakeTrace::new(&id, at).name("chat-completion");
-        trace = match rng.below(20) {
-            0..=5 => trace.meta("stripeCustomerId", "cus_acme"),
-            6..=10 => trace.meta("stripeCustomerId", "cus_globex"),
-            11..=14 => trace.meta("customerId", "cus_initech"),
-            15..=16 => trace
-                .meta("stripeCustomerId", "cus_umbrella")
-                .meta("aiCredentialsOwnership", "user"),
-            17..=18 => trace.user(if rng.below(2) == 0 {
-                "u-hooli-1"
-            } else {
-                "u-hooli-2"
-            }),
-            _ => trace.user("u-unknown"),
-        };
-        let calls = 1 + rng.below(3);
-        let mut start = at;
-        for c in 0..calls {
-            let (model, pin, pout) = MODELS[rng.below(MODELS.len() as u64) as usize];
-            let input = 200 + rng.below(4_000) as i64;
-            let output = 50 + rng.below(1_200) as i64;
-            let cost = (input as f64 * pin + output as f64 * pout) / 1_000_000.0;
-            // Round to 8 decimals as Langfuse's cost figures are.
-            let cost = (cost * 1e8).round() / 1e8;
-            let duration = Duration::milliseconds(300 + rng.below(9_000) as i64);
-            trace = trace.observation(FakeObservation::generation(
-                format!("{id}-g{c}"),
-                &id,
-                start,
-                start + duration,
-                model,
-                input,
-                output,
-                cost,
-            ));
-            start = start + duration + Duration::milliseconds(20);
-        }
+    for trace in sample.traces {
         stack.langfuse.add_trace(trace);
-        if settling {
-            out.settling += 1;
-        } else {
-            out.settled.push(id);
-        }
     }
-    Ok(out)
+    Ok(sample.seeded)
 }
 
-/// Runs `pollers` concurrent event-source pollers until the queue is empty (visible and in
-/// flight) or 10 minutes pass. Returns the number of batches invoked.
-pub async fn drain_concurrently(
-    stack: &TestStack,
-    pollers: usize,
-    expected: usize,
-) -> Result<usize> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let batches = std::sync::atomic::AtomicUsize::new(0);
-    let poller = || async {
-        loop {
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!("the queue was not drained within 10 minutes");
-            }
-            match stack.poll_with(&crate::faults::NoFaults, 1).await? {
-                Some(report) => {
-                    let b = batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    let d = done.fetch_add(report.deleted, std::sync::atomic::Ordering::Relaxed)
-                        + report.deleted;
-                    if b.is_multiple_of(25) {
-                        eprint!("\r      {d}/{expected} messages done, {b} batches");
-                    }
-                }
-                None => {
-                    let (visible, in_flight) = stack.esm.depth(&stack.resources.queue_url).await?;
-                    if visible == 0 && in_flight == 0 {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    };
-    let results = futures::future::join_all((0..pollers).map(|_| poller())).await;
-    eprintln!();
-    for r in results {
-        r?;
+/// Adds a late model call (0.004 USD, a second after the trace's last call ended) to each
+/// of `traces`, as Langfuse does when cost arrives after a trace was billed.
+pub fn add_late_cost(stack: &TestStack, traces: &[String]) {
+    let all = stack.langfuse.traces();
+    for trace in all.iter().filter(|t| traces.contains(&t.id)) {
+        let last = trace
+            .observations
+            .iter()
+            .map(|o| o.end_time.unwrap_or(o.start_time))
+            .max()
+            .unwrap_or(trace.timestamp);
+        let at = last + Duration::seconds(1);
+        stack.langfuse.add_observation(FakeObservation::generation(
+            format!("{}-late", trace.id),
+            &trace.id,
+            at,
+            at,
+            "gpt-4o-mini",
+            1_000,
+            250,
+            0.004,
+        ));
     }
-    Ok(batches.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Messages another producer sends to the queue: a trace Langfuse does not know, and a body
+/// that is not a meter message.
+pub fn foreign_messages() -> Vec<String> {
+    vec![
+        tracemeter::domain::message::MeterMessage {
+            trace_id: "tr-not-in-langfuse".to_string(),
+        }
+        .to_body(),
+        "{\"note\": \"not a meter message\"}".to_string(),
+    ]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_grow_with_the_sample() {
+        let limit = |n, customer: &str| {
+            budgets(n)
+                .into_iter()
+                .find(|(c, _)| c == customer)
+                .and_then(|(_, p)| p)
+                .and_then(|p| p.limit)
+        };
+        assert_eq!(limit(2_000, "cus_acme"), Some(120_000));
+        assert_eq!(limit(2_000, "cus_globex"), Some(150_000));
+        assert_eq!(limit(200, "cus_acme"), Some(12_000));
+        assert_eq!(limit(200, "cus_initech"), None);
+    }
+
+    #[test]
+    fn the_sample_is_deterministic() {
+        let now = Utc::now();
+        let a = generate(50, 7, now);
+        let b = generate(50, 7, now);
+        assert_eq!(a.seeded.settled, b.seeded.settled);
+        assert_eq!(a.traces.len(), 50);
+        assert_eq!(
+            a.seeded.settled.len() + a.seeded.settling,
+            50,
+            "every trace settled or settling"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! `tracemeter-local`: the local runner (see `tracemeter_local::runner`).
 //!
 //! - `tracemeter-local` (`make run`): the whole pipeline on the local stack with a sample
-//!   workload (`TRACES`, default 2000), then a billing summary.
+//!   workload (`TRACES`, default
+//!   [`tracemeter_local::runner::DEFAULT_TRACES`]), then a billing summary.
 //! - `tracemeter-local serve ENV_FILE` (`make serve`): keeps the stack up for `cargo lambda
 //!   watch` / `invoke`, writing the functions' environment to ENV_FILE, until stopped.
 
@@ -21,7 +22,7 @@ async fn main() -> Result<()> {
                 Ok(v) => v
                     .parse()
                     .map_err(|_| anyhow::anyhow!("TRACES={v:?} is not a whole number"))?,
-                Err(_) => 2_000,
+                Err(_) => tracemeter_local::runner::DEFAULT_TRACES,
             };
             tracemeter_local::runner::run(traces).await
         }

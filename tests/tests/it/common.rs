@@ -3,11 +3,33 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::ports::ClaimStore;
 use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_local::faults::{Crash, Faults, Step};
 use tracemeter_local::harness::TestStack;
+
+/// The binary of function `name` (`ingest`, `process`) of this build, built if `cargo test`
+/// did not build it.
+pub fn function_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    // Always (re)build, with the same feature unification as `cargo test --workspace` (so
+    // nothing is recompiled): `cargo test` builds test targets, not the plain binaries, which
+    // may be stale. Cargo has released the build lock by the time tests run; this is a no-op
+    // when the binaries are current.
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--workspace", "--bins"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the function binaries");
+    dir.join(name)
+}
 
 /// Now, truncated to milliseconds (Langfuse's precision).
 pub fn now() -> DateTime<Utc> {
@@ -98,6 +120,53 @@ impl Faults for CrashOnce {
                 identifier: identifier.to_string(),
             });
         }
+        Ok(())
+    }
+}
+
+/// The log events the code under test emits on this thread while it lives, as the JSON
+/// objects of tracing-subscriber's JSON format (`fields` holds the message and the fields).
+/// `#[tokio::test]` runs a test's futures on its own thread, handlers included.
+pub struct Logs {
+    lines: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Logs {
+    /// Starts capturing (info and above).
+    pub fn capture() -> Logs {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        Logs {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let bytes = self.lines.lock().expect("log lines").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
+    }
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lines").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -8,3 +8,4 @@ mod cost;
 mod ingest;
 mod process;
 mod stream;
+mod template;

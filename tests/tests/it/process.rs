@@ -1,7 +1,7 @@
 //! The processing Lambda, end to end on the local stack: exactly-once metering, crashes,
 //! retries, budgets, permanent failures, late cost, ambiguity.
 
-use crate::common::{CrashOnce, body, entry, event, now, trace};
+use crate::common::{CrashOnce, Logs, body, entry, event, now, trace};
 use chrono::{Duration, Timelike, Utc};
 use std::collections::BTreeMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
@@ -162,6 +162,53 @@ async fn stripe_duplicate_identifier_means_delivered() {
     assert!(reports.iter().all(|r| r.failed == 0), "{reports:?}");
     assert_eq!(stack.stripe.events().len(), 1);
     assert_eq!(entry(&stack, "t-known").await.state, LedgerState::Metered);
+}
+
+#[tokio::test]
+async fn a_redelivery_after_stripes_dedup_window_is_not_billed_again() {
+    let stack = TestStack::start("window").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-window", "cus_w", 0.004, 0, at));
+    stack.send_traces(&["t-window"]).await.expect("send");
+    stack.drain(10).await.expect("drained");
+    let id = identifier("t-window", 1);
+    let billed = |stack: &TestStack| {
+        let events = stack.stripe.events();
+        events.iter().filter(|e| e.identifier == id).count()
+    };
+    assert_eq!(billed(&stack), 1);
+
+    // A day and an hour later Stripe has forgotten the identifier, and the trace's message
+    // comes again (redriven from the dead-letter queue, or sent by another producer).
+    stack.stripe.advance(Duration::hours(25));
+    stack.clock.advance(Duration::hours(25));
+    stack
+        .send_traces(&["t-window", "t-window"])
+        .await
+        .expect("send");
+    let reports = stack.drain(10).await.expect("drained");
+    assert!(reports.iter().all(|r| r.failed == 0), "{reports:?}");
+    assert_eq!(billed(&stack), 1, "the ledger, not Stripe, kept it single");
+    assert_eq!(
+        stack.stripe.totals_by_customer().get("cus_w"),
+        Some(&C_0004)
+    );
+    assert_eq!(entry(&stack, "t-window").await.billed_credits, C_0004);
+
+    // The control: Stripe itself would take the identifier again now.
+    stack
+        .stripe_client
+        .send(&MeterEvent {
+            identifier: id.clone(),
+            customer_id: "cus_w".into(),
+            value: C_0004,
+            timestamp: at.timestamp(),
+        })
+        .await
+        .expect("accepted as new");
+    assert_eq!(billed(&stack), 2, "the fake forgot the identifier");
 }
 
 /// One transient fault in a batch of three: that message fails with its visibility
@@ -351,6 +398,7 @@ async fn twenty_concurrent_invocations_never_pass_a_hard_limit() {
 #[tokio::test]
 async fn soft_mode_alerts_once_per_threshold() {
     let stack = TestStack::start("soft").await.expect("stack");
+    let logs = Logs::capture();
     let policy = BudgetPolicy {
         limit: Some(1_000),
         period: Period::Month,
@@ -373,6 +421,34 @@ async fn soft_mode_alerts_once_per_threshold() {
     let (a, b) = tokio::join!(stack.drain(30), stack.drain(30));
     a.expect("drain a");
     b.expect("drain b");
+    // Every message again, twice, once through the queue and once directly.
+    stack.send_traces(&refs).await.expect("send");
+    stack.drain(30).await.expect("drain again");
+    let bodies: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (format!("again-{id}"), body(id)))
+        .collect();
+    let again: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+    stack
+        .invoke_with(&NoFaults, event(&again))
+        .await
+        .expect("no crash");
+
+    // What leaves the system: one alert log line per threshold, whatever was delivered twice.
+    let mut alerts: BTreeMap<u64, usize> = BTreeMap::new();
+    for e in logs.events() {
+        let fields = &e["fields"];
+        if fields["alert"] == "budget_threshold" && fields["customer"] == "cus_s" {
+            assert_eq!(fields["message"], "budget threshold crossed", "{e}");
+            *alerts
+                .entry(fields["threshold_pct"].as_u64().expect("threshold_pct"))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(alerts, BTreeMap::from([(50, 1), (80, 1), (100, 1)]));
 
     assert_eq!(
         stack.stripe.totals_by_customer().get("cus_s").copied(),

@@ -202,6 +202,62 @@ async fn a_lost_stream_response_and_a_429_are_retried_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_batch_of_150_claimed_events_goes_in_two_stream_requests() {
+    let stack = stream_stack("stream150").await;
+    let at = now() - Duration::hours(1);
+    let ids: Vec<String> = (0..150).map(|i| format!("tx-{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let customer = format!("cus_tx_{}", i % 5);
+        stack.langfuse.add_trace(trace(id, &customer, 0.004, 0, at));
+    }
+    let response = stack
+        .invoke_with(&NoFaults, batch(&ids, "a"))
+        .await
+        .expect("no crash");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(stack.stripe.stream_batches(), vec![100, 50], "two requests");
+    assert_eq!(stack.stripe.sessions_created(), 1);
+    assert!(stack.stripe.stream_errors().is_empty());
+
+    // Every trace billed once, under its own identifier.
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 150);
+    let identifiers: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.identifier.as_str()).collect();
+    let expected: std::collections::BTreeSet<String> =
+        ids.iter().map(|id| identifier(id, 1)).collect();
+    assert!(
+        identifiers
+            .iter()
+            .copied()
+            .eq(expected.iter().map(String::as_str))
+    );
+    let totals = stack.stripe.totals_by_customer();
+    assert_eq!(totals.len(), 5);
+    assert!(totals.values().all(|t| *t == 30 * C_0004), "{totals:?}");
+    for id in &ids {
+        let e = entry(&stack, id).await;
+        assert_eq!(
+            (e.state, e.billed_credits),
+            (LedgerState::Metered, C_0004),
+            "{id}"
+        );
+    }
+
+    // The same batch again: nothing is sent.
+    let again = stack
+        .invoke_with(&NoFaults, batch(&ids, "b"))
+        .await
+        .expect("no crash");
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(
+        stack.stripe.stream_batches(),
+        vec![100, 50],
+        "nothing resent"
+    );
+}
+
+#[tokio::test]
 async fn the_stream_client_renews_expired_sessions_and_splits_at_100_events() {
     let stack = TestStack::start("stream4").await.expect("stack");
     let client = stack.stripe_client.with_mode(StripeApiMode::V2Stream);

@@ -1,0 +1,152 @@
+//! A DynamoDB table of `template.yaml`, created as the template defines it.
+
+use super::super::template::{Resolver, bool_value, int_value};
+use super::Template;
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde_yaml::Value;
+
+/// Creates table `id`; returns its name and ARN.
+pub(super) async fn create_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    template: &Template,
+    resolver: &Resolver,
+    id: &str,
+    resource: &Value,
+) -> Result<(String, String)> {
+    let props = resource
+        .get("Properties")
+        .ok_or_else(|| anyhow!("{id} has no Properties"))?;
+    for unsupported in [
+        "GlobalSecondaryIndexes",
+        "LocalSecondaryIndexes",
+        "StreamSpecification",
+    ] {
+        if props.get(unsupported).is_some() {
+            bail!(
+                "{id}.{unsupported} is not supported by the local stack yet: add it to stack/provision.rs"
+            );
+        }
+    }
+    let name = match props.get("TableName") {
+        Some(v) => resolver.string(template, v)?,
+        None => format!("{}-{id}", resolver.prefix),
+    };
+    let mut request = dynamodb.create_table().table_name(&name);
+    for (attr, kind) in pairs(props, id, "AttributeDefinitions", "AttributeType")? {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attr)
+                .attribute_type(ScalarAttributeType::from(kind))
+                .build()?,
+        );
+    }
+    for (attr, kind) in pairs(props, id, "KeySchema", "KeyType")? {
+        request = request.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(attr)
+                .key_type(KeyType::from(kind))
+                .build()?,
+        );
+    }
+    let billing = props
+        .get("BillingMode")
+        .and_then(Value::as_str)
+        .unwrap_or("PROVISIONED");
+    request = request.billing_mode(BillingMode::from(billing));
+    if billing == "PROVISIONED" {
+        request = request.provisioned_throughput(throughput(props, id)?);
+    }
+    let created = request
+        .send()
+        .await
+        .with_context(|| format!("CreateTable {name}"))?;
+    let arn = created
+        .table_description()
+        .and_then(|d| d.table_arn())
+        .ok_or_else(|| anyhow!("CreateTable {name} returned no table ARN"))?
+        .to_string();
+    set_time_to_live(dynamodb, &name, id, props).await?;
+    Ok((name, arn))
+}
+
+/// `(AttributeName, <kind>)` of every element of the table's `list` property.
+fn pairs<'a>(
+    props: &'a Value,
+    id: &str,
+    list: &str,
+    kind: &str,
+) -> Result<Vec<(&'a str, &'a str)>> {
+    props
+        .get(list)
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("{id} has no {list}"))?
+        .iter()
+        .map(|element| {
+            let get = |name: &str| {
+                element
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow!("{id}: {list} element without {name}"))
+            };
+            Ok((get("AttributeName")?, get(kind)?))
+        })
+        .collect()
+}
+
+fn throughput(props: &Value, id: &str) -> Result<ProvisionedThroughput> {
+    let throughput = props
+        .get("ProvisionedThroughput")
+        .ok_or_else(|| anyhow!("{id} is PROVISIONED without ProvisionedThroughput"))?;
+    let units = |name: &str| -> Result<i64> {
+        throughput
+            .get(name)
+            .map(int_value)
+            .transpose()?
+            .map(i64::from)
+            .ok_or_else(|| anyhow!("{id}.ProvisionedThroughput has no {name}"))
+    };
+    Ok(ProvisionedThroughput::builder()
+        .read_capacity_units(units("ReadCapacityUnits")?)
+        .write_capacity_units(units("WriteCapacityUnits")?)
+        .build()?)
+}
+
+async fn set_time_to_live(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    id: &str,
+    props: &Value,
+) -> Result<()> {
+    let Some(ttl) = props.get("TimeToLiveSpecification") else {
+        return Ok(());
+    };
+    if !ttl
+        .get("Enabled")
+        .map(bool_value)
+        .transpose()?
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let attr = ttl
+        .get("AttributeName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{id}.TimeToLiveSpecification has no AttributeName"))?;
+    dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(attr)
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("UpdateTimeToLive {name}"))?;
+    Ok(())
+}
