@@ -1,5 +1,6 @@
 //! The billing domain: plain data and rules, no SDK types.
 
+pub mod attention;
 pub mod budget;
 pub mod claim;
 pub mod credits;

@@ -2,12 +2,14 @@
 //! them against the real services; the `testing` feature implements them in memory. The data
 //! they carry lives in [`crate::domain`].
 
+pub mod admin;
 pub mod ingest;
 pub mod ledger;
 pub mod meter;
 pub mod queue;
 pub mod usage;
 
+pub use admin::{AmbiguousSettlement, AttentionIndex, CustomerAdmin, OperatorLedger};
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::MeterSink;

@@ -1,0 +1,45 @@
+//! The operator command's configuration: the same variables as the functions.
+
+use super::env::Env;
+use crate::error::{Error, Result};
+
+/// What the `tracemeter` command reads from the environment.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `TABLE_NAME`: the DynamoDB ledger table.
+    pub table_name: String,
+    /// `QUEUE_URL`: the SQS meter queue (replays and redrives go there).
+    pub queue_url: String,
+    /// `DLQ_URL`: the dead-letter queue; only the `dlq` commands need it.
+    pub dlq_url: Option<String>,
+}
+
+impl AdminConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<AdminConfig> {
+        AdminConfig::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<AdminConfig> {
+        let env = Env::new(lookup);
+        let dlq_url = match env.optional("DLQ_URL") {
+            Some(_) => Some(env.url("DLQ_URL", None)?),
+            None => None,
+        };
+        Ok(AdminConfig {
+            table_name: env.required("TABLE_NAME")?,
+            queue_url: env.url("QUEUE_URL", None)?,
+            dlq_url,
+        })
+    }
+
+    /// The dead-letter queue's URL, or an error naming `DLQ_URL`.
+    pub fn dlq_url(&self) -> Result<&str> {
+        self.dlq_url.as_deref().ok_or_else(|| {
+            Error::Config(
+                "DLQ_URL is not set; the dlq commands need the dead-letter queue's URL".into(),
+            )
+        })
+    }
+}
