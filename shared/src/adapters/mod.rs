@@ -1,5 +1,6 @@
 //! One small adapter per outside system.
 
+pub mod dead_letters;
 pub mod dynamo;
 pub mod http;
 pub mod ingest_store;

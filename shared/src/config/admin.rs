@@ -1,7 +1,7 @@
 //! The operator command's configuration: the same variables as the functions.
 
 use super::env::Env;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What the `tracemeter` command reads from the environment.
 #[derive(Debug, Clone)]
@@ -31,15 +31,6 @@ impl AdminConfig {
             table_name: env.required("TABLE_NAME")?,
             queue_url: env.url("QUEUE_URL", None)?,
             dlq_url,
-        })
-    }
-
-    /// The dead-letter queue's URL, or an error naming `DLQ_URL`.
-    pub fn dlq_url(&self) -> Result<&str> {
-        self.dlq_url.as_deref().ok_or_else(|| {
-            Error::Config(
-                "DLQ_URL is not set; the dlq commands need the dead-letter queue's URL".into(),
-            )
         })
     }
 }

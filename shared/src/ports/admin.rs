@@ -16,6 +16,14 @@ pub trait AttentionIndex: Send + Sync {
     async fn needing_attention(&self, query: &AttentionQuery) -> Result<Vec<AttentionEntry>>;
 }
 
+/// What the entry view leaves out.
+#[async_trait]
+pub trait LedgerInspection: Send + Sync {
+    /// The budget period a trace's credits were last counted in: its pending revision's, else
+    /// the one its last committed revision was counted in.
+    async fn counted_period(&self, trace_id: &str) -> Result<Option<String>>;
+}
+
 /// Settling an ambiguous claim once an operator knows whether Stripe has its event.
 #[async_trait]
 pub trait AmbiguousSettlement: Send + Sync {
@@ -57,8 +65,11 @@ pub trait CustomerAdmin: Send + Sync {
 
 /// The whole ledger as an operator's tooling uses it.
 pub trait OperatorLedger:
-    super::Ledger + AttentionIndex + AmbiguousSettlement + CustomerAdmin
+    super::Ledger + AttentionIndex + LedgerInspection + AmbiguousSettlement + CustomerAdmin
 {
 }
 
-impl<T: super::Ledger + AttentionIndex + AmbiguousSettlement + CustomerAdmin> OperatorLedger for T {}
+impl<T> OperatorLedger for T where
+    T: super::Ledger + AttentionIndex + LedgerInspection + AmbiguousSettlement + CustomerAdmin
+{
+}

@@ -9,9 +9,11 @@ pub mod meter;
 pub mod queue;
 pub mod usage;
 
-pub use admin::{AmbiguousSettlement, AttentionIndex, CustomerAdmin, OperatorLedger};
+pub use admin::{
+    AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, OperatorLedger,
+};
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::MeterSink;
-pub use queue::{QueueSender, Redelivery};
+pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use usage::{TraceLister, UsageSource};

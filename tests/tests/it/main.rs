@@ -2,6 +2,7 @@
 //! Langfuse and Stripe fakes over HTTP. One test binary for the whole workspace.
 
 mod binary;
+mod cli;
 mod common;
 mod contract;
 mod cost;

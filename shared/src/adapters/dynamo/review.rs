@@ -1,14 +1,15 @@
 //! Entries that need attention, through the sparse `attention` index: only items with a
 //! `reason` are in it (failed entries, ambiguous ones, and billed entries whose later
-//! revision failed), keyed by `reason` and sorted by `updated_at`.
+//! revision failed), keyed by `reason` and sorted by `updated_at`. And what an entry view
+//! leaves out (the period its credits were counted in).
 
 use super::DynamoLedger;
 use super::claims::parse_entry;
-use super::items::{get_time, ms, names, s, sdk_error};
+use super::items::{get_s, get_time, ms, names, s, sdk_error, trace_key};
 use crate::domain::attention::{AMBIGUOUS_REASON, AttentionEntry, AttentionQuery};
 use crate::domain::ledger::LedgerState;
 use crate::error::{FailureReason, Result};
-use crate::ports::AttentionIndex;
+use crate::ports::{AttentionIndex, LedgerInspection};
 use async_trait::async_trait;
 use std::collections::HashMap;
 
@@ -26,6 +27,18 @@ impl AttentionIndex for DynamoLedger {
             (a.updated_at, &a.entry.trace_id).cmp(&(b.updated_at, &b.entry.trace_id))
         });
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl LedgerInspection for DynamoLedger {
+    async fn counted_period(&self, trace_id: &str) -> Result<Option<String>> {
+        let item = self.get(trace_key(trace_id), true).await?;
+        Ok(item.and_then(|item| {
+            get_s(&item, "p_period")
+                .or_else(|| get_s(&item, "period"))
+                .map(str::to_string)
+        }))
     }
 }
 

@@ -110,12 +110,20 @@ pub async fn ambiguous_claims_settle_once(ledger: &dyn OperatorLedger) {
     let d = ambiguous(ledger, "k21-d", "cus_k21", 100, t).await;
     let nd = ambiguous(ledger, "k21-n", "cus_k21", 40, t).await;
     assert_eq!(counted(ledger, "cus_k21").await, (140, 0));
+    let period = ledger.counted_period("k21-d").await.expect("period");
+    assert_eq!(period.as_deref(), Some(PERIOD), "pending");
+    assert_eq!(
+        ledger.counted_period("k21-none").await.expect("period"),
+        None
+    );
     assert!(
         ledger
             .settle_delivered("k21-d", &d, t)
             .await
             .expect("settle")
     );
+    let period = ledger.counted_period("k21-d").await.expect("period");
+    assert_eq!(period.as_deref(), Some(PERIOD), "committed");
     let e = entry(ledger, "k21-d").await;
     assert_eq!(totals(&e), (LedgerState::Metered, 3, 1, 100, 100, 0));
     assert_eq!((e.reason, e.pending), (None, None));

@@ -6,7 +6,7 @@ use crate::domain::attention::{AttentionEntry, AttentionQuery};
 use crate::domain::budget::BudgetPolicy;
 use crate::domain::ledger::{LedgerState, PendingClaim};
 use crate::error::{FailureReason, Result};
-use crate::ports::{AmbiguousSettlement, AttentionIndex, CustomerAdmin};
+use crate::ports::{AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -26,6 +26,16 @@ impl AttentionIndex for MemoryLedger {
             (a.updated_at, &a.entry.trace_id).cmp(&(b.updated_at, &b.entry.trace_id))
         });
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl LedgerInspection for MemoryLedger {
+    async fn counted_period(&self, trace_id: &str) -> Result<Option<String>> {
+        Ok(self.stored(trace_id).and_then(|item| match item.pending {
+            Some(p) => Some(p.period),
+            None => item.period,
+        }))
     }
 }
 
