@@ -5,9 +5,9 @@ use clap::{Args, Parser, Subcommand};
 /// tracemeter's operator command: look at the ledger as it really is, replay failures,
 /// settle ambiguous claims, manage budgets and mappings, drain the dead-letter queue.
 ///
-/// Configured like the functions: TABLE_NAME, QUEUE_URL (and DLQ_URL for `dlq`), plus the
-/// AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
-/// 4 a change was not confirmed (nothing done).
+/// Configured like the functions: TABLE_NAME, QUEUE_URL (DLQ_URL for `dlq`; STRIPE_METER_ID
+/// with the Stripe variables for `reconcile`), plus the AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
+/// 3 reconcile found drift, 4 a change was not confirmed (nothing done).
 #[derive(Debug, Parser)]
 #[command(name = "tracemeter", version)]
 pub struct Cli {
@@ -45,6 +45,23 @@ pub enum Command {
     /// The dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Compares, per customer, what the ledger billed with Stripe's meter event summaries and
+    /// the budget counters; exits 3 on drift beyond the tolerance.
+    Reconcile(ReconcileArgs),
+}
+
+/// `reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The UTC month (2026-11) or day (2026-11-23) of usage to compare.
+    #[arg(long)]
+    pub period: String,
+    /// Only this customer.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Credits of drift per customer still counted as agreement.
+    #[arg(long, default_value_t = 0)]
+    pub tolerance: u64,
 }
 
 /// `trace` verbs.

@@ -18,16 +18,20 @@ pub enum CliError {
     /// Part of the work failed (what was done is reported).
     #[error("{0}")]
     Partial(String),
+    /// Reconciling found drift beyond the tolerance.
+    #[error("{0}")]
+    Drift(String),
     /// Writing the report failed.
     #[error("writing the report: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl CliError {
-    /// The process exit code: 1 failed, 2 bad usage or configuration, 4 not confirmed.
+    /// The process exit code: 1 failed, 2 bad usage or configuration, 3 drift, 4 not confirmed.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Tracemeter(tracemeter::Error::Config(_)) | CliError::Invalid(_) => 2,
+            CliError::Drift(_) => 3,
             CliError::NotConfirmed => 4,
             _ => 1,
         }

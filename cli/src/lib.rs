@@ -18,7 +18,7 @@ use confirm::Confirm;
 use output::Output;
 use std::io::Write;
 use tracemeter::clock::Clock;
-use tracemeter::ports::{DeadLetters, OperatorLedger, QueueSender};
+use tracemeter::ports::{DeadLetters, MeterReports, OperatorLedger, QueueSender};
 
 /// What the commands work on.
 pub struct Deps<'a> {
@@ -28,6 +28,8 @@ pub struct Deps<'a> {
     pub queue: &'a dyn QueueSender,
     /// The dead-letter queue, when `DLQ_URL` is set.
     pub dead_letters: Option<&'a dyn DeadLetters>,
+    /// Stripe's meter event summaries, when `STRIPE_METER_ID` is set.
+    pub meter: Option<&'a dyn MeterReports>,
     /// Now.
     pub clock: &'a dyn Clock,
     /// Asks before a change when `--yes` was not given.

@@ -2,10 +2,13 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use tracemeter::adapters::{dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender};
+use tracemeter::adapters::{
+    dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
+    stripe_reports::StripeReports,
+};
 use tracemeter::clock::SystemClock;
 use tracemeter::config::AdminConfig;
-use tracemeter::ports::DeadLetters;
+use tracemeter::ports::{DeadLetters, MeterReports};
 use tracemeter_cli::confirm::Terminal;
 use tracemeter_cli::{Cli, Deps, execute};
 
@@ -27,10 +30,23 @@ async fn main() -> ExitCode {
         .dlq_url
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
+    let meter = match config
+        .stripe
+        .as_ref()
+        .map(|(cfg, meter)| StripeReports::new(cfg, meter))
+    {
+        Some(Err(e)) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
     let deps = Deps {
         ledger: &ledger,
         queue: &queue,
         dead_letters: dlq.as_ref().map(|d| d as &dyn DeadLetters),
+        meter: meter.as_ref().map(|m| m as &dyn MeterReports),
         clock: &SystemClock,
         confirm: &Terminal,
     };

@@ -5,6 +5,7 @@ mod budget;
 mod customer;
 mod dlq;
 mod failures;
+mod reconcile;
 mod trace;
 
 use crate::Ctx;
@@ -22,6 +23,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Budget(cmd) => budget::run(ctx, cmd).await,
         Command::Customer(cmd) => customer::run(ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(ctx, cmd).await,
+        Command::Reconcile(args) => reconcile::run(ctx, args).await,
     }
 }
 

@@ -7,3 +7,4 @@ pub mod ingest_store;
 pub mod langfuse;
 pub mod sqs;
 pub mod stripe;
+pub mod stripe_reports;

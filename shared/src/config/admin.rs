@@ -1,6 +1,7 @@
 //! The operator command's configuration: the same variables as the functions.
 
 use super::env::Env;
+use super::stripe::StripeConfig;
 use crate::error::Result;
 
 /// What the `tracemeter` command reads from the environment.
@@ -12,6 +13,9 @@ pub struct AdminConfig {
     pub queue_url: String,
     /// `DLQ_URL`: the dead-letter queue; only the `dlq` commands need it.
     pub dlq_url: Option<String>,
+    /// `STRIPE_METER_ID` (`mtr_...`) with the Stripe variables of the process function: only
+    /// `reconcile` needs them, and they are read only when `STRIPE_METER_ID` is set.
+    pub stripe: Option<(StripeConfig, String)>,
 }
 
 impl AdminConfig {
@@ -27,10 +31,15 @@ impl AdminConfig {
             Some(_) => Some(env.url("DLQ_URL", None)?),
             None => None,
         };
+        let stripe = match env.optional("STRIPE_METER_ID") {
+            Some(meter) => Some((StripeConfig::read(&env)?, meter)),
+            None => None,
+        };
         Ok(AdminConfig {
             table_name: env.required("TABLE_NAME")?,
             queue_url: env.url("QUEUE_URL", None)?,
             dlq_url,
+            stripe,
         })
     }
 }

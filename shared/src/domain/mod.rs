@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod message;
 pub mod meter;
+pub mod reconcile;
 pub mod retry;
 pub mod scan;
 pub mod usage;

@@ -3,11 +3,13 @@
 //! operator's items (budget policies, user mappings).
 
 use crate::domain::attention::{AttentionEntry, AttentionQuery};
-use crate::domain::budget::BudgetPolicy;
+use crate::domain::budget::{BudgetPolicy, BudgetUsage};
 use crate::domain::ledger::PendingClaim;
+use crate::domain::reconcile::BilledTotals;
 use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 /// Failed and ambiguous entries, found through an index (never a table scan).
 #[async_trait]
@@ -22,6 +24,21 @@ pub trait LedgerInspection: Send + Sync {
     /// The budget period a trace's credits were last counted in: its pending revision's, else
     /// the one its last committed revision was counted in.
     async fn counted_period(&self, trace_id: &str) -> Result<Option<String>>;
+}
+
+/// Totals for reconciling the ledger with Stripe and the budget counters.
+#[async_trait]
+pub trait LedgerTotals: Send + Sync {
+    /// Per customer, the credits of revisions known delivered and of claims not known
+    /// delivered (in flight or ambiguous), for usage in `[start, end)`: a read of every trace
+    /// entry (and the receipts of claimed ones), for an occasional operator check.
+    async fn billed_by_customer(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, BilledTotals>>;
+    /// Every budget counter of a customer, by period key.
+    async fn counters(&self, customer_id: &str) -> Result<BTreeMap<String, BudgetUsage>>;
 }
 
 /// Settling an ambiguous claim once an operator knows whether Stripe has its event.
@@ -65,11 +82,21 @@ pub trait CustomerAdmin: Send + Sync {
 
 /// The whole ledger as an operator's tooling uses it.
 pub trait OperatorLedger:
-    super::Ledger + AttentionIndex + LedgerInspection + AmbiguousSettlement + CustomerAdmin
+    super::Ledger
+    + AttentionIndex
+    + LedgerInspection
+    + LedgerTotals
+    + AmbiguousSettlement
+    + CustomerAdmin
 {
 }
 
 impl<T> OperatorLedger for T where
-    T: super::Ledger + AttentionIndex + LedgerInspection + AmbiguousSettlement + CustomerAdmin
+    T: super::Ledger
+        + AttentionIndex
+        + LedgerInspection
+        + LedgerTotals
+        + AmbiguousSettlement
+        + CustomerAdmin
 {
 }

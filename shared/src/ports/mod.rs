@@ -10,10 +10,11 @@ pub mod queue;
 pub mod usage;
 
 pub use admin::{
-    AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, OperatorLedger,
+    AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
+    OperatorLedger,
 };
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
-pub use meter::MeterSink;
+pub use meter::{MeterReports, MeterSink};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use usage::{TraceLister, UsageSource};

@@ -7,6 +7,7 @@ use chrono::Duration;
 use serde_json::Value;
 use tracemeter::adapters::dead_letters::SqsDeadLetters;
 use tracemeter::adapters::sqs::SqsSender;
+use tracemeter::adapters::stripe_reports::StripeReports;
 use tracemeter::domain::budget::Period;
 use tracemeter::domain::ledger::LedgerState;
 use tracemeter::ports::BudgetStore;
@@ -21,6 +22,7 @@ struct Command<'s> {
     stack: &'s TestStack,
     queue: SqsSender,
     dlq: SqsDeadLetters,
+    meter: StripeReports,
 }
 
 /// What a run printed and returned.
@@ -37,6 +39,7 @@ impl<'s> Command<'s> {
             stack,
             queue: SqsSender::new(stack.sqs.clone(), &r.queue_url),
             dlq: SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url),
+            meter: StripeReports::new(&stack.config.stripe, "mtr_fake").expect("reports"),
         }
     }
 
@@ -47,6 +50,7 @@ impl<'s> Command<'s> {
             ledger: &self.stack.ledger,
             queue: &self.queue,
             dead_letters: Some(&self.dlq),
+            meter: Some(&self.meter),
             clock: &self.stack.clock,
             confirm: &Answer(false),
         };
@@ -413,4 +417,85 @@ async fn the_binary_names_a_missing_variable_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TABLE_NAME"), "{err}");
+}
+
+#[tokio::test]
+async fn reconcile_finds_no_drift_then_exactly_the_dropped_event() {
+    let stack = TestStack::start("cli-reconcile").await.expect("stack");
+    let cli = Command::on(&stack);
+    let at = now() - Duration::hours(1);
+    let traces = [
+        ("cr-a1", "cus_ra"),
+        ("cr-a2", "cus_ra"),
+        ("cr-b1", "cus_rb"),
+        ("cr-b2", "cus_rb"),
+    ];
+    for (id, customer) in traces {
+        stack.langfuse.add_trace(trace(id, customer, 0.004, 0, at));
+    }
+    let ids: Vec<&str> = traces.iter().map(|(id, _)| *id).collect();
+    stack.send_traces(&ids).await.expect("send");
+    stack.drain(10).await.expect("drain");
+    let month = at.format("%Y-%m").to_string();
+    let clean = cli.json(&["reconcile", "--period", &month]).await;
+    assert_eq!(clean["drift"], false, "{clean}");
+    let customers = clean["customers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(customers.len(), 2, "{clean}");
+    for c in &customers {
+        assert_eq!(
+            (&c["ledger"], &c["counters"]),
+            (&c["stripe"], &c["stripe"]),
+            "{c}"
+        );
+        assert!(c["ledger"].as_u64().is_some_and(|v| v > 0), "{c}");
+    }
+    assert!(
+        clean["freshness"]
+            .as_str()
+            .is_some_and(|f| f.contains("asynchronously"))
+    );
+
+    let dropped = stack
+        .stripe
+        .events()
+        .into_iter()
+        .find(|e| e.customer == "cus_rb")
+        .expect("event");
+    assert!(stack.stripe.drop_event(&dropped.identifier));
+    let run = cli.run(&["reconcile", "--period", &month, "--json"]).await;
+    assert_eq!(run.code, 3, "drift exits 3: {}", run.err);
+    let report: Value = serde_json::from_str(&run.out).expect("json");
+    let by = |c: &str| {
+        report["customers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["customer_id"] == c)
+            .cloned()
+            .expect("customer")
+    };
+    assert_eq!(
+        by("cus_rb")["stripe_drift"],
+        dropped.value.to_string(),
+        "exactly the planted difference"
+    );
+    assert_eq!(
+        (&by("cus_rb")["drift"], &by("cus_ra")["drift"]),
+        (&true.into(), &false.into())
+    );
+    let tolerated = cli
+        .run(&[
+            "reconcile",
+            "--period",
+            &month,
+            "--tolerance",
+            &dropped.value.to_string(),
+        ])
+        .await;
+    assert_eq!(tolerated.code, 0, "{}", tolerated.out);
+    assert!(tolerated.out.contains("no drift"), "{}", tolerated.out);
+    let only_a = cli
+        .json(&["reconcile", "--period", &month, "--customer", "cus_ra"])
+        .await;
+    assert_eq!(only_a["customers"].as_array().map(Vec::len), Some(1));
 }

@@ -15,6 +15,8 @@
 //! 9. identifier dedup (400, `Stripe-Should-Retry: false`), else the event is recorded and 200 is
 //!    answered, or 500 after recording with [`StripeFake::fail_after_record_next`].
 //!
+//! `GET /v1/billing/meters/{id}/event_summaries` sums what was recorded (see `summaries`).
+//!
 //! The v2 high-throughput path:
 //! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
 //!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
@@ -43,6 +45,7 @@ use serde_json::{Map, Value, json};
 
 mod errors;
 mod stream;
+mod summaries;
 #[cfg(test)]
 mod tests;
 mod v1;
@@ -52,6 +55,7 @@ pub use v1::STRIPE_KINDS;
 
 use errors::*;
 use stream::{create_session, meter_event_stream};
+use summaries::event_summaries;
 use v1::{IdempotencyEntry, create_meter_event};
 
 use super::{
@@ -113,6 +117,8 @@ struct StripeState {
     sessions_created: usize,
     stream_batches: Vec<usize>,
     stream_errors: Vec<String>,
+    /// Identifiers of recorded events Stripe's asynchronous validation dropped.
+    dropped: HashSet<String>,
 }
 
 type Shared = Arc<Mutex<StripeState>>;
@@ -161,12 +167,25 @@ impl StripeFake {
             sessions_created: 0,
             stream_batches: Vec::new(),
             stream_errors: Vec::new(),
+            dropped: HashSet::new(),
         }));
         let router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&state));
         let server = Arc::new(ServerHandle::spawn(router).await?);
         Ok(Self { state, server })
+    }
+
+    /// Makes a recorded event one Stripe's asynchronous validation dropped: it stays in
+    /// [`StripeFake::events`] (it was accepted) but no longer counts in the meter event
+    /// summaries. False when no such event was recorded.
+    pub fn drop_event(&self, identifier: &str) -> bool {
+        let mut st = lock(&self.state);
+        let known = st.events.iter().any(|e| e.identifier == identifier);
+        if known {
+            st.dropped.insert(identifier.to_string());
+        }
+        known
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash), for `STRIPE_API_BASE`.
@@ -325,6 +344,7 @@ async fn process(state: Shared, incoming: Incoming) -> Reply {
         Some(Route::CreateMeterEvent) => create_meter_event(&state, &incoming).await,
         Some(Route::CreateMeterEventSession) => create_session(&state, &incoming),
         Some(Route::MeterEventStream) => meter_event_stream(&state, &incoming).await,
+        Some(Route::EventSummaries) => event_summaries(&state, &incoming),
         None => (
             stripe_error(
                 404,
@@ -355,6 +375,8 @@ enum Route {
     CreateMeterEventSession,
     /// `POST /v2/billing/meter_event_stream`.
     MeterEventStream,
+    /// `GET /v1/billing/meters/{id}/event_summaries`.
+    EventSummaries,
 }
 
 impl Route {
@@ -365,6 +387,11 @@ impl Route {
                 Some(Self::CreateMeterEventSession)
             }
             (&Method::POST, "/v2/billing/meter_event_stream") => Some(Self::MeterEventStream),
+            (&Method::GET, p)
+                if p.starts_with("/v1/billing/meters/") && p.ends_with("/event_summaries") =>
+            {
+                Some(Self::EventSummaries)
+            }
             _ => None,
         }
     }

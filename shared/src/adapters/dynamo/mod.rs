@@ -22,7 +22,7 @@
 //! This file holds the table's few primitives (get, put, conditional update, transaction);
 //! `items` the keys and attribute helpers (the ingest store uses them too); one file per
 //! port implements it: `claims`, `deliveries`, `budgets`, `customers`, and for operators
-//! `review` (the `attention` index), `settle` (ambiguous claims), `admin` (policies, mappings).
+//! `review` (the `attention` index), `settle` (ambiguous claims), `admin` (policies, mappings), `totals` (reconciling).
 
 mod admin;
 mod budgets;
@@ -32,6 +32,7 @@ mod deliveries;
 mod items;
 mod review;
 mod settle;
+mod totals;
 
 pub use claims::parse_entry;
 pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};

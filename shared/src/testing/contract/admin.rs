@@ -222,3 +222,46 @@ pub async fn operator_items_are_written_and_removed(ledger: &dyn OperatorLedger)
             .is_empty()
     );
 }
+
+/// Totals per customer count delivered revisions (marked, or listed by their receipt) and
+/// claims not known delivered, for usage in the range only; counters are listed by period.
+pub async fn totals_count_delivered_and_in_flight_credits(ledger: &dyn OperatorLedger) {
+    let t = now();
+    let mut receipted = claim("k23-b", "cus_k23", Expect::Absent, 40, 0, t);
+    receipted.pending.receipt = Some("k23-receipt".into());
+    let claims = vec![
+        claim("k23-a", "cus_k23", Expect::Absent, 100, 0, t),
+        receipted.clone(),
+        claim("k23-c", "cus_k23", Expect::Absent, 7, 0, t),
+    ];
+    assert_eq!(
+        claim_all(ledger, "cus_k23", None, claims.clone(), t).await,
+        ClaimResult::Claimed
+    );
+    assert!(
+        ledger
+            .mark_metered("k23-a", &claims[0].pending, t)
+            .await
+            .expect("mark")
+    );
+    let ids = [receipted.pending.identifier.clone()];
+    ledger
+        .record_delivered("k23-receipt", &ids, t)
+        .await
+        .expect("receipt");
+
+    let totals = ledger
+        .billed_by_customer(t - Duration::hours(2), t)
+        .await
+        .expect("totals");
+    let mine = totals.get("cus_k23").copied().unwrap_or_default();
+    assert_eq!((mine.traces, mine.delivered, mine.in_flight), (3, 140, 7));
+    let later = ledger
+        .billed_by_customer(t, t + Duration::hours(1))
+        .await
+        .expect("totals");
+    assert!(!later.contains_key("cus_k23"), "usage outside the range");
+    let counters = ledger.counters("cus_k23").await.expect("counters");
+    assert_eq!(counters.get(PERIOD).map(|u| u.used), Some(147));
+    assert_eq!(counters.len(), 1);
+}

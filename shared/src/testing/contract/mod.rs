@@ -14,7 +14,7 @@ mod settle;
 
 pub use admin::{
     ambiguous_claims_settle_once, failed_and_ambiguous_entries_are_found,
-    operator_items_are_written_and_removed,
+    operator_items_are_written_and_removed, totals_count_delivered_and_in_flight_credits,
 };
 pub use budgets::{
     alerts_are_recorded_once, policies_and_mappings_read_as_seeded, set_exceeded_raises_the_flag,
@@ -108,6 +108,7 @@ macro_rules! ledger_contract_tests {
             failed_and_ambiguous_entries_are_found,
             ambiguous_claims_settle_once,
             operator_items_are_written_and_removed,
+            totals_count_delivered_and_in_flight_credits,
         );
         $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
     };

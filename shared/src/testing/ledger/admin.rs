@@ -4,11 +4,16 @@
 use super::MemoryLedger;
 use crate::domain::attention::{AttentionEntry, AttentionQuery};
 use crate::domain::budget::BudgetPolicy;
+use crate::domain::budget::BudgetUsage;
 use crate::domain::ledger::{LedgerState, PendingClaim};
+use crate::domain::reconcile::{BilledTotals, add};
 use crate::error::{FailureReason, Result};
-use crate::ports::{AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection};
+use crate::ports::{
+    AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 #[async_trait]
 impl AttentionIndex for MemoryLedger {
@@ -99,5 +104,49 @@ impl CustomerAdmin for MemoryLedger {
 
     async fn unmap_user(&self, user_id: &str) -> Result<Option<String>> {
         Ok(self.state().users.remove(user_id))
+    }
+}
+
+#[async_trait]
+impl LedgerTotals for MemoryLedger {
+    async fn billed_by_customer(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, BilledTotals>> {
+        let state = self.state();
+        let mut out = BTreeMap::new();
+        for (id, item) in &state.traces {
+            if !item.usage_at.is_some_and(|at| at >= start && at < end) {
+                continue;
+            }
+            let entry = item.view(id);
+            let delivered = entry.pending.as_ref().is_some_and(|p| {
+                p.receipt
+                    .as_ref()
+                    .and_then(|r| state.receipts.get(r))
+                    .is_some_and(|ids| ids.contains(&p.identifier))
+            });
+            add(&mut out, &entry, delivered);
+        }
+        Ok(out)
+    }
+
+    async fn counters(&self, customer_id: &str) -> Result<BTreeMap<String, BudgetUsage>> {
+        let read = |v: Option<i128>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        Ok(self
+            .state()
+            .counters
+            .iter()
+            .filter(|((c, _), _)| c == customer_id)
+            .map(|((_, period), c)| {
+                let usage = BudgetUsage {
+                    used: read(c.used),
+                    capped: read(c.capped),
+                    exceeded: c.exceeded,
+                };
+                (period.clone(), usage)
+            })
+            .collect())
     }
 }
