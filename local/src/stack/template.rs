@@ -391,7 +391,10 @@ mod tests {
             "the process function does not read SETTLE_SECONDS"
         );
         let ingest = t.function_env("IngestFunction").unwrap();
-        assert!(ingest.contains_key("SETTLE_SECONDS"), "ingest settles usage");
+        assert!(
+            ingest.contains_key("SETTLE_SECONDS"),
+            "ingest settles usage"
+        );
     }
 
     #[test]
