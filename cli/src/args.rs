@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 /// settle ambiguous claims, manage budgets and mappings, drain the dead-letter queue.
 ///
 /// Configured like the functions: TABLE_NAME, QUEUE_URL (DLQ_URL for `dlq`; STRIPE_METER_ID
-/// with the Stripe variables for `reconcile`), plus the AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
+/// with the Stripe variables for `reconcile`; the ingest function's Langfuse variables for
+/// `backfill`), plus the AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
 /// 3 reconcile found drift, 4 a change was not confirmed (nothing done).
 #[derive(Debug, Parser)]
 #[command(name = "tracemeter", version)]
@@ -48,6 +49,23 @@ pub enum Command {
     /// Compares, per customer, what the ledger billed with Stripe's meter event summaries and
     /// the budget counters; exits 3 on drift beyond the tolerance.
     Reconcile(ReconcileArgs),
+    /// Re-scans a past range of Langfuse through ingest's normal path (its lease, the
+    /// ledger's coverage skip) without moving its cursor: what is billed is skipped.
+    Backfill(BackfillArgs),
+}
+
+/// `backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Start (inclusive): RFC 3339, or an age such as 6h, 2d.
+    #[arg(long)]
+    pub from: String,
+    /// End (exclusive), settled (at least SETTLE_SECONDS ago): RFC 3339 or an age.
+    #[arg(long)]
+    pub to: String,
+    /// Stop after this many minutes (run it again to go on).
+    #[arg(long, default_value_t = 14)]
+    pub minutes: u32,
 }
 
 /// `reconcile`.

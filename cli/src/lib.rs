@@ -30,6 +30,8 @@ pub struct Deps<'a> {
     pub dead_letters: Option<&'a dyn DeadLetters>,
     /// Stripe's meter event summaries, when `STRIPE_METER_ID` is set.
     pub meter: Option<&'a dyn MeterReports>,
+    /// Ingest's adapters (Langfuse, its store, the queue), for `backfill`.
+    pub ingest: Option<&'a ingest::Deps<'a>>,
     /// Now.
     pub clock: &'a dyn Clock,
     /// Asks before a change when `--yes` was not given.

@@ -6,9 +6,11 @@ use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
     stripe_reports::StripeReports,
 };
+use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
 use tracemeter::clock::SystemClock;
-use tracemeter::config::AdminConfig;
+use tracemeter::config::{AdminConfig, IngestConfig};
 use tracemeter::ports::{DeadLetters, MeterReports};
+use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
 use tracemeter_cli::{Cli, Deps, execute};
 
@@ -42,11 +44,47 @@ async fn main() -> ExitCode {
         Some(Ok(m)) => Some(m),
         None => None,
     };
+    let ingest_config = match &cli.command {
+        Command::Backfill(_) => match IngestConfig::from_env() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("tracemeter: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let ingest_parts = match ingest_config
+        .as_ref()
+        .map(|c| LangfuseScanner::new(c).map(|l| (c, l)))
+    {
+        Some(Err(e)) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok((c, lister))) => Some((
+            c,
+            lister,
+            DynamoIngestStore::new(dynamo.clone(), &c.table_name),
+        )),
+        None => None,
+    };
+    let ingest_deps = ingest_parts
+        .as_ref()
+        .map(|(config, lister, store)| ingest::Deps {
+            config,
+            lister,
+            store,
+            queue: &queue,
+            clock: &SystemClock,
+        });
     let deps = Deps {
         ledger: &ledger,
         queue: &queue,
         dead_letters: dlq.as_ref().map(|d| d as &dyn DeadLetters),
         meter: meter.as_ref().map(|m| m as &dyn MeterReports),
+        ingest: ingest_deps.as_ref(),
         clock: &SystemClock,
         confirm: &Terminal,
     };

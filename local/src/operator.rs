@@ -13,8 +13,8 @@ use tracemeter_cli::{Deps, execute, parse};
 /// The meter id the Stripe fake answers summaries for (it has one meter).
 pub const FAKE_METER_ID: &str = "mtr_fake";
 
-/// Runs `tracemeter <args>` against the stack (changes are never confirmed); the exit code
-/// and what it printed (report, then errors).
+/// Runs `tracemeter <args>` against the stack (changes are never confirmed; no `backfill`);
+/// the exit code and what it printed (report, then errors).
 pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
     let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))?;
     let r = &stack.resources;
@@ -26,6 +26,7 @@ pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
         queue: &queue,
         dead_letters: Some(&dlq),
         meter: Some(&meter),
+        ingest: None,
         clock: &stack.clock,
         confirm: &Answer(false),
     };

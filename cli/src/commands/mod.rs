@@ -1,6 +1,7 @@
 //! One module per verb.
 
 mod ambiguous;
+mod backfill;
 mod budget;
 mod customer;
 mod dlq;
@@ -24,6 +25,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Customer(cmd) => customer::run(ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(ctx, cmd).await,
         Command::Reconcile(args) => reconcile::run(ctx, args).await,
+        Command::Backfill(args) => backfill::run(ctx, args).await,
     }
 }
 

@@ -15,7 +15,7 @@ use tracemeter_cli::confirm::Answer;
 use tracemeter_cli::{Deps, execute, parse};
 use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_local::faults::Step;
-use tracemeter_local::harness::TestStack;
+use tracemeter_local::harness::{IngestRig, TestStack};
 
 /// The command wired to a stack, answering "no" when asked.
 struct Command<'s> {
@@ -23,6 +23,7 @@ struct Command<'s> {
     queue: SqsSender,
     dlq: SqsDeadLetters,
     meter: StripeReports,
+    ingest: IngestRig,
 }
 
 /// What a run printed and returned.
@@ -40,17 +41,27 @@ impl<'s> Command<'s> {
             queue: SqsSender::new(stack.sqs.clone(), &r.queue_url),
             dlq: SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url),
             meter: StripeReports::new(&stack.config.stripe, "mtr_fake").expect("reports"),
+            ingest: stack.ingest(&[]),
         }
     }
 
     async fn run(&self, args: &[&str]) -> Run {
         let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let rig = &self.ingest;
+        let ingest = ingest::Deps {
+            config: &rig.config,
+            lister: &rig.lister,
+            store: &rig.store,
+            queue: &rig.sqs,
+            clock: &self.stack.clock,
+        };
         let deps = Deps {
             ledger: &self.stack.ledger,
             queue: &self.queue,
             dead_letters: Some(&self.dlq),
             meter: Some(&self.meter),
+            ingest: Some(&ingest),
             clock: &self.stack.clock,
             confirm: &Answer(false),
         };
@@ -498,4 +509,70 @@ async fn reconcile_finds_no_drift_then_exactly_the_dropped_event() {
         .json(&["reconcile", "--period", &month, "--customer", "cus_ra"])
         .await;
     assert_eq!(only_a["customers"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn backfill_refinds_a_range_and_bills_nothing_twice() {
+    let stack = TestStack::start("cli-backfill").await.expect("stack");
+    let cli = Command::on(&stack);
+    let at = now() - Duration::hours(2);
+    for (i, id) in ["cf-1", "cf-2", "cf-3"].iter().enumerate() {
+        let t = at + Duration::minutes(i as i64);
+        stack.langfuse.add_trace(trace(id, "cus_cf", 0.004, 0, t));
+    }
+    stack.send_traces(&["cf-1", "cf-2"]).await.expect("send");
+    stack.drain(10).await.expect("drain");
+    assert_eq!(stack.stripe.events().len(), 2);
+    let cursor = |s: &TestStack| {
+        let store = s.ingest(&[]).store;
+        async move {
+            tracemeter::ports::IngestStore::load_cursor(&store, "v2")
+                .await
+                .expect("cursor")
+        }
+    };
+    let before = cursor(&stack).await;
+
+    let early = cli
+        .run(&["backfill", "--from", "3h", "--to", "1m", "--yes"])
+        .await;
+    assert_eq!(early.code, 2, "not settled: {}", early.err);
+    let found = cli
+        .json(&["backfill", "--from", "3h", "--to", "1h", "--yes"])
+        .await;
+    assert_eq!(
+        (&found["outcome"], &found["traces_found"]),
+        (&"Completed".into(), &3.into()),
+        "{found}"
+    );
+    assert_eq!(
+        (&found["enqueued"], &found["skipped_covered"]),
+        (&1.into(), &2.into()),
+        "{found}"
+    );
+    stack.drain(10).await.expect("drain");
+    let again = cli
+        .json(&["backfill", "--from", "3h", "--to", "1h", "--yes"])
+        .await;
+    assert_eq!(
+        (&again["enqueued"], &again["skipped_covered"]),
+        (&0.into(), &3.into()),
+        "{again}"
+    );
+    stack.drain(10).await.expect("drain");
+
+    let mut ids: Vec<String> = stack
+        .stripe
+        .events()
+        .into_iter()
+        .map(|e| e.identifier)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (stack.stripe.events().len(), ids.len()),
+        (3, 3),
+        "each trace billed once"
+    );
+    assert_eq!(cursor(&stack).await, before, "the cursor is not moved");
 }
