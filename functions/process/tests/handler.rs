@@ -92,7 +92,9 @@ impl World {
             clock: &*self.clock,
         };
         let deadline = self.clock.now() + Duration::seconds(30);
-        process::handle(&deps, event(bodies), deadline).await
+        process::handle(&deps, event(bodies), deadline)
+            .await
+            .response
     }
 
     /// Runs the handler on one batch with a message for each trace id.
