@@ -1,9 +1,11 @@
 //! In-process HTTP fakes of the outside APIs tracemeter talks to.
 //!
 //! * [`LangfuseFake`]: the Langfuse public API (v2 observations, the legacy trace endpoints and
-//!   score creation), following `shared/specs/langfuse-openapi.yml`.
-//! * [`StripeFake`]: Stripe's `POST /v1/billing/meter_events`, with identifier dedup,
-//!   `Idempotency-Key` replay, the per-customer concurrency limit and fault injection.
+//!   score creation), following `local/specs/langfuse-openapi.yml` (Langfuse's published
+//!   OpenAPI document, kept in the repository).
+//! * [`StripeFake`]: Stripe's `POST /v1/billing/meter_events` and the v2 meter event stream,
+//!   with identifier dedup and `Idempotency-Key` replay for 24 hours of the fake's own clock,
+//!   the per-customer concurrency limit and fault injection.
 //!
 //! Each fake binds `127.0.0.1:0`, serves with axum on the current tokio runtime and keeps its
 //! state behind an `Arc<std::sync::Mutex<_>>`, so every control and inspection method is a cheap

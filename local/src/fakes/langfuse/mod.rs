@@ -1,4 +1,5 @@
-//! A fake of the Langfuse public API, following `shared/specs/langfuse-openapi.yml`.
+//! A fake of the Langfuse public API, following `local/specs/langfuse-openapi.yml` (Langfuse's
+//! published OpenAPI document, kept in the repository).
 //!
 //! Served endpoints:
 //! * `GET /api/public/v2/observations` (Langfuse v4 / Cloud): cursor pagination, `fields` groups,

@@ -15,6 +15,9 @@
 //! 9. identifier dedup (400, `Stripe-Should-Retry: false`), else the event is recorded and 200 is
 //!    answered, or 500 after recording with [`StripeFake::fail_after_record_next`].
 //!
+//! Identifiers and idempotency keys are remembered for [`DEDUP_WINDOW`] (24 hours, as on
+//! Stripe) of the fake's own clock, which [`StripeFake::advance`] moves forward.
+//!
 //! The v2 high-throughput path:
 //! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
 //!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
