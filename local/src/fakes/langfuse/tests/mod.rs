@@ -173,7 +173,7 @@ async fn v2_cursor_pagination_is_stable_under_inserts() {
 }
 
 #[tokio::test]
-async fn v2_field_groups_select_fields() {
+async fn v2_default_field_groups_are_core_and_basic() {
     let fake = seeded().await;
     fake.add_observation(
         FakeObservation::generation("o3", "t1", t(6), t(7), "gpt-4o-mini", 10, 5, 0.0001)
@@ -225,7 +225,16 @@ async fn v2_field_groups_select_fields() {
     assert_eq!(o1["sessionId"], "s1");
     assert_eq!(default["data"][0]["id"], "o3");
     assert_eq!(default["data"][0]["userId"], "u-own");
+}
 
+#[tokio::test]
+async fn v2_field_groups_requested_are_served() {
+    let fake = seeded().await;
+    fake.add_observation(
+        FakeObservation::generation("o3", "t1", t(6), t(7), "gpt-4o-mini", 10, 5, 0.0001)
+            .user("u-own"),
+    );
+    let path = "/api/public/v2/observations";
     let (_, _, selected) = get(
         &fake,
         path,
