@@ -276,25 +276,7 @@ pub fn fmt_map<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
 /// Reads the summary back from the stack.
 pub async fn collect(stack: &TestStack) -> Result<Summary> {
     let mut scan = Scan::default();
-    let mut start = None;
-    loop {
-        let out = stack
-            .ledger
-            .client()
-            .scan()
-            .table_name(stack.ledger.table())
-            .set_exclusive_start_key(start.take())
-            .consistent_read(true)
-            .send()
-            .await?;
-        for item in out.items() {
-            scan.add(item);
-        }
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => break,
-        }
-    }
+    scan_table(stack, |item| scan.add(item)).await?;
     let mut summary = scan.summary;
     for entry in scan.entries {
         summary.add_entry(entry, &scan.delivered);
@@ -310,6 +292,27 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
     Ok(summary)
 }
 
+/// Calls `each` on every item of the stack's table (consistent reads, page after page).
+pub async fn scan_table(stack: &TestStack, mut each: impl FnMut(&Item)) -> Result<()> {
+    let mut start = None;
+    loop {
+        let out = stack
+            .ledger
+            .client()
+            .scan()
+            .table_name(stack.ledger.table())
+            .set_exclusive_start_key(start.take())
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.items().iter().for_each(&mut each);
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// The table's items as read so far. Entries still `claimed` whose receipt lists them are
 /// metered: they are resolved after the scan.
 #[derive(Default)]
@@ -320,7 +323,8 @@ struct Scan {
     delivered: HashSet<(String, String)>,
 }
 
-type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+/// A DynamoDB item.
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
 impl Scan {
     fn add(&mut self, item: &Item) {

@@ -34,14 +34,13 @@ use crate::drain::{self, Deadline, Drain, Drained};
 use crate::fakes::langfuse::LANGFUSE_KINDS;
 use crate::fakes::stripe::STRIPE_KINDS;
 use crate::faults::{Abort, Chaos, PROCESS_KINDS};
-use crate::harness::{IngestRig, StackOptions, TestStack};
+use crate::harness::{IngestRig, StackOptions, TestStack, send_bodies_to};
 use crate::progress;
 use crate::stack::Moto;
 use crate::summary::{self, Summary};
 use crate::workload::{self, Seeded};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -403,21 +402,11 @@ async fn redrive(sqs: &aws_sdk_sqs::Client, stack: &TestStack) -> Result<u64> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        let entries = messages
+        let bodies: Vec<String> = messages
             .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("r{i}"))
-                    .message_body(m.body().unwrap_or_default())
-                    .build()
-                    .map_err(anyhow::Error::from)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        sqs.send_message_batch()
-            .queue_url(&stack.resources.queue_url)
-            .set_entries(Some(entries))
-            .send()
+            .map(|m| m.body().unwrap_or_default().to_string())
+            .collect();
+        send_bodies_to(sqs, &stack.resources.queue_url, &bodies)
             .await
             .context("SendMessageBatch (redrive)")?;
         for m in &messages {

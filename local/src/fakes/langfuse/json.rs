@@ -23,19 +23,8 @@ pub(super) fn observation_v2_json(
     groups: &BTreeSet<String>,
 ) -> Value {
     let mut m = Map::new();
-    for group in [
-        "core",
-        "basic",
-        "time",
-        "io",
-        "metadata",
-        "model",
-        "usage",
-        "prompt",
-        "metrics",
-        "trace_context",
-    ] {
-        if group == "core" || groups.contains(group) {
+    for group in V2_GROUPS {
+        if *group == "core" || groups.contains(*group) {
             let fields = v2_group(group, trace, o, groups.contains("model"));
             m.extend(fields.into_iter().map(|(k, v)| (k.to_owned(), v)));
         }
