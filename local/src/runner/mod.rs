@@ -32,6 +32,9 @@ use tracemeter::ports_ingest::{OutgoingMessage, QueueSender, SendFailure};
 /// [`workload`]), few enough for a run of about a minute on moto.
 pub const DEFAULT_TRACES: usize = 250;
 
+/// The seed of `make run`'s sample (the same sample every run).
+pub const SAMPLE_SEED: u64 = 7;
+
 /// Runs the whole pipeline once with `traces` sample traces and prints the summary.
 pub async fn run(traces: usize) -> Result<()> {
     let lookup = |name: &str| std::env::var(name).ok();
@@ -133,7 +136,7 @@ impl LocalRun {
         eprintln!(
             "[2/6] seeding {traces} sample traces, budgets and user mappings (TRACES=N for more)..."
         );
-        workload::seed(&self.stack, traces, 7).await
+        workload::seed(&self.stack, traces, SAMPLE_SEED).await
     }
 
     /// The ingest function, as the schedule runs it; then the foreign messages.
