@@ -16,6 +16,33 @@
 //! cancel the fake's work: the request is still recorded and, for Stripe, the event still lands,
 //! as on the real services.
 
+/// The methods every fake has through its `server: Arc<ServerHandle>`: its URL, address and
+/// shutdown.
+macro_rules! server_handle_methods {
+    () => {
+        /// `http://127.0.0.1:PORT` (no trailing slash), for the client's base URL.
+        pub fn base_url(&self) -> String {
+            self.server.base_url()
+        }
+
+        /// The bound socket address.
+        pub fn addr(&self) -> std::net::SocketAddr {
+            self.server.addr()
+        }
+
+        /// Stops the server (graceful: in-flight requests finish, no new connections are
+        /// accepted).
+        pub fn shutdown(&self) {
+            self.server.shutdown();
+        }
+
+        /// Stops the server and waits until it no longer serves.
+        pub async fn shutdown_and_wait(&self) {
+            self.server.shutdown_and_wait().await;
+        }
+    };
+}
+
 pub mod langfuse;
 mod limits;
 pub mod stripe;

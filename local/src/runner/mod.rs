@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tracemeter::ports_ingest::{OutgoingMessage, QueueSender, SendFailure};
 
 /// The default sample of `make run`: enough traces for every case the summary shows (see
-/// [`workload`]), few enough for a run of about a minute on moto.
+/// [`workload`]), few enough for a run of about half a minute on moto.
 pub const DEFAULT_TRACES: usize = 250;
 
 /// The seed of `make run`'s sample (the same sample every run).

@@ -14,7 +14,6 @@
 //! limit (429), then the endpoint. [`LangfuseFake::set_latency`] delays every answer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -134,25 +133,7 @@ impl LangfuseFake {
         Ok(Self { state, server })
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// The bound socket address.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// Stops the server (graceful: in-flight requests finish, no new connections are accepted).
-    pub fn shutdown(&self) {
-        self.server.shutdown();
-    }
-
-    /// Stops the server and waits until it no longer serves.
-    pub async fn shutdown_and_wait(&self) {
-        self.server.shutdown_and_wait().await;
-    }
+    server_handle_methods!();
 
     /// Adds a trace, replacing any trace with the same id. Its observations get its id as
     /// `trace_id`.

@@ -32,7 +32,6 @@
 //!   `fail_after_record_next` apply as for v1.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -172,25 +171,7 @@ impl StripeFake {
         Ok(Self { state, server })
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash), for `STRIPE_API_BASE`.
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// The bound socket address.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// Stops the server (graceful: in-flight requests finish, no new connections are accepted).
-    pub fn shutdown(&self) {
-        self.server.shutdown();
-    }
-
-    /// Stops the server and waits until it no longer serves.
-    pub async fn shutdown_and_wait(&self) {
-        self.server.shutdown_and_wait().await;
-    }
+    server_handle_methods!();
 
     /// Limits authenticated requests per fixed 1-second window (None: unlimited, the default);
     /// over it → 429 `rate_limit` with `Stripe-Should-Retry: true`.
