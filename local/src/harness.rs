@@ -49,6 +49,9 @@ pub struct TestStack {
     pub env: HashMap<String, String>,
     /// The DynamoDB adapter.
     pub ledger: DynamoLedger,
+    /// The stack's own DynamoDB client (the same interceptor as the adapter's): what the
+    /// local tooling reads of the table itself (reports, item sizes).
+    pub dynamo: aws_sdk_dynamodb::Client,
     /// The Langfuse adapter.
     pub langfuse_client: LangfuseClient,
     /// The Stripe adapter.
@@ -182,7 +185,7 @@ impl TestStack {
                 .interceptor(dynamo_writes.clone())
                 .build(),
         );
-        let ledger = DynamoLedger::new(dynamo, &resources.table_name);
+        let ledger = DynamoLedger::new(dynamo.clone(), &resources.table_name);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let redelivery = SqsRedelivery::new(sqs.clone(), &resources.queue_url);
         let esm = EventSourceMapping {
@@ -202,6 +205,7 @@ impl TestStack {
             config,
             env,
             ledger,
+            dynamo,
             redelivery,
             sqs,
             esm,
@@ -245,7 +249,7 @@ impl TestStack {
         let config = IngestConfig::from_lookup(&|k| env.get(k).cloned())
             .unwrap_or_else(|e| panic!("ingest configuration: {e}"));
         IngestRig {
-            store: DynamoIngestStore::new(self.ledger.client().clone(), &config.table_name),
+            store: DynamoIngestStore::new(self.dynamo.clone(), &config.table_name),
             sqs: SqsSender::new(self.sqs.clone(), &config.queue_url),
             lister: LangfuseScanner::new(&config)
                 .unwrap_or_else(|e| panic!("Langfuse scanner: {e}")),

@@ -297,10 +297,9 @@ pub async fn scan_table(stack: &TestStack, mut each: impl FnMut(&Item)) -> Resul
     let mut start = None;
     loop {
         let out = stack
-            .ledger
-            .client()
+            .dynamo
             .scan()
-            .table_name(stack.ledger.table())
+            .table_name(&stack.resources.table_name)
             .set_exclusive_start_key(start.take())
             .consistent_read(true)
             .send()

@@ -2,6 +2,7 @@
 //! (an SDK interceptor) and the written items' real sizes, with DynamoDB's pricing rules.
 
 use crate::common::{body, entry, event, now, trace};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Duration;
 use std::collections::HashMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
@@ -91,7 +92,17 @@ async fn item_sizes(stack: &TestStack, ops: &[WriteOp]) -> HashMap<Key, usize> {
     for op in ops {
         for key in &op.items {
             if !sizes.contains_key(key) {
-                let item = stack.ledger.raw(key.clone()).await.expect("read");
+                let item = stack
+                    .dynamo
+                    .get_item()
+                    .table_name(&stack.resources.table_name)
+                    .key("pk", AttributeValue::S(key.0.clone()))
+                    .key("sk", AttributeValue::S(key.1.clone()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .expect("read")
+                    .item;
                 sizes.insert(key.clone(), item.as_ref().map(item_size).unwrap_or(0));
             }
         }

@@ -62,16 +62,6 @@ impl DynamoLedger {
         }
     }
 
-    /// The table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// The SDK client.
-    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
-        &self.client
-    }
-
     async fn get(&self, key: (String, String), consistent: bool) -> Result<Option<Item>> {
         get_item(&self.client, &self.table, key, consistent, "GetItem").await
     }
@@ -159,11 +149,6 @@ impl DynamoLedger {
     /// An unconditional put of a whole item (operator items: policies, mappings).
     async fn put(&self, item: Item) -> Result<()> {
         put_item(&self.client, &self.table, item, "PutItem").await
-    }
-
-    /// The raw item of a key (inspection).
-    pub async fn raw(&self, key: (String, String)) -> Result<Option<Item>> {
-        self.get(key, true).await
     }
 }
 

@@ -233,10 +233,9 @@ fn alerts_logged(logs: &Logs, customer: &str) -> BTreeMap<u64, usize> {
 /// The sort keys of `customer`'s alert records.
 async fn alert_items(stack: &TestStack, customer: &str) -> Vec<String> {
     let out = stack
-        .ledger
-        .client()
+        .dynamo
         .query()
-        .table_name(stack.ledger.table())
+        .table_name(&stack.resources.table_name)
         .key_condition_expression("pk = :pk AND begins_with(sk, :alert)")
         .expression_attribute_values(
             ":pk",

@@ -323,14 +323,29 @@ async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
     stack.send_traces(&["t-old-claim"]).await.expect("send");
     stack.drain(10).await.expect("drained");
     assert_eq!(stack.stripe.events().len(), 1);
+    // The stored item itself (not the receipt-resolved view) reads metered.
     let raw = stack
-        .ledger
-        .raw(tracemeter::adapters::dynamo::trace_key("t-old-claim"))
+        .dynamo
+        .get_item()
+        .table_name(&stack.resources.table_name)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("TRACE#t-old-claim".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("LEDGER".into()),
+        )
+        .consistent_read(true)
+        .send()
         .await
         .expect("read")
+        .item
         .expect("item");
     assert_eq!(
-        tracemeter::adapters::dynamo::get_s(&raw, "state"),
+        raw.get("state")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
         Some("metered"),
         "marked on the entry itself"
     );

@@ -198,10 +198,9 @@ async fn malformed_messages(
     stack: &TestStack,
 ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let out = stack
-        .ledger
-        .client()
+        .dynamo
         .scan()
-        .table_name(stack.ledger.table())
+        .table_name(&stack.resources.table_name)
         .filter_expression("begins_with(pk, :m)")
         .expression_attribute_values(":m", tracemeter::adapters::dynamo::s("MESSAGE#"))
         .send()
