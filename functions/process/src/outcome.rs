@@ -33,6 +33,8 @@ pub enum Outcome {
         /// The wait the service asked for, if any.
         after: Option<Duration>,
     },
+    /// Not started before the invocation's deadline; the message returns soon.
+    Unreached,
 }
 
 impl Outcome {
@@ -70,6 +72,8 @@ pub struct Tally {
     pub ambiguous: usize,
     /// Messages returned for a retry.
     pub retries: usize,
+    /// Messages returned untried: the deadline was too near.
+    pub unreached: usize,
     /// Credits delivered to Stripe.
     pub credits_billed: u64,
 }
@@ -92,6 +96,7 @@ impl Tally {
                 Outcome::Permanent(_) => t.permanent_failures += 1,
                 Outcome::Ambiguous => t.ambiguous += 1,
                 Outcome::Retry { .. } => t.retries += 1,
+                Outcome::Unreached => t.unreached += 1,
             }
         }
         t
@@ -120,18 +125,20 @@ mod tests {
             Outcome::Permanent(FailureReason::TraceNotFound),
             Outcome::Ambiguous,
             Outcome::retry("later"),
+            Outcome::Unreached,
         ];
         let t = Tally::of(&outcomes);
         assert_eq!(
             t,
             Tally {
-                messages: 7,
+                messages: 8,
                 metered: 2,
                 capped: 1,
                 already_billed: 1,
                 permanent_failures: 1,
                 ambiguous: 1,
                 retries: 1,
+                unreached: 1,
                 credits_billed: 12,
             }
         );

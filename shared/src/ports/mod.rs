@@ -12,4 +12,4 @@ pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::MeterSink;
 pub use queue::{QueueSender, Redelivery};
-pub use usage::{TraceLister, UsageSource};
+pub use usage::{TraceLister, UsageByTrace, UsageSource};
