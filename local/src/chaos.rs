@@ -266,7 +266,7 @@ pub enum Expect {
     Fail(BTreeSet<&'static str>),
 }
 
-/// Documented defaults (README, DESIGN.md): 1 credit = 0.00004 USD, margin 1, compute
+/// Documented defaults (README, docs/ARCHITECTURE.md): 1 credit = 0.00004 USD, margin 1, compute
 /// 0.05 USD per minute of latency, a trace above 1,000 USD is invalid, Stripe takes usage up
 /// to 35 days old, customers from `stripeCustomerId` then `customerId` then the user
 /// mapping, `aiCredentialsOwnership=user` means the customer's own model key.

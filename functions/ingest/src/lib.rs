@@ -1,5 +1,5 @@
 //! The ingest Lambda: on each EventBridge schedule tick, lists settled usage from Langfuse and
-//! enqueues the trace ids that need metering (see DESIGN.md, "Ingest").
+//! enqueues the trace ids that need metering (docs/ARCHITECTURE.md, "Ingest").
 //!
 //! - Single flight: a lease item (conditional put with expiry); a run that finds it held
 //!   exits at once, saying so ([`lease`]).

@@ -392,7 +392,6 @@ mod tests {
             "STRIPE_METER_EVENT_NAME",
             "TABLE_NAME",
             "QUEUE_URL",
-            "SETTLE_SECONDS",
             "CREDIT_PRICE_USD",
             "MARGIN",
             "COMPUTE_USD_PER_MINUTE",
@@ -403,6 +402,15 @@ mod tests {
         ] {
             assert!(env.contains_key(name), "template misses {name}");
         }
+        assert!(
+            !env.contains_key("SETTLE_SECONDS"),
+            "the process function does not read SETTLE_SECONDS"
+        );
+        let ingest = t.function_env("IngestFunction").unwrap();
+        assert!(
+            ingest.contains_key("SETTLE_SECONDS"),
+            "ingest settles usage"
+        );
     }
 
     #[test]

@@ -8,4 +8,5 @@ mod cost;
 mod ingest;
 mod process;
 mod stream;
+mod table_scope;
 mod template;

@@ -1,0 +1,209 @@
+//! Least privilege on the ledger table, by item family: each role may touch only the key
+//! prefixes (`dynamodb:LeadingKeys`) and actions its function uses. Checked on template.yaml
+//! as written, and on planted over-broad templates the check must refuse.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use tracemeter_local::stack::template_path;
+
+/// Role -> item family (`TRACE#`, ...) -> DynamoDB actions granted on it.
+type Scope = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// What each function's code does on the table, by item family (and nothing more).
+fn needed() -> Scope {
+    let grant = |families: &[&str], actions: &[&str]| {
+        families
+            .iter()
+            .map(|f| {
+                let set = actions.iter().map(|a| format!("dynamodb:{a}")).collect();
+                (f.to_string(), set)
+            })
+            .collect::<Vec<(String, BTreeSet<String>)>>()
+    };
+    let mut process: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    process.extend(grant(&["TRACE#", "RECEIPT#"], &["GetItem", "UpdateItem"]));
+    process.extend(grant(&["BUDGET#"], &["GetItem", "UpdateItem", "PutItem"]));
+    process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
+    process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));
+    let mut ingest: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    ingest.extend(grant(&["INGEST#"], &["GetItem", "PutItem", "DeleteItem"]));
+    ingest.extend(grant(&["TRACE#"], &["BatchGetItem"]));
+    BTreeMap::from([
+        ("ProcessFunctionRole".to_string(), process),
+        ("IngestFunctionRole".to_string(), ingest),
+    ])
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The table grants of one statement, or why it is refused.
+fn statement_scope(role: &str, st: &Value) -> Result<Vec<(String, String)>, String> {
+    let sid = st["Sid"].as_str().unwrap_or("?");
+    let actions: Vec<String> = strings(&st["Action"])
+        .into_iter()
+        .filter(|a| a.starts_with("dynamodb:"))
+        .collect();
+    if actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = strings(&st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
+    if keys.is_empty() {
+        return Err(format!(
+            "{role}/{sid}: table access without a dynamodb:LeadingKeys condition"
+        ));
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(family) = key.strip_suffix('*').filter(|f| f.ends_with('#')) else {
+            return Err(format!(
+                "{role}/{sid}: leading key {key:?} is not one item family (PREFIX#*)"
+            ));
+        };
+        out.extend(actions.iter().map(|a| (family.to_string(), a.clone())));
+    }
+    Ok(out)
+}
+
+/// Every refusal for `root` against what the functions need: unscoped statements, grants
+/// nobody needs, needs nobody grants.
+fn violations(root: &Value) -> Vec<String> {
+    let mut granted: Scope = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (name, resource) in root["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        let role = name.as_str().unwrap().to_string();
+        for policy in resource["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                match statement_scope(&role, st) {
+                    Ok(grants) => {
+                        for (family, action) in grants {
+                            let r = granted.entry(role.clone()).or_default();
+                            r.entry(family).or_default().insert(action);
+                        }
+                    }
+                    Err(e) => refused.push(e),
+                }
+            }
+        }
+    }
+    let needed = needed();
+    for (role, families) in &granted {
+        for (family, actions) in families {
+            let need = needed.get(role).and_then(|f| f.get(family));
+            for a in actions {
+                if !need.is_some_and(|n| n.contains(a)) {
+                    refused.push(format!("{role}: {a} on {family} items is not needed"));
+                }
+            }
+        }
+    }
+    for (role, families) in &needed {
+        for (family, actions) in families {
+            let have = granted.get(role).and_then(|f| f.get(family));
+            for a in actions {
+                if !have.is_some_and(|h| h.contains(a)) {
+                    refused.push(format!("{role}: {a} on {family} items is missing"));
+                }
+            }
+        }
+    }
+    refused
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(template_path()).unwrap()).unwrap()
+}
+
+fn statement<'a>(root: &'a mut Value, role: &str, sid: &str) -> &'a mut Value {
+    let statements =
+        root["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence_mut()
+            .unwrap();
+    statements
+        .iter_mut()
+        .find(|s| s["Sid"].as_str() == Some(sid))
+        .unwrap_or_else(|| panic!("{role} has no statement {sid}"))
+}
+
+#[test]
+fn each_role_touches_only_its_item_families() {
+    assert_eq!(violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn over_broad_templates_are_refused() {
+    let refuses = |plant: &dyn Fn(&mut Value), expected: &str| {
+        let mut root = template();
+        plant(&mut root);
+        let found = violations(&root);
+        assert!(
+            found.iter().any(|v| v.contains(expected)),
+            "expected a refusal containing {expected:?}, got {found:?}"
+        );
+    };
+    // No condition at all: the whole table.
+    refuses(
+        &|r| {
+            let st = statement(r, "IngestFunctionRole", "LedgerLookups");
+            st.as_mapping_mut().unwrap().remove("Condition");
+        },
+        "without a dynamodb:LeadingKeys condition",
+    );
+    // A wildcard leading key.
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "LedgerEntriesCountersReceipts");
+            st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] =
+                Value::Sequence(vec![Value::String("*".into())]);
+        },
+        "is not one item family",
+    );
+    // The process function writing ingest's lease and cursor.
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "LedgerEntriesCountersReceipts");
+            let keys = &mut st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            keys.as_sequence_mut()
+                .unwrap()
+                .push(Value::String("INGEST#*".into()));
+        },
+        "on INGEST# items is not needed",
+    );
+    // An unused action (the process function never queries).
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "LedgerEntriesCountersReceipts");
+            let actions = st["Action"].as_sequence_mut().unwrap();
+            actions.push(Value::String("dynamodb:Query".into()));
+        },
+        "dynamodb:Query on TRACE# items is not needed",
+    );
+    // Ingest writing trace entries.
+    refuses(
+        &|r| {
+            let st = statement(r, "IngestFunctionRole", "LedgerLookups");
+            let actions = st["Action"].as_sequence_mut().unwrap();
+            actions.push(Value::String("dynamodb:PutItem".into()));
+        },
+        "dynamodb:PutItem on TRACE# items is not needed",
+    );
+    // A role that lost what its function needs.
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "PoliciesAndMappingsRead");
+            let keys = &mut st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            *keys = Value::Sequence(vec![Value::String("CUSTOMER#*".into())]);
+        },
+        "dynamodb:GetItem on USER# items is missing",
+    );
+}
