@@ -143,3 +143,30 @@ async fn batch_reads_are_chunked_as_langfuse_would() {
     assert_eq!(world.usage.requests(), 3);
     assert!(ids.iter().all(|id| world.usage.calls_for(id) == 1));
 }
+
+#[tokio::test]
+async fn a_late_observation_that_costs_nothing_is_recorded_once() {
+    // GIVEN a billed trace, then a late observation that adds no credits
+    let world = World::new();
+    let at = an_hour_ago(&world);
+    world.trace("t1", "cus_1", "0.004", at);
+    world.deliver(&[seen_body("t1", at)]).await;
+    let later = at + Duration::minutes(1);
+    let mut usage = usage("t1", "0.004", at);
+    usage.last_observation_at = Some(later);
+    usage
+        .metadata
+        .insert("stripeCustomerId".into(), "cus_1".into());
+    world.usage.put(usage);
+
+    // WHEN ingest enqueues it with the newer time, twice
+    let reads = world.usage.requests();
+    world.deliver(&[seen_body("t1", later)]).await;
+    world.deliver(&[seen_body("t1", later)]).await;
+
+    // THEN it was read once, nothing billed; the entry now covers the late observation
+    assert_eq!(world.usage.requests(), reads + 1);
+    let e = world.entry("t1").await;
+    assert_eq!((e.revision, e.last_observation_at), (1, Some(later)));
+    assert_eq!(world.meter.events().len(), 1);
+}
