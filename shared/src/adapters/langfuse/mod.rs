@@ -17,7 +17,9 @@ mod v2;
 pub use legacy::{LegacyObservation, LegacyTrace, usage_from_legacy};
 pub use parse::{encode_path, parse};
 pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, RequestBudget, V2_SCAN_LIMIT};
-pub use v2::{ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, usage_from_v2};
+pub use v2::{
+    ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
+};
 
 use super::http;
 use crate::config::{LangfuseApi, LangfuseConfig, Secret};
