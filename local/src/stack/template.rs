@@ -377,8 +377,8 @@ mod tests {
         let t = Template::load().unwrap();
         let source = t.sqs_event_source(PROCESS_FUNCTION).unwrap();
         assert_eq!(source.queue_logical_id, "MeterQueue");
-        assert_eq!(source.batch_size, 10);
-        assert_eq!(source.maximum_batching_window_seconds, 1);
+        assert_eq!(source.batch_size, 100, "ProcessBatchSize's default");
+        assert_eq!(source.maximum_batching_window_seconds, 5);
         assert!(source.report_batch_item_failures);
         assert_eq!(source.maximum_concurrency, Some(5));
         assert_eq!(t.function_timeout(PROCESS_FUNCTION).unwrap(), 30);
