@@ -3,7 +3,9 @@
 //! Served endpoints:
 //! * `GET /api/public/v2/observations` (Langfuse v4 / Cloud): cursor pagination, `fields` groups,
 //!   filters `traceId`, `type`, `userId`, `sessionId`, `name`, `fromStartTime` (inclusive),
-//!   `toStartTime` (exclusive); newest first.
+//!   `toStartTime` (exclusive), or the JSON `filter` (`langfuse/filter.rs`: Langfuse's column
+//!   types and operators, 400 for what Langfuse refuses; it takes precedence); newest first.
+//!   A request target over [`LangfuseFake::set_max_url_bytes`] (8 KiB by default) answers 414.
 //! * `GET /api/public/traces` and `GET /api/public/traces/{traceId}` (legacy v3): page
 //!   pagination, `fields` groups `core,io,scores,observations,metrics`.
 //! * `POST /api/public/scores`: score upsert by `id`.
@@ -28,10 +30,15 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+mod filter;
+
 use super::{
     FailPlan, FixedWindow, Incoming, RateDecision, RecordedRequest, Reply, ServerHandle, fake_uuid,
     percent_decode_path,
 };
+
+/// The longest request target the fake answers by default (8 KiB).
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 
 /// The project id the fake reports on every object (`projectId`, `htmlPath`).
 pub const PROJECT_ID: &str = "tracemeter-fake-project";
@@ -359,6 +366,8 @@ struct LangfuseState {
     rate: FixedWindow,
     fail: FailPlan,
     latency: Duration,
+    /// Longest request target (path and query) answered; longer ones get a 414.
+    max_url_bytes: Option<usize>,
     /// Rate-based faults and how long a `slow` answer takes.
     chaos: Option<(Arc<Chaos>, Duration)>,
 }
@@ -399,6 +408,7 @@ impl LangfuseFake {
             rate: FixedWindow::new(Duration::from_secs(60)),
             fail: FailPlan::default(),
             latency: Duration::ZERO,
+            max_url_bytes: Some(DEFAULT_MAX_URL_BYTES),
             chaos: None,
         }));
         let router = Router::new()
@@ -484,6 +494,12 @@ impl LangfuseFake {
     /// (before auth and rate limiting; a 429 carries `Retry-After: 1`).
     pub fn fail_next(&self, n: usize, status: u16) {
         lock(&self.state).fail = FailPlan::new(n, status);
+    }
+
+    /// Refuses request targets (path and query) longer than `max` bytes with a 414, as the
+    /// proxies in front of Langfuse Cloud do (None: no cap; default 8 KiB).
+    pub fn set_max_url_bytes(&self, max: Option<usize>) {
+        lock(&self.state).max_url_bytes = max;
     }
 
     /// Delay before answering every request (Duration::ZERO: none, the default).
@@ -624,6 +640,12 @@ impl Route {
 impl LangfuseState {
     /// Answers one request; also says whether it was authenticated.
     fn respond(&mut self, incoming: &Incoming) -> (Reply, bool) {
+        if let Some(max) = self.max_url_bytes
+            && incoming.path.len() + incoming.query.as_ref().map_or(0, |q| q.len() + 1) > max
+        {
+            let message = format!("URI Too Long: request targets over {max} bytes are refused");
+            return (error(414, &message, "URITooLong"), false);
+        }
         let route = match Route::parse(&incoming.method, &incoming.path) {
             Ok(route) => route,
             Err(reply) => return (reply, false),
@@ -705,13 +727,12 @@ impl LangfuseState {
 
     /// `GET /api/public/v2/observations`.
     fn observations_v2(&self, params: &Params) -> Result<Reply, Reply> {
-        if params.get("filter").is_some() {
-            return Err(bad_request(
-                "LangfuseFake does not support the JSON `filter` parameter; use the query \
-                 parameter filters (traceId, type, userId, sessionId, name, fromStartTime, \
-                 toStartTime)",
-            ));
-        }
+        // A JSON `filter` takes precedence over the plain query filters.
+        let filter = params
+            .get("filter")
+            .map(filter::parse)
+            .transpose()
+            .map_err(|message| bad_request(&message))?;
         if params.get("parseIoAsJson") == Some("true") {
             return Err(bad_request(
                 "parseIoAsJson is deprecated: input/output are always returned as raw strings",
@@ -733,14 +754,19 @@ impl LangfuseState {
             .values()
             .flat_map(|trace| trace.observations.iter().map(move |o| (trace, o)))
             .filter(|(trace, o)| {
-                trace_id.is_none_or(|id| o.trace_id == id)
-                    && r#type.is_none_or(|t| o.r#type == t)
-                    && user_id.is_none_or(|u| effective_user(trace, o) == Some(u))
-                    && session_id.is_none_or(|s| trace.session_id.as_deref() == Some(s))
-                    && name.is_none_or(|n| o.name.as_deref() == Some(n))
-                    && from.is_none_or(|from| o.start_time >= from)
-                    && to.is_none_or(|to| o.start_time < to)
-                    && cursor.as_ref().is_none_or(|c| c.is_before(o))
+                let selected = match &filter {
+                    Some(conditions) => filter::matches(conditions, trace, o),
+                    None => {
+                        trace_id.is_none_or(|id| o.trace_id == id)
+                            && r#type.is_none_or(|t| o.r#type == t)
+                            && user_id.is_none_or(|u| effective_user(trace, o) == Some(u))
+                            && session_id.is_none_or(|s| trace.session_id.as_deref() == Some(s))
+                            && name.is_none_or(|n| o.name.as_deref() == Some(n))
+                            && from.is_none_or(|from| o.start_time >= from)
+                            && to.is_none_or(|to| o.start_time < to)
+                    }
+                };
+                selected && cursor.as_ref().is_none_or(|c| c.is_before(o))
             })
             .collect();
         // Newest first; ties by id (descending) so the order is total and stable.
@@ -1396,6 +1422,8 @@ fn issue_invalid_type(path: &[&str], expected: &str, received: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    mod filter;
+
     use super::*;
     use chrono::TimeZone;
     use reqwest::header::HeaderMap;

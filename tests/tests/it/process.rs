@@ -211,9 +211,10 @@ async fn a_redelivery_after_stripes_dedup_window_is_not_billed_again() {
     assert_eq!(billed(&stack), 2, "the fake forgot the identifier");
 }
 
-/// One transient fault in a batch of three: that message fails with its visibility
-/// extended; its batch-mates succeed; the retry bills it.
-async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
+/// One transient fault in a batch of three: the `failed` messages it concerns fail with
+/// their visibility extended (Stripe v1: the one event's; Langfuse: the batch's one usage
+/// read, so all three); the others are billed; the retries bill the rest, once.
+async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)) {
     let options = StackOptions::default()
         .var("RETRY_BASE_SECONDS", 6)
         .var("RETRY_MAX_SECONDS", 10);
@@ -247,14 +248,14 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
     let response = result.as_ref().expect("no crash").clone();
     assert_eq!(
         response.batch_item_failures.len(),
-        1,
+        failed,
         "{label}: {response:?}"
     );
     let report = stack.esm.complete(&ev, &result).await.expect("complete");
-    assert_eq!((report.deleted, report.failed), (2, 1));
+    assert_eq!((report.deleted, report.failed), (3 - failed, failed));
     assert_eq!(
         stack.stripe.events().len(),
-        2,
+        3 - failed,
         "{label}: batch-mates billed"
     );
 
@@ -269,18 +270,22 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
         .depth(&stack.resources.queue_url)
         .await
         .expect("depth");
-    assert_eq!(in_flight, 1);
+    assert_eq!(in_flight, failed as i64);
 
-    // It comes back and is billed.
-    let mut done = false;
-    for _ in 0..15 {
-        if let Some(r) = stack.poll_with(&NoFaults, 1).await.expect("poll") {
-            assert_eq!(r.failed, 0, "{label}: {r:?}");
-            done = true;
+    // They come back and are billed.
+    for _ in 0..20 {
+        if stack.stripe.events().len() == 3 {
             break;
         }
+        if let Some(r) = stack.poll_with(&NoFaults, 1).await.expect("poll") {
+            assert_eq!(r.failed, 0, "{label}: {r:?}");
+        }
     }
-    assert!(done, "{label}: the failed message came back");
+    assert_eq!(
+        stack.stripe.events().len(),
+        3,
+        "{label}: the failed messages came back"
+    );
     let totals = stack.stripe.totals_by_customer();
     assert_eq!(
         totals.values().sum::<u64>(),
@@ -292,22 +297,22 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
 
 #[tokio::test]
 async fn stripe_429_is_retried_without_failing_batch_mates() {
-    transient_fault("s429", |s| s.stripe.fail_next(1, 429)).await;
+    transient_fault("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
 }
 
 #[tokio::test]
 async fn stripe_500_is_retried_without_failing_batch_mates() {
-    transient_fault("s500", |s| s.stripe.fail_next(1, 500)).await;
+    transient_fault("s500", 1, |s| s.stripe.fail_next(1, 500)).await;
 }
 
 #[tokio::test]
-async fn langfuse_429_is_retried_without_failing_batch_mates() {
-    transient_fault("l429", |s| s.langfuse.fail_next(1, 429)).await;
+async fn langfuse_429_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
 }
 
 #[tokio::test]
-async fn langfuse_500_is_retried_without_failing_batch_mates() {
-    transient_fault("l500", |s| s.langfuse.fail_next(1, 500)).await;
+async fn langfuse_500_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l500", 3, |s| s.langfuse.fail_next(1, 500)).await;
 }
 
 #[tokio::test]

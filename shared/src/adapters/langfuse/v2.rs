@@ -9,13 +9,13 @@
 //!   oldest start time on it (+1 ms, so a resume re-reads that millisecond rather than
 //!   skipping it).
 
-use super::parse::{about, cost_of, object, seconds_between};
+use super::parse::{cost_of, object, seconds_between};
 use super::scan::{Fetched, iso, millisecond};
-use super::{LangfuseClient, LangfuseScanner, SERVICE};
+use super::{LangfuseClient, LangfuseScanner};
 use crate::domain::ingest::ListedUsage;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
 use crate::domain::usage::TraceUsage;
-use crate::error::{Error, FailureReason, Result};
+use crate::error::Result;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -26,8 +26,6 @@ use tracing::warn;
 
 /// Page size for v2 reads (the API maximum).
 pub const V2_PAGE_LIMIT: u32 = 1000;
-/// At most this many pages are read for one trace.
-const MAX_PAGES_PER_TRACE: usize = 100;
 /// v2 listing page size (the API maximum).
 pub const V2_SCAN_LIMIT: u32 = 1000;
 /// The field groups of a usage read: `time` for `updatedAt`.
@@ -129,42 +127,13 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
 }
 
 impl LangfuseClient {
-    /// One trace's usage, read page by page.
+    /// One trace's usage: the batch read of that one trace.
     pub(super) async fn usage_v2(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
-        let mut observations = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES_PER_TRACE {
-            let mut query = vec![
-                ("traceId", trace_id.to_string()),
-                ("fields", USAGE_FIELDS.to_string()),
-                ("limit", V2_PAGE_LIMIT.to_string()),
-            ];
-            if let Some(c) = cursor.take() {
-                query.push(("cursor", c));
-            }
-            let page: ObservationsV2Page = self
-                .get_json("/api/public/v2/observations", &query)
-                .await
-                .map_err(|e| about(trace_id, e))?
-                .ok_or_else(|| {
-                    Error::transient(
-                        SERVICE,
-                        "GET /api/public/v2/observations answered 404: check LANGFUSE_BASE_URL and LANGFUSE_API",
-                    )
-                })?;
-            observations.extend(page.data);
-            match page.meta.cursor.filter(|c| !c.is_empty()) {
-                Some(next) => cursor = Some(next),
-                None => return usage_from_v2(trace_id, &observations),
-            }
-        }
-        Err(Error::permanent(
-            FailureReason::InvalidUsage,
-            format!(
-                "trace {trace_id}: more than {} observations",
-                MAX_PAGES_PER_TRACE * V2_PAGE_LIMIT as usize
-            ),
-        ))
+        let ids = [trace_id.to_string()];
+        self.usage_v2_batch(&ids)
+            .await?
+            .remove(trace_id)
+            .transpose()
     }
 }
 
