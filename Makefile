@@ -22,7 +22,7 @@ lint:
 validate:
 	dev/validate.sh
 
-## run: the local stack (moto, fakes, ingest on a schedule, the SQS event source mapping)
+## run: the local stack (moto, fakes, ingest on a schedule, the SQS event source mapping): TRACES=N (250)
 run: venv
 	dev/run.sh
 

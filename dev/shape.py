@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The shape check: no file over MAX_FILE lines and no function over MAX_FN lines in the
-product code (functions/ and shared/; test modules and test files aside). Prints the
+product code and its tooling (functions/, shared/, local/, cli/; test modules and test files
+aside). Prints the
 offenders and the longest of each, exits 1 when something is over.
 
 Usage: dev/shape.py [--max-file 500] [--max-fn 80] [DIR ...]"""
@@ -49,10 +50,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-file", type=int, default=500)
     ap.add_argument("--max-fn", type=int, default=80)
-    ap.add_argument("dirs", nargs="*", default=["functions", "shared/src"])
+    ap.add_argument("dirs", nargs="*", default=["functions", "shared/src", "local/src", "cli/src"])
     a = ap.parse_args()
     over, longest_file, longest_fn = [], ("", 0), ("", 0)
-    for d in a.dirs:
+    for d in [d for d in a.dirs if pathlib.Path(d).is_dir()]:
         for path in sorted(pathlib.Path(d).rglob("*.rs")):
             if "/tests/" in str(path) or path.name in ("tests.rs", "properties.rs"):
                 continue

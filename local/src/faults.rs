@@ -261,7 +261,7 @@ pub async fn invoke(
     tokio::select! {
         biased;
         crash = meter.died() => Err(crash),
-        response = process::handle(&deps, event, deadline) => Ok(response),
+        handled = process::handle(&deps, event, deadline) => Ok(handled.response),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Function {
     pub invocations: u64,
     /// Summed invocation wall time.
     pub busy: Duration,
+    /// What the function wrote to stdout (its log lines and metric documents), line by line.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Function {
@@ -52,11 +54,17 @@ impl Function {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "local")
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        let mut child = child;
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(collect_lines(out, stdout.clone()));
+        }
         Ok(Function {
+            stdout,
             child,
             name,
             api,
@@ -92,6 +100,23 @@ impl Function {
             self.warm_records += records;
         }
         reply.map_err(|e| anyhow::anyhow!("{} returned an error: {e}", self.name))
+    }
+
+    /// The lines the function wrote to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The CloudWatch EMF documents among the function's stdout lines.
+    pub fn metric_documents(&self) -> Vec<serde_json::Value> {
+        self.stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
     }
 
     /// Waits (up to 10 s) until the function polls for its first invocation.
@@ -152,4 +177,16 @@ pub fn scheduled_event() -> Result<serde_json::Value> {
     let path = stack::repo_root().join("events/scheduled.json");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// Reads a child's stdout into `lines` until it closes.
+async fn collect_lines(
+    out: tokio::process::ChildStdout,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(out).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
 }

@@ -255,28 +255,7 @@ impl TestStack {
 
     /// Sends message bodies to the queue (10 per call).
     pub async fn send_bodies(&self, bodies: &[String]) -> Result<()> {
-        for chunk in bodies.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(format!("e{i}"))
-                        .message_body(body)
-                        .build()
-                        .map_err(anyhow::Error::from)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let out = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&self.resources.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await?;
-            anyhow::ensure!(out.failed().is_empty(), "send failed: {:?}", out.failed());
-        }
-        Ok(())
+        send_bodies_to(&self.sqs, &self.resources.queue_url, bodies).await
     }
 
     /// Enqueues trace ids as ingest would.
@@ -338,4 +317,33 @@ pub fn init_test_logs() {
         .with_env_filter(filter)
         .with_target(false)
         .try_init();
+}
+
+/// Sends message bodies to `queue_url` (10 per call); fails if any entry was not sent.
+pub async fn send_bodies_to(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bodies: &[String],
+) -> Result<()> {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{i}"))
+                    .message_body(body)
+                    .build()
+                    .map_err(anyhow::Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+        anyhow::ensure!(out.failed().is_empty(), "send failed: {:?}", out.failed());
+    }
+    Ok(())
 }

@@ -15,24 +15,19 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// A counter for work of unknown size (a spinner and the count so far).
 pub fn counter(what: &str) -> ProgressBar {
-    let counter = styled(
-        ProgressBar::new_spinner(),
-        "      {spinner} {pos} {msg} ({elapsed})",
-    )
-    .with_message(what.to_string());
-    counter.enable_steady_tick(Duration::from_millis(200));
-    counter
+    ticking("      {spinner} {pos} {msg} ({elapsed})", what)
 }
 
 /// A spinner for a step without a count ("starting moto").
 pub fn spinner(what: &str) -> ProgressBar {
-    let spinner = styled(
-        ProgressBar::new_spinner(),
-        "      {spinner} {msg} ({elapsed})",
-    )
-    .with_message(what.to_string());
-    spinner.enable_steady_tick(Duration::from_millis(200));
-    spinner
+    ticking("      {spinner} {msg} ({elapsed})", what)
+}
+
+/// A spinner that redraws itself every 200 ms.
+fn ticking(template: &str, what: &str) -> ProgressBar {
+    let bar = styled(ProgressBar::new_spinner(), template).with_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 fn styled(bar: ProgressBar, template: &str) -> ProgressBar {

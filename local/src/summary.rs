@@ -275,96 +275,11 @@ pub fn fmt_map<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
 
 /// Reads the summary back from the stack.
 pub async fn collect(stack: &TestStack) -> Result<Summary> {
-    let mut summary = Summary::default();
-    let client = stack.ledger.client();
-    let mut start = None;
-    // Entries still `claimed` whose receipt lists them are metered: resolved after the scan.
-    let mut entries = Vec::new();
-    let mut delivered: HashSet<(String, String)> = HashSet::new();
-    loop {
-        let out = client
-            .scan()
-            .table_name(stack.ledger.table())
-            .set_exclusive_start_key(start.take())
-            .consistent_read(true)
-            .send()
-            .await?;
-        for item in out.items() {
-            let pk = get_s(item, "pk").unwrap_or_default();
-            let sk = get_s(item, "sk").unwrap_or_default();
-            if pk.starts_with("TRACE#") {
-                if let Some(entry) = parse_entry(item) {
-                    entries.push(entry);
-                }
-            } else if let Some(receipt) = pk.strip_prefix("RECEIPT#") {
-                for id in receipt_delivered(item) {
-                    delivered.insert((receipt.to_string(), id.clone()));
-                }
-            } else if pk.starts_with("MESSAGE#") {
-                *summary
-                    .failures
-                    .entry(get_s(item, "reason").unwrap_or("unknown").to_string())
-                    .or_default() += 1;
-            } else if let Some(customer) = pk.strip_prefix("BUDGET#") {
-                let line = summary.customers.entry(customer.to_string()).or_default();
-                if let Some(period) = sk.strip_prefix("PERIOD#") {
-                    summary.periods.push((
-                        customer.to_string(),
-                        period.to_string(),
-                        get_u64(item, "used").unwrap_or(0),
-                        get_u64(item, "limit"),
-                    ));
-                    line.budget_used += get_u64(item, "used").unwrap_or(0);
-                    line.limit = get_u64(item, "limit").or(line.limit);
-                    if item
-                        .get("exceeded")
-                        .and_then(|v| v.as_bool().ok())
-                        .copied()
-                        .unwrap_or(false)
-                    {
-                        line.exceeded = true;
-                    }
-                } else if let Some(alert) = sk.strip_prefix("ALERT#") {
-                    let pct = alert
-                        .rsplit('#')
-                        .next()
-                        .unwrap_or_default()
-                        .trim_start_matches('0');
-                    line.alerts.push(format!("{pct}%"));
-                }
-            }
-        }
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => break,
-        }
-    }
-    for entry in entries {
-        let receipted = entry.state == LedgerState::Claimed
-            && entry.pending.as_ref().is_some_and(|p| {
-                p.receipt
-                    .as_ref()
-                    .is_some_and(|r| delivered.contains(&(r.clone(), p.identifier.clone())))
-            });
-        let entry = if receipted { entry.delivered() } else { entry };
-        *summary
-            .states
-            .entry(entry.state.as_str().to_string())
-            .or_default() += 1;
-        if entry.state == LedgerState::Failed
-            && let Some(r) = &entry.reason
-        {
-            *summary.failures.entry(r.clone()).or_default() += 1;
-        }
-        if let Some(c) = &entry.customer_id
-            && entry.revision > 0
-        {
-            let line = summary.customers.entry(c.clone()).or_default();
-            line.traces += 1;
-            line.ledger_credits += entry.billed_credits;
-            line.capped += entry.capped_credits;
-        }
-        summary.entries.push(entry);
+    let mut scan = Scan::default();
+    scan_table(stack, |item| scan.add(item)).await?;
+    let mut summary = scan.summary;
+    for entry in scan.entries {
+        summary.add_entry(entry, &scan.delivered);
     }
     for e in stack.stripe.events() {
         let line = summary.customers.entry(e.customer.clone()).or_default();
@@ -375,4 +290,114 @@ pub async fn collect(stack: &TestStack) -> Result<Summary> {
     summary.queued = visible + in_flight;
     summary.dlq = stack.dlq_depth().await?;
     Ok(summary)
+}
+
+/// Calls `each` on every item of the stack's table (consistent reads, page after page).
+pub async fn scan_table(stack: &TestStack, mut each: impl FnMut(&Item)) -> Result<()> {
+    let mut start = None;
+    loop {
+        let out = stack
+            .ledger
+            .client()
+            .scan()
+            .table_name(stack.ledger.table())
+            .set_exclusive_start_key(start.take())
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.items().iter().for_each(&mut each);
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The table's items as read so far. Entries still `claimed` whose receipt lists them are
+/// metered: they are resolved after the scan.
+#[derive(Default)]
+struct Scan {
+    summary: Summary,
+    entries: Vec<tracemeter::domain::ledger::LedgerEntry>,
+    /// (receipt id, identifier) of every delivery a receipt records.
+    delivered: HashSet<(String, String)>,
+}
+
+/// A DynamoDB item.
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+impl Scan {
+    fn add(&mut self, item: &Item) {
+        let pk = get_s(item, "pk").unwrap_or_default();
+        let sk = get_s(item, "sk").unwrap_or_default();
+        if pk.starts_with("TRACE#") {
+            self.entries.extend(parse_entry(item));
+        } else if let Some(receipt) = pk.strip_prefix("RECEIPT#") {
+            for id in receipt_delivered(item) {
+                self.delivered.insert((receipt.to_string(), id.clone()));
+            }
+        } else if pk.starts_with("MESSAGE#") {
+            let reason = get_s(item, "reason").unwrap_or("unknown").to_string();
+            *self.summary.failures.entry(reason).or_default() += 1;
+        } else if let Some(customer) = pk.strip_prefix("BUDGET#") {
+            self.summary.add_budget_item(customer, sk, item);
+        }
+    }
+}
+
+impl Summary {
+    /// A budget counter (`PERIOD#…`) or alert (`ALERT#…#percent`) of `customer`.
+    fn add_budget_item(&mut self, customer: &str, sk: &str, item: &Item) {
+        let line = self.customers.entry(customer.to_string()).or_default();
+        if let Some(period) = sk.strip_prefix("PERIOD#") {
+            let used = get_u64(item, "used").unwrap_or(0);
+            let limit = get_u64(item, "limit");
+            self.periods
+                .push((customer.to_string(), period.to_string(), used, limit));
+            line.budget_used += used;
+            line.limit = limit.or(line.limit);
+            let exceeded = item.get("exceeded").and_then(|v| v.as_bool().ok());
+            line.exceeded |= exceeded.copied().unwrap_or(false);
+        } else if let Some(alert) = sk.strip_prefix("ALERT#") {
+            let pct = alert
+                .rsplit('#')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('0');
+            line.alerts.push(format!("{pct}%"));
+        }
+    }
+
+    /// A trace's ledger entry, a claim its receipt lists as delivered read as delivered.
+    fn add_entry(
+        &mut self,
+        entry: tracemeter::domain::ledger::LedgerEntry,
+        delivered: &HashSet<(String, String)>,
+    ) {
+        let receipted = entry.state == LedgerState::Claimed
+            && entry.pending.as_ref().is_some_and(|p| {
+                p.receipt
+                    .as_ref()
+                    .is_some_and(|r| delivered.contains(&(r.clone(), p.identifier.clone())))
+            });
+        let entry = if receipted { entry.delivered() } else { entry };
+        *self
+            .states
+            .entry(entry.state.as_str().to_string())
+            .or_default() += 1;
+        if entry.state == LedgerState::Failed
+            && let Some(r) = &entry.reason
+        {
+            *self.failures.entry(r.clone()).or_default() += 1;
+        }
+        if let Some(c) = &entry.customer_id
+            && entry.revision > 0
+        {
+            let line = self.customers.entry(c.clone()).or_default();
+            line.traces += 1;
+            line.ledger_credits += entry.billed_credits;
+            line.capped += entry.capped_credits;
+        }
+        self.entries.push(entry);
+    }
 }

@@ -274,6 +274,57 @@ mod tests {
         assert_eq!(limit(200, "cus_initech"), None);
     }
 
+    /// What `make run`'s default sample must show, computed with the reliability suite's
+    /// independent rules: a hard limit reached, a soft limit crossed, BYO-key and mapped-user
+    /// billing, the permanent failures, settling traces, and traces for the late-cost round.
+    #[test]
+    fn the_default_sample_shows_every_case() {
+        use crate::chaos::{Expect, expect};
+        use crate::runner::{DEFAULT_TRACES, SAMPLE_SEED};
+        let now = Utc::now();
+        let sample = generate(DEFAULT_TRACES, SAMPLE_SEED, now);
+        let mappings = USER_MAPPINGS.into_iter().collect();
+        let mut billed: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut failures = std::collections::BTreeSet::new();
+        let mut byo = 0;
+        for t in sample
+            .traces
+            .iter()
+            .filter(|t| sample.seeded.settled.contains(&t.id))
+        {
+            match expect(t, &mappings, now) {
+                Expect::Bill {
+                    customer, credits, ..
+                } => {
+                    *billed.entry(customer).or_default() += credits;
+                    byo += usize::from(t.metadata["aiCredentialsOwnership"] == "user");
+                }
+                Expect::Fail(reasons) => failures.extend(reasons),
+            }
+        }
+        let limit = |customer: &str| {
+            let policies = &sample.seeded.budgets;
+            let policy = policies.iter().find(|(c, _)| c == customer);
+            policy.and_then(|(_, p)| p.as_ref()?.limit).unwrap()
+        };
+        assert!(billed["cus_acme"] > limit("cus_acme"), "hard limit reached");
+        assert!(
+            billed["cus_globex"] > limit("cus_globex"),
+            "soft limit crossed"
+        );
+        assert!(
+            billed.contains_key("cus_hooli"),
+            "users mapped through the table"
+        );
+        assert!(byo > 0, "BYO-key traces");
+        assert!(failures.contains("unmapped_customer") && failures.contains("usage_too_old"));
+        assert!(sample.seeded.settling > 0);
+        assert!(
+            sample.seeded.unlimited.len() >= 3,
+            "traces for the late-cost round"
+        );
+    }
+
     #[test]
     fn the_sample_is_deterministic() {
         let now = Utc::now();

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod ports;
 pub mod telemetry;
 #[cfg(feature = "testing")]

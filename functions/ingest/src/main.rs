@@ -8,6 +8,7 @@ use tracemeter::adapters::{
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
+use tracemeter::metrics::Metrics;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -24,14 +25,14 @@ async fn main() -> Result<(), Error> {
         queue: &queue,
         clock: &SystemClock,
     };
-    let deps = &deps;
+    let (deps, metrics) = (&deps, &Metrics::new("ingest")?);
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let deadline =
                 tracemeter::clock::invocation_deadline(event.context.deadline, Utc::now());
-            handle(deps, &event.payload, deadline)
-                .await
-                .map_err(Error::from)
+            let summary = handle(deps, &event.payload, deadline).await?;
+            metrics.emit(&summary.metrics(Utc::now()));
+            Ok::<_, Error>(summary)
         },
     ))
     .await

@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::time::Instant;
 use tracemeter::domain::ingest as rules;
 use tracemeter::domain::scan::ScanPage;
+use tracemeter::metrics::Metric;
 use tracing::info;
 
 /// How a run ended.
@@ -71,6 +72,37 @@ pub struct IngestSummary {
 }
 
 impl IngestSummary {
+    /// How far behind the newest billable usage the cursor is at the end of the run: now
+    /// minus the position reached (the range's end when it was covered). `None` when the
+    /// run scanned nothing (another run holds the lease, or nothing settled yet).
+    pub fn lag(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let reached = match self.outcome {
+            RunOutcome::Completed => self.scan_to,
+            RunOutcome::OutOfTime | RunOutcome::SendFailures => self.position.or(self.scan_from),
+            RunOutcome::LeaseHeld | RunOutcome::NothingToScan => None,
+        }?;
+        Some(now - reached)
+    }
+
+    /// The run's CloudWatch metrics (names documented in the README).
+    pub fn metrics(&self, now: DateTime<Utc>) -> Vec<Metric> {
+        let mut m = vec![
+            Metric::count("TracesEnqueued", self.enqueued),
+            Metric::count("TracesSkippedCovered", self.skipped_covered),
+            Metric::count("SendFailed", self.send_failed),
+            Metric::count("LangfuseRequests", self.requests),
+            Metric::count("Throttled", self.rate_limited).by("Service", "langfuse"),
+            Metric::millis("RunDuration", self.elapsed_ms),
+        ];
+        if let Some(lag) = self.lag(now) {
+            m.push(Metric::seconds(
+                "IngestLag",
+                lag.num_seconds().max(0) as u64,
+            ));
+        }
+        m
+    }
+
     /// An empty summary of a run over `api`.
     pub(crate) fn new(api: &'static str) -> IngestSummary {
         IngestSummary {
@@ -162,5 +194,33 @@ impl IngestSummary {
     pub(crate) fn finish(&mut self, started: Instant) {
         self.elapsed_ms = started.elapsed().as_millis() as u64;
         self.traces_per_second = rules::rate_per_second(self.traces_found, started.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    fn at(min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, 12, min, 0)
+            .single()
+            .expect("time")
+    }
+
+    #[test]
+    fn the_lag_is_measured_from_where_the_run_got_to() {
+        let now = at(30);
+        let mut s = IngestSummary::new("v2");
+        (s.scan_from, s.scan_to, s.position) = (Some(at(0)), Some(at(15)), Some(at(5)));
+        s.outcome = RunOutcome::Completed;
+        assert_eq!(s.lag(now), Some(Duration::minutes(15)));
+        s.outcome = RunOutcome::OutOfTime;
+        assert_eq!(s.lag(now), Some(Duration::minutes(25)));
+        s.outcome = RunOutcome::LeaseHeld;
+        assert_eq!(s.lag(now), None);
+        s.outcome = RunOutcome::Completed;
+        let lag = s.metrics(now).into_iter().find(|m| m.name == "IngestLag");
+        assert_eq!(lag.map(|m| m.value), Some(900));
     }
 }

@@ -34,9 +34,10 @@ pub use outcome::{Outcome, Tally};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use invocation::Invocation;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracemeter::clock::Clock;
 use tracemeter::config::ProcessConfig;
+use tracemeter::metrics::Metric;
 use tracemeter::ports::{Ledger, MeterSink, Redelivery, UsageSource};
 
 /// Everything the handler needs, built once per cold start.
@@ -62,13 +63,36 @@ impl Deps<'_> {
     }
 }
 
+/// What an invocation did: the answer to SQS and its tally.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The messages to retry (batch item failures).
+    pub response: SqsBatchResponse,
+    /// The counts, for the summary line and the metrics.
+    pub tally: Tally,
+    /// How long the batch took.
+    pub duration: Duration,
+}
+
+impl Handled {
+    /// The invocation's CloudWatch metrics.
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.tally.metrics(self.duration)
+    }
+}
+
 /// Handles one SQS batch: the messages to retry go back in the response, each with its
 /// visibility timeout set. Lambda retries nothing else; a timeout or crash returns the whole
 /// batch, and the ledger makes that safe.
-pub async fn handle(deps: &Deps<'_>, event: SqsEvent, deadline: DateTime<Utc>) -> SqsBatchResponse {
+pub async fn handle(deps: &Deps<'_>, event: SqsEvent, deadline: DateTime<Utc>) -> Handled {
     let started = Instant::now();
     let records = event.records;
     let inv = Invocation::new(deps, &records, deadline);
     let outcomes = batch::run(deps, &inv, &records).await;
-    respond::respond(deps, &records, &outcomes, started).await
+    let (response, tally) = respond::respond(deps, &records, &outcomes, started).await;
+    Handled {
+        response,
+        tally,
+        duration: started.elapsed(),
+    }
 }

@@ -9,6 +9,7 @@ use tracemeter::adapters::{
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::ProcessConfig;
+use tracemeter::metrics::Metrics;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -27,10 +28,12 @@ async fn main() -> Result<(), Error> {
         redelivery: &redelivery,
         clock: &SystemClock,
     };
-    let deps = &deps;
+    let (deps, metrics) = (&deps, &Metrics::new("process")?);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = tracemeter::clock::invocation_deadline(event.context.deadline, Utc::now());
-        Ok::<_, Error>(handle(deps, event.payload, deadline).await)
+        let handled = handle(deps, event.payload, deadline).await;
+        metrics.emit(&handled.metrics());
+        Ok::<_, Error>(handled.response)
     }))
     .await
 }

@@ -1,6 +1,8 @@
 //! What happened to each message, and the invocation's tally of it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+use tracemeter::metrics::Metric;
 use tracemeter::{Error, FailureReason};
 
 /// What happened to one message.
@@ -32,6 +34,8 @@ pub enum Outcome {
         detail: String,
         /// The wait the service asked for, if any.
         after: Option<Duration>,
+        /// The outside system that failed (`langfuse`, `stripe`, `dynamodb`, `sqs`), if one did.
+        service: Option<&'static str>,
     },
     /// Not started before the invocation's deadline; the message returns soon.
     Unreached,
@@ -43,6 +47,7 @@ impl Outcome {
         Outcome::Retry {
             detail: detail.into(),
             after: None,
+            service: None,
         }
     }
 
@@ -51,12 +56,16 @@ impl Outcome {
         Outcome::Retry {
             detail: e.to_string(),
             after: e.retry_after(),
+            service: match e {
+                Error::Transient { service, .. } => Some(*service),
+                _ => None,
+            },
         }
     }
 }
 
-/// The invocation's counts, one line in its summary log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The invocation's counts: its summary log line and its metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Messages in the batch.
     pub messages: usize,
@@ -66,14 +75,16 @@ pub struct Tally {
     pub capped: usize,
     /// Messages whose usage the ledger already covered.
     pub already_billed: usize,
-    /// Permanent failures recorded.
-    pub permanent_failures: usize,
+    /// Permanent failures recorded, by reason.
+    pub failures: BTreeMap<FailureReason, usize>,
     /// Claims left for an operator.
     pub ambiguous: usize,
     /// Messages returned for a retry.
     pub retries: usize,
     /// Messages returned untried: the deadline was too near.
     pub unreached: usize,
+    /// Retries by the outside system that failed: (retries, those that asked to wait).
+    pub retries_by_service: BTreeMap<&'static str, (usize, usize)>,
     /// Credits delivered to Stripe.
     pub credits_billed: u64,
 }
@@ -93,13 +104,48 @@ impl Tally {
                 }
                 Outcome::Capped { .. } => t.capped += 1,
                 Outcome::AlreadyBilled => t.already_billed += 1,
-                Outcome::Permanent(_) => t.permanent_failures += 1,
+                Outcome::Permanent(reason) => *t.failures.entry(*reason).or_default() += 1,
                 Outcome::Ambiguous => t.ambiguous += 1,
-                Outcome::Retry { .. } => t.retries += 1,
+                Outcome::Retry { after, service, .. } => {
+                    t.retries += 1;
+                    let by = t.retries_by_service.entry(service.unwrap_or("internal"));
+                    let (retries, throttled) = by.or_default();
+                    *retries += 1;
+                    *throttled += usize::from(after.is_some());
+                }
                 Outcome::Unreached => t.unreached += 1,
             }
         }
         t
+    }
+
+    /// Permanent failures, all reasons.
+    pub fn permanent_failures(&self) -> usize {
+        self.failures.values().sum()
+    }
+
+    /// The invocation's CloudWatch metrics (names documented in the README).
+    pub fn metrics(&self, duration: Duration) -> Vec<Metric> {
+        let n = |v: usize| v as u64;
+        let mut m = vec![
+            Metric::count("Messages", n(self.messages)),
+            Metric::count("TracesMetered", n(self.metered)),
+            Metric::count("TracesCapped", n(self.capped)),
+            Metric::count("TracesAlreadyBilled", n(self.already_billed)),
+            Metric::count("TracesFailed", n(self.permanent_failures())),
+            Metric::count("TracesAmbiguous", n(self.ambiguous)),
+            Metric::count("TracesRetried", n(self.retries)),
+            Metric::count("CreditsBilled", self.credits_billed),
+            Metric::millis("BatchDuration", duration.as_millis() as u64),
+        ];
+        for (reason, count) in &self.failures {
+            m.push(Metric::count("TracesFailed", n(*count)).by("Reason", reason.as_str()));
+        }
+        for (service, (retries, throttled)) in &self.retries_by_service {
+            m.push(Metric::count("Retries", n(*retries)).by("Service", *service));
+            m.push(Metric::count("Throttled", n(*throttled)).by("Service", *service));
+        }
+        m
     }
 }
 
@@ -135,12 +181,49 @@ mod tests {
                 metered: 2,
                 capped: 1,
                 already_billed: 1,
-                permanent_failures: 1,
+                failures: BTreeMap::from([(FailureReason::TraceNotFound, 1)]),
                 ambiguous: 1,
                 retries: 1,
                 unreached: 1,
+                retries_by_service: BTreeMap::from([("internal", (1, 0))]),
                 credits_billed: 12,
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod metric_tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_counted_by_service_and_throttles_by_the_wait_asked() {
+        let throttled = Error::Transient {
+            service: "langfuse",
+            detail: "429".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        let failed = Error::transient("stripe", "500");
+        let outcomes = [
+            Outcome::retry_after(&throttled),
+            Outcome::retry_after(&throttled),
+            Outcome::retry_after(&failed),
+            Outcome::Permanent(FailureReason::UnmappedCustomer),
+            Outcome::Permanent(FailureReason::UnmappedCustomer),
+        ];
+        let t = Tally::of(&outcomes);
+        assert_eq!(t.retries_by_service["langfuse"], (2, 2));
+        assert_eq!(t.retries_by_service["stripe"], (1, 0));
+        let m = t.metrics(Duration::from_millis(250));
+        let find = |name: &str, dim: Option<&str>| {
+            m.iter()
+                .find(|x| x.name == name && x.dimension.as_ref().map(|d| d.1.as_str()) == dim)
+                .map(|x| x.value)
+        };
+        assert_eq!(find("TracesFailed", None), Some(2));
+        assert_eq!(find("TracesFailed", Some("unmapped_customer")), Some(2));
+        assert_eq!(find("Throttled", Some("langfuse")), Some(2));
+        assert_eq!(find("Retries", Some("stripe")), Some(1));
+        assert_eq!(find("BatchDuration", None), Some(250));
     }
 }

@@ -227,6 +227,7 @@ async fn resume_claim(
                 p.revision, p.lease_until
             ),
             after: Some(wait),
+            service: None,
         })));
     }
     let lease_until = inv.lease_until(deps);

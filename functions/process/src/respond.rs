@@ -14,7 +14,7 @@ pub(crate) async fn respond(
     records: &[SqsMessage],
     outcomes: &[Outcome],
     started: Instant,
-) -> SqsBatchResponse {
+) -> (SqsBatchResponse, Tally) {
     let tuning = &deps.config.process;
     let backoff = Backoff {
         base_seconds: tuning.retry_base_seconds,
@@ -47,8 +47,9 @@ pub(crate) async fn respond(
         // The messages still come back, after the queue's own visibility timeout.
         warn!(error = %e, "could not extend the visibility of failed messages");
     }
-    log_summary(&Tally::of(outcomes), started);
-    response
+    let tally = Tally::of(outcomes);
+    log_summary(&tally, started);
+    (response, tally)
 }
 
 fn log_summary(t: &Tally, started: Instant) {
@@ -58,7 +59,7 @@ fn log_summary(t: &Tally, started: Instant) {
         metered = t.metered,
         capped = t.capped,
         already_billed = t.already_billed,
-        permanent_failures = t.permanent_failures,
+        permanent_failures = t.permanent_failures(),
         ambiguous = t.ambiguous,
         retries = t.retries,
         unreached = t.unreached,

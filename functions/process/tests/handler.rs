@@ -97,7 +97,9 @@ impl World {
             redelivery: &self.queue,
             clock: &*self.clock,
         };
-        process::handle(&deps, event(bodies), deadline).await
+        process::handle(&deps, event(bodies), deadline)
+            .await
+            .response
     }
 
     /// Runs the handler on one batch with a message for each trace id.

@@ -280,23 +280,8 @@ impl Bench {
 /// The largest item in the ledger table, by DynamoDB's size rules (attribute names + values).
 async fn largest_item(stack: &TestStack) -> Result<usize> {
     let mut largest = 0;
-    let mut start = None;
-    loop {
-        let out = stack
-            .ledger
-            .client()
-            .scan()
-            .table_name(&stack.resources.table_name)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .context("Scan")?;
-        largest = out.items().iter().map(item_size).fold(largest, usize::max);
-        start = out.last_evaluated_key().cloned();
-        if start.is_none() {
-            return Ok(largest);
-        }
-    }
+    summary::scan_table(stack, |item| largest = largest.max(item_size(item))).await?;
+    Ok(largest)
 }
 
 /// The benchmark's settings from the environment (`TRACES`, `LANGFUSE_LATENCY_MS`,

@@ -1,9 +1,11 @@
 //! In-process HTTP fakes of the outside APIs tracemeter talks to.
 //!
 //! * [`LangfuseFake`]: the Langfuse public API (v2 observations, the legacy trace endpoints and
-//!   score creation), following `shared/specs/langfuse-openapi.yml`.
-//! * [`StripeFake`]: Stripe's `POST /v1/billing/meter_events`, with identifier dedup,
-//!   `Idempotency-Key` replay, the per-customer concurrency limit and fault injection.
+//!   score creation), following `local/specs/langfuse-openapi.yml` (Langfuse's published
+//!   OpenAPI document, kept in the repository).
+//! * [`StripeFake`]: Stripe's `POST /v1/billing/meter_events` and the v2 meter event stream,
+//!   with identifier dedup and `Idempotency-Key` replay for 24 hours of the fake's own clock,
+//!   the per-customer concurrency limit and fault injection.
 //!
 //! Each fake binds `127.0.0.1:0`, serves with axum on the current tokio runtime and keeps its
 //! state behind an `Arc<std::sync::Mutex<_>>`, so every control and inspection method is a cheap
@@ -14,14 +16,43 @@
 //! cancel the fake's work: the request is still recorded and, for Stripe, the event still lands,
 //! as on the real services.
 
+/// The methods every fake has through its `server: Arc<ServerHandle>`: its URL, address and
+/// shutdown.
+macro_rules! server_handle_methods {
+    () => {
+        /// `http://127.0.0.1:PORT` (no trailing slash), for the client's base URL.
+        pub fn base_url(&self) -> String {
+            self.server.base_url()
+        }
+
+        /// The bound socket address.
+        pub fn addr(&self) -> std::net::SocketAddr {
+            self.server.addr()
+        }
+
+        /// Stops the server (graceful: in-flight requests finish, no new connections are
+        /// accepted).
+        pub fn shutdown(&self) {
+            self.server.shutdown();
+        }
+
+        /// Stops the server and waits until it no longer serves.
+        pub async fn shutdown_and_wait(&self) {
+            self.server.shutdown_and_wait().await;
+        }
+    };
+}
+
 pub mod langfuse;
+mod limits;
 pub mod stripe;
+
+pub(crate) use limits::{FailPlan, FixedWindow, RateDecision};
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -299,125 +330,6 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Outcome of a [`FixedWindow`] check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RateDecision {
-    /// No limit configured.
-    Unlimited,
-    /// Within the limit.
-    Allowed {
-        limit: u32,
-        remaining: u32,
-        reset_unix: i64,
-    },
-    /// Over the limit until the window resets.
-    Limited {
-        limit: u32,
-        retry_after_secs: u64,
-        reset_unix: i64,
-    },
-}
-
-/// A fixed-window request counter (window starts at the first request after the previous one
-/// ended).
-#[derive(Debug, Clone)]
-pub(crate) struct FixedWindow {
-    limit: Option<u32>,
-    window: Duration,
-    started: Option<(Instant, DateTime<Utc>)>,
-    count: u32,
-}
-
-impl FixedWindow {
-    pub(crate) fn new(window: Duration) -> Self {
-        Self {
-            limit: None,
-            window,
-            started: None,
-            count: 0,
-        }
-    }
-
-    /// Sets the limit (None = unlimited) and starts a fresh window.
-    pub(crate) fn set_limit(&mut self, limit: Option<u32>) {
-        self.limit = limit;
-        self.started = None;
-        self.count = 0;
-    }
-
-    /// Sets the limit per `window` and starts a fresh window.
-    pub(crate) fn set_limit_per(&mut self, limit: Option<u32>, window: Duration) {
-        self.window = window;
-        self.set_limit(limit);
-    }
-
-    /// Counts one request and says whether it may proceed.
-    pub(crate) fn check(&mut self) -> RateDecision {
-        let Some(limit) = self.limit else {
-            return RateDecision::Unlimited;
-        };
-        let now = Instant::now();
-        let (started, started_wall) = match self.started {
-            Some((started, wall)) if now.duration_since(started) < self.window => (started, wall),
-            _ => {
-                let fresh = (now, Utc::now());
-                self.started = Some(fresh);
-                self.count = 0;
-                fresh
-            }
-        };
-        let reset_at = started + self.window;
-        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::zero());
-        let reset_wall = started_wall + window;
-        // Round the reset up to a whole second so a client never retries early.
-        let reset_unix = if reset_wall.timestamp_subsec_nanos() > 0 {
-            reset_wall.timestamp() + 1
-        } else {
-            reset_wall.timestamp()
-        };
-        if self.count >= limit {
-            let left = reset_at.saturating_duration_since(now);
-            let mut retry_after_secs = left.as_secs();
-            if left.subsec_nanos() > 0 {
-                retry_after_secs += 1;
-            }
-            return RateDecision::Limited {
-                limit,
-                retry_after_secs: retry_after_secs.max(1),
-                reset_unix,
-            };
-        }
-        self.count += 1;
-        RateDecision::Allowed {
-            limit,
-            remaining: limit - self.count,
-            reset_unix,
-        }
-    }
-}
-
-/// "Answer the next `remaining` requests with `status`."
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct FailPlan {
-    remaining: usize,
-    status: u16,
-}
-
-impl FailPlan {
-    pub(crate) fn new(remaining: usize, status: u16) -> Self {
-        Self { remaining, status }
-    }
-
-    /// Consumes one planned failure, returning its status.
-    pub(crate) fn take(&mut self) -> Option<u16> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        Some(self.status)
-    }
-}
-
 /// Decodes `application/x-www-form-urlencoded` text (also used for query strings): `+` is a
 /// space, `%XX` a byte; malformed escapes are kept literally. Fails on invalid UTF-8.
 pub(crate) fn parse_urlencoded(input: &str) -> Result<Vec<(String, String)>, String> {
@@ -510,34 +422,6 @@ mod tests {
             ]
         );
         assert!(parse_urlencoded("a=%ff").is_err());
-    }
-
-    #[test]
-    fn fixed_window_limits_and_reports_reset() {
-        let mut window = FixedWindow::new(Duration::from_secs(60));
-        assert_eq!(window.check(), RateDecision::Unlimited);
-        window.set_limit(Some(2));
-        let now = Utc::now().timestamp();
-        assert!(matches!(
-            window.check(),
-            RateDecision::Allowed { remaining: 1, .. }
-        ));
-        assert!(matches!(
-            window.check(),
-            RateDecision::Allowed { remaining: 0, .. }
-        ));
-        match window.check() {
-            RateDecision::Limited {
-                limit,
-                retry_after_secs,
-                reset_unix,
-            } => {
-                assert_eq!(limit, 2);
-                assert!((1..=60).contains(&retry_after_secs));
-                assert!(reset_unix >= now + 59 && reset_unix <= now + 62);
-            }
-            other => panic!("expected limited, got {other:?}"),
-        }
     }
 
     #[test]

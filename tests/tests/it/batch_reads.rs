@@ -160,6 +160,7 @@ async fn a_handler_near_its_deadline_bills_what_it_reaches_and_returns_the_rest(
     let response = process::handle(&stack.deps(), batch(&ids, Some(at), "a"), deadline).await;
 
     let failed: Vec<String> = response
+        .response
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.clone())

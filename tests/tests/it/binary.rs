@@ -39,6 +39,7 @@ async fn the_process_binary_meters_a_batch_under_the_lambda_runtime_api() {
     let events = stack.stripe.events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].value, 100);
+    assert_batch_metrics(&process, 1, 100).await;
 
     // The committed poison fixture: acknowledged (no retry), recorded by message id.
     let poison: serde_json::Value = serde_json::from_str(
@@ -60,4 +61,50 @@ async fn the_process_binary_meters_a_batch_under_the_lambda_runtime_api() {
         .expect("read")
         .expect("entry");
     assert_eq!(e.billed_credits, 100);
+}
+
+/// The invocation's metrics reached stdout as EMF: namespace `tracemeter`, dimension
+/// `Function=process`, one metered trace and its credits.
+async fn assert_batch_metrics(process: &Function, metered: u64, credits: u64) {
+    let mut docs = Vec::new();
+    for _ in 0..50 {
+        docs = process.metric_documents();
+        if !docs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let doc = docs
+        .iter()
+        .find(|d| d.get("TracesMetered").is_some())
+        .unwrap_or_else(|| panic!("no EMF document with TracesMetered: {docs:?}"));
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "tracemeter", "{doc}");
+    assert_eq!(
+        directive["Dimensions"][0],
+        serde_json::json!(["Function"]),
+        "{doc}"
+    );
+    assert_eq!(doc["Function"], "process");
+    assert!(doc["_aws"]["Timestamp"].as_u64().is_some(), "{doc}");
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter_map(|m| m["Name"].as_str())
+        .collect();
+    for name in [
+        "Messages",
+        "TracesMetered",
+        "CreditsBilled",
+        "BatchDuration",
+        "TracesFailed",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+        assert!(doc[name].is_number(), "{name} has no value: {doc}");
+    }
+    assert_eq!(doc["Messages"], 1);
+    assert_eq!(doc["TracesMetered"], metered);
+    assert_eq!(doc["CreditsBilled"], credits);
+    assert_eq!(doc["TracesFailed"], 0);
 }

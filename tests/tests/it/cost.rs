@@ -8,7 +8,7 @@ use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
 use tracemeter::domain::ledger::LedgerState;
 use tracemeter_local::faults::NoFaults;
 use tracemeter_local::harness::TestStack;
-use tracemeter_local::write_meter::{item_size, write_units};
+use tracemeter_local::write_meter::{Key, WriteOp, item_size, write_units};
 
 /// Meters a batch of `traces` messages spread over `customers` customers in one invocation;
 /// returns the WCU it cost.
@@ -61,39 +61,10 @@ async fn metered_batch_wcu(stack: &TestStack, traces: usize, customers: usize) -
         assert_eq!(totals.get(&customer(c)).copied(), Some(n * 100));
     }
 
-    // The sizes of the items as written (the claimed entries keep their pending fields).
-    let mut sizes = HashMap::new();
-    for op in &ops {
-        for key in &op.items {
-            if !sizes.contains_key(key) {
-                let item = stack.ledger.raw(key.clone()).await.expect("read");
-                sizes.insert(key.clone(), item.as_ref().map(item_size).unwrap_or(0));
-            }
-        }
-    }
+    let sizes = item_sizes(stack, &ops).await;
     let largest = sizes.values().copied().max().unwrap_or(0);
     assert!(largest < 1024, "every item fits in 1 KB: {largest} bytes");
-
-    // The shape: one claim transaction per customer (its entries + its counter), one
-    // receipt write for the whole invocation, nothing else.
-    let tx: Vec<_> = ops
-        .iter()
-        .filter(|o| o.operation == "TransactWriteItems")
-        .collect();
-    assert_eq!(tx.len(), customers, "{ops:#?}");
-    for t in &tx {
-        assert_eq!(t.items.len(), traces / customers + 1, "{t:?}");
-        assert_eq!(
-            t.items
-                .iter()
-                .filter(|k| k.0.starts_with("BUDGET#"))
-                .count(),
-            1
-        );
-    }
-    let plain: Vec<_> = ops.iter().filter(|o| !o.transactional).collect();
-    assert_eq!(plain.len(), 1, "{plain:#?}");
-    assert!(plain[0].items[0].0.starts_with("RECEIPT#"));
+    assert_claim_shape(&ops, traces, customers);
 
     let wcu = write_units(&ops, &sizes);
     assert_eq!(wcu, (2 * traces + 2 * customers + 1) as u64);
@@ -112,6 +83,43 @@ async fn metered_batch_wcu(stack: &TestStack, traces: usize, customers: usize) -
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(stack.dynamo_writes.ops(), Vec::new(), "redelivery writes");
     wcu
+}
+
+/// The sizes of the items as written (the claimed entries keep their pending fields).
+async fn item_sizes(stack: &TestStack, ops: &[WriteOp]) -> HashMap<Key, usize> {
+    let mut sizes = HashMap::new();
+    for op in ops {
+        for key in &op.items {
+            if !sizes.contains_key(key) {
+                let item = stack.ledger.raw(key.clone()).await.expect("read");
+                sizes.insert(key.clone(), item.as_ref().map(item_size).unwrap_or(0));
+            }
+        }
+    }
+    sizes
+}
+
+/// The shape: one claim transaction per customer (its entries + its counter), one receipt
+/// write for the whole invocation, nothing else.
+fn assert_claim_shape(ops: &[WriteOp], traces: usize, customers: usize) {
+    let tx: Vec<_> = ops
+        .iter()
+        .filter(|o| o.operation == "TransactWriteItems")
+        .collect();
+    assert_eq!(tx.len(), customers, "{ops:#?}");
+    for t in &tx {
+        assert_eq!(t.items.len(), traces / customers + 1, "{t:?}");
+        assert_eq!(
+            t.items
+                .iter()
+                .filter(|k| k.0.starts_with("BUDGET#"))
+                .count(),
+            1
+        );
+    }
+    let plain: Vec<_> = ops.iter().filter(|o| !o.transactional).collect();
+    assert_eq!(plain.len(), 1, "{plain:#?}");
+    assert!(plain[0].items[0].0.starts_with("RECEIPT#"));
 }
 
 #[tokio::test]

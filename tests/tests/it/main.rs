@@ -6,6 +6,7 @@ mod binary;
 mod common;
 mod contract;
 mod cost;
+mod gateway;
 mod ingest;
 mod process;
 mod stream;

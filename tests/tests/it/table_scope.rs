@@ -30,9 +30,12 @@ fn needed() -> Scope {
     let mut ingest: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     ingest.extend(grant(&["INGEST#"], &["GetItem", "PutItem", "DeleteItem"]));
     ingest.extend(grant(&["TRACE#"], &["BatchGetItem"]));
+    let mut gateway: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    gateway.extend(grant(&["BUDGET#", "CUSTOMER#"], &["GetItem"]));
     BTreeMap::from([
         ("ProcessFunctionRole".to_string(), process),
         ("IngestFunctionRole".to_string(), ingest),
+        ("GatewayBudgetReadPolicy".to_string(), gateway),
     ])
 }
 
@@ -78,12 +81,19 @@ fn violations(root: &Value) -> Vec<String> {
     let mut granted: Scope = BTreeMap::new();
     let mut refused = Vec::new();
     for (name, resource) in root["Resources"].as_mapping().unwrap() {
-        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
-            continue;
-        }
+        let documents: Vec<&Value> = match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => resource["Properties"]["Policies"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| &p["PolicyDocument"])
+                .collect(),
+            Some("AWS::IAM::ManagedPolicy") => vec![&resource["Properties"]["PolicyDocument"]],
+            _ => continue,
+        };
         let role = name.as_str().unwrap().to_string();
-        for policy in resource["Properties"]["Policies"].as_sequence().unwrap() {
-            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+        for document in documents {
+            for st in document["Statement"].as_sequence().unwrap() {
                 match statement_scope(&role, st) {
                     Ok(grants) => {
                         for (family, action) in grants {
@@ -196,6 +206,18 @@ fn over_broad_templates_are_refused() {
             actions.push(Value::String("dynamodb:PutItem".into()));
         },
         "dynamodb:PutItem on TRACE# items is not needed",
+    );
+    // The gateway's policy reaching past the budget items.
+    refuses(
+        &|r| {
+            let st = &mut r["Resources"]["GatewayBudgetReadPolicy"]["Properties"]["PolicyDocument"]
+                ["Statement"][0];
+            let keys = &mut st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            keys.as_sequence_mut()
+                .unwrap()
+                .push(Value::String("TRACE#*".into()));
+        },
+        "GatewayBudgetReadPolicy: dynamodb:GetItem on TRACE# items is not needed",
     );
     // A role that lost what its function needs.
     refuses(

@@ -15,6 +15,9 @@
 //! 9. identifier dedup (400, `Stripe-Should-Retry: false`), else the event is recorded and 200 is
 //!    answered, or 500 after recording with [`StripeFake::fail_after_record_next`].
 //!
+//! Identifiers and idempotency keys are remembered for [`DEDUP_WINDOW`] (24 hours, as on
+//! Stripe) of the fake's own clock, which [`StripeFake::advance`] moves forward.
+//!
 //! The v2 high-throughput path:
 //! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
 //!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
@@ -29,7 +32,6 @@
 //!   `fail_after_record_next` apply as for v1.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -169,25 +171,7 @@ impl StripeFake {
         Ok(Self { state, server })
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash), for `STRIPE_API_BASE`.
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
-    /// The bound socket address.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    /// Stops the server (graceful: in-flight requests finish, no new connections are accepted).
-    pub fn shutdown(&self) {
-        self.server.shutdown();
-    }
-
-    /// Stops the server and waits until it no longer serves.
-    pub async fn shutdown_and_wait(&self) {
-        self.server.shutdown_and_wait().await;
-    }
+    server_handle_methods!();
 
     /// Limits authenticated requests per fixed 1-second window (None: unlimited, the default);
     /// over it → 429 `rate_limit` with `Stripe-Should-Retry: true`.

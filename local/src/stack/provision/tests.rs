@@ -29,20 +29,11 @@ async fn attrs(
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn provision_creates_what_the_template_defines() {
-    let moto = Moto::shared();
-    let sdk = sdk_config(moto.endpoint()).await;
-    let prefix = unique_prefix("tpl");
-    let res = provision(&sdk, &prefix, &ProvisionOverrides::default())
-        .await
-        .unwrap();
-    let (dynamodb, sqs) = sdk_clients(&sdk);
-
-    assert_eq!(res.table_name, format!("{prefix}-LedgerTable"));
+/// The ledger table: `pk`/`sk` string keys, on demand, `expires_at` as its TTL.
+async fn assert_table_as_defined(dynamodb: &aws_sdk_dynamodb::Client, name: &str) {
     let table = dynamodb
         .describe_table()
-        .table_name(&res.table_name)
+        .table_name(name)
         .send()
         .await
         .unwrap();
@@ -71,13 +62,27 @@ async fn provision_creates_what_the_template_defines() {
     );
     let ttl = dynamodb
         .describe_time_to_live()
-        .table_name(&res.table_name)
+        .table_name(name)
         .send()
         .await
         .unwrap();
     let ttl = ttl.time_to_live_description().unwrap();
     assert_eq!(ttl.attribute_name(), Some("expires_at"));
     assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+}
+
+#[tokio::test]
+async fn provision_creates_what_the_template_defines() {
+    let moto = Moto::shared();
+    let sdk = sdk_config(moto.endpoint()).await;
+    let prefix = unique_prefix("tpl");
+    let res = provision(&sdk, &prefix, &ProvisionOverrides::default())
+        .await
+        .unwrap();
+    let (dynamodb, sqs) = sdk_clients(&sdk);
+
+    assert_eq!(res.table_name, format!("{prefix}-LedgerTable"));
+    assert_table_as_defined(&dynamodb, &res.table_name).await;
 
     // The meter queue: named by the template's QueueName, ${AWS::StackName} = prefix.
     assert!(

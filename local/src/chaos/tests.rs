@@ -1,0 +1,193 @@
+#![allow(clippy::unwrap_used)]
+
+use super::check::trace_of;
+use super::*;
+use crate::fakes::langfuse::{FakeObservation, FakeTrace};
+use crate::summary::Summary;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use tracemeter::domain::budget::Period;
+use tracemeter::domain::budget::{BudgetMode, BudgetPolicy};
+use tracemeter::domain::ledger::LedgerEntry;
+use tracemeter::domain::ledger::LedgerState;
+
+fn at(h: u32) -> DateTime<Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 23, h, 0, 0).unwrap()
+}
+
+fn trace(id: &str, cost: f64, ms: i64) -> FakeTrace {
+    FakeTrace::new(id, at(10)).observation(FakeObservation::generation(
+        format!("{id}-g"),
+        id,
+        at(10),
+        at(10) + ChronoDuration::milliseconds(ms),
+        "gpt-4o",
+        100,
+        10,
+        cost,
+    ))
+}
+
+#[test]
+fn expected_credits_follow_the_documented_formula() {
+    let maps = BTreeMap::from([("u-1", "cus_u")]);
+    let now = at(12);
+    // 0.004 USD + 3 s x 0.05/60 = 0.0065 USD = 162.5 -> 163 credits.
+    let t = trace("a", 0.004, 3_000).meta("stripeCustomerId", "cus_a");
+    assert_eq!(
+        expect(&t, &maps, now),
+        Expect::Bill {
+            customer: "cus_a".into(),
+            credits: 163,
+            at: at(10)
+        }
+    );
+    // BYO key: only compute, 3 s = 0.0025 USD = 62.5 -> 63.
+    let t = trace("b", 0.004, 3_000)
+        .meta("customerId", "cus_b")
+        .meta("aiCredentialsOwnership", "user");
+    assert!(matches!(
+        expect(&t, &maps, now),
+        Expect::Bill { credits: 63, .. }
+    ));
+    // Exact multiple: 0.004 USD, 0 ms = 100 credits, not 101.
+    let t = trace("c", 0.004, 0).user("u-1");
+    assert_eq!(
+        expect(&t, &maps, now),
+        Expect::Bill {
+            customer: "cus_u".into(),
+            credits: 100,
+            at: at(10)
+        }
+    );
+    let t = trace("d", 0.004, 0).user("u-unknown");
+    assert_eq!(
+        expect(&t, &maps, now),
+        Expect::Fail(BTreeSet::from(["unmapped_customer"]))
+    );
+    let t = trace("e", -0.1, 0).meta("customerId", "c");
+    assert_eq!(
+        expect(&t, &maps, now),
+        Expect::Fail(BTreeSet::from(["invalid_usage"]))
+    );
+    let t = trace("f", 2_000.0, 0).meta("customerId", "c");
+    assert_eq!(
+        expect(&t, &maps, now),
+        Expect::Fail(BTreeSet::from(["invalid_usage"]))
+    );
+    let t = trace("g", 0.01, 0).meta("customerId", "c");
+    let old = at(10) + ChronoDuration::days(36);
+    assert_eq!(
+        expect(&t, &maps, old),
+        Expect::Fail(BTreeSet::from(["usage_too_old"]))
+    );
+}
+
+#[test]
+fn hard_limits_cap_each_period_and_soft_limits_do_not() {
+    let bill = |c: &str, credits, h| Expect::Bill {
+        customer: c.into(),
+        credits,
+        at: at(h),
+    };
+    let ex = BTreeMap::from([
+        ("1".to_string(), bill("hard", 70, 1)),
+        ("2".to_string(), bill("hard", 70, 2)),
+        ("3".to_string(), bill("soft", 70, 1)),
+        ("4".to_string(), bill("soft", 70, 2)),
+    ]);
+    let policy = |mode| {
+        Some(BudgetPolicy {
+            limit: Some(100),
+            period: Period::Month,
+            mode,
+            thresholds: vec![],
+        })
+    };
+    let budgets = vec![
+        ("hard".to_string(), policy(BudgetMode::Hard)),
+        ("soft".to_string(), policy(BudgetMode::Soft)),
+    ];
+    let totals = expected_totals(&ex, &budgets);
+    assert_eq!(totals["hard"], 100);
+    assert_eq!(totals["soft"], 140);
+}
+
+fn entry(id: &str, customer: &str, credits: u64) -> LedgerEntry {
+    LedgerEntry {
+        trace_id: id.into(),
+        state: LedgerState::Metered,
+        version: 2,
+        revision: 1,
+        total_credits: credits,
+        billed_credits: credits,
+        capped_credits: 0,
+        customer_id: Some(customer.into()),
+        last_observation_at: None,
+        pending: None,
+        reason: None,
+        detail: None,
+        receipted: None,
+    }
+}
+
+#[test]
+fn the_checker_catches_double_billing_and_loss() {
+    let ex = BTreeMap::from([
+        (
+            "t1".to_string(),
+            Expect::Bill {
+                customer: "c".into(),
+                credits: 10,
+                at: at(1),
+            },
+        ),
+        (
+            "t2".to_string(),
+            Expect::Bill {
+                customer: "c".into(),
+                credits: 5,
+                at: at(1),
+            },
+        ),
+    ]);
+    let mut summary = Summary {
+        entries: vec![entry("t1", "c", 10), entry("t2", "c", 5)],
+        ..Summary::default()
+    };
+    let line = summary.customers.entry("c".into()).or_default();
+    line.ledger_credits = 15;
+    line.budget_used = 15;
+    line.stripe_credits = 15;
+    let by_trace = BTreeMap::from([("t1", 10), ("t2", 5)]);
+    let by_customer = BTreeMap::from([("c".to_string(), 15)]);
+    let none = BTreeSet::new();
+    let ok = check_against(&ex, &[], &none, &summary, &by_trace, &by_customer, &[]);
+    assert!(ok.iter().all(|i| i.holds), "{ok:?}");
+
+    // t1 billed twice under two identifiers: totals and the per-trace check fail.
+    let twice = BTreeMap::from([("t1", 20), ("t2", 5)]);
+    let twice_c = BTreeMap::from([("c".to_string(), 25)]);
+    let r = check_against(&ex, &[], &none, &summary, &twice, &twice_c, &[]);
+    assert!(!r[0].holds && !r[1].holds, "{r:?}");
+
+    // t2 lost: no ledger entry, nothing sent.
+    summary.entries.pop();
+    let lost = BTreeMap::from([("t1", 10)]);
+    let lost_c = BTreeMap::from([("c".to_string(), 10)]);
+    let r = check_against(&ex, &[], &none, &summary, &lost, &lost_c, &[]);
+    assert!(!r[0].holds && !r[1].holds, "{r:?}");
+    assert!(r[1].detail.contains("t2"), "{}", r[1].detail);
+
+    // A message left in the dead-letter queue.
+    summary.dlq = 1;
+    let r = check_against(&ex, &[], &none, &summary, &lost, &lost_c, &[]);
+    assert!(!r[5].holds);
+}
+
+#[test]
+fn identifiers_name_their_trace() {
+    assert_eq!(trace_of("tm_tr-000001_r1"), Some("tr-000001"));
+    assert_eq!(trace_of("tm_a_r_b_r2"), Some("a_r_b"));
+    assert_eq!(trace_of("other"), None);
+}

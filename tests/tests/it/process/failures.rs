@@ -1,0 +1,223 @@
+//! Transient faults retried (a Stripe v1 event's without failing batch-mates, a Langfuse
+//! batch read's for the whole batch); permanent failures recorded and
+//! acknowledged.
+
+use super::*;
+
+/// One transient fault in a batch of three: the `failed` messages it concerns fail with
+/// their visibility extended (Stripe v1: the one event's; Langfuse: the batch's one usage
+/// read, so all three); the others are billed; the retries bill the rest, once.
+async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)) {
+    let options = StackOptions::default()
+        .var("RETRY_BASE_SECONDS", 6)
+        .var("RETRY_MAX_SECONDS", 10);
+    let options = StackOptions {
+        visibility_timeout: Some(1),
+        ..options
+    };
+    let stack = TestStack::start_with(label, options).await.expect("stack");
+    let at = now() - Duration::hours(1);
+    for (i, cus) in ["cus_a", "cus_b", "cus_c"].iter().enumerate() {
+        stack
+            .langfuse
+            .add_trace(trace(&format!("t{i}"), cus, 0.01, 2, at));
+    }
+    stack.send_traces(&["t0", "t1", "t2"]).await.expect("send");
+    inject(&stack);
+    // Collect all three in one batch (moto may return fewer per receive).
+    let mut batch = Vec::new();
+    while batch.len() < 3 {
+        let ev = stack
+            .esm
+            .receive(1)
+            .await
+            .expect("receive")
+            .expect("messages");
+        batch.extend(ev.records);
+    }
+    let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
+    ev.records = batch;
+    let result = stack.invoke_with(&NoFaults, ev.clone()).await;
+    let response = result.as_ref().expect("no crash").clone();
+    assert_eq!(
+        response.batch_item_failures.len(),
+        failed,
+        "{label}: {response:?}"
+    );
+    let report = stack.esm.complete(&ev, &result).await.expect("complete");
+    assert_eq!((report.deleted, report.failed), (3 - failed, failed));
+    assert_eq!(
+        stack.stripe.events().len(),
+        3 - failed,
+        "{label}: batch-mates billed"
+    );
+
+    // Visibility was extended past the queue's own 1 s: after 1.5 s it is still hidden.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        stack.esm.receive(0).await.expect("receive").is_none(),
+        "{label}: still invisible"
+    );
+    let (_, in_flight) = stack
+        .esm
+        .depth(&stack.resources.queue_url)
+        .await
+        .expect("depth");
+    assert_eq!(in_flight, failed as i64);
+
+    // They come back and are billed.
+    for _ in 0..20 {
+        if stack.stripe.events().len() == 3 {
+            break;
+        }
+        if let Some(r) = stack.poll_with(&NoFaults, 1).await.expect("poll") {
+            assert_eq!(r.failed, 0, "{label}: {r:?}");
+        }
+    }
+    let billed = stack.stripe.events().len();
+    assert_eq!(billed, 3, "{label}: the failed messages came back");
+    let totals = stack.stripe.totals_by_customer();
+    assert_eq!(
+        totals.values().sum::<u64>(),
+        3 * C_001_2S,
+        "{label}: {totals:?}"
+    );
+    assert_eq!(stack.stripe.events().len(), 3);
+}
+
+#[tokio::test]
+async fn stripe_429_is_retried_without_failing_batch_mates() {
+    transient_fault("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
+}
+
+#[tokio::test]
+async fn stripe_500_is_retried_without_failing_batch_mates() {
+    transient_fault("s500", 1, |s| s.stripe.fail_next(1, 500)).await;
+}
+
+#[tokio::test]
+async fn langfuse_429_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
+}
+
+#[tokio::test]
+async fn langfuse_500_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l500", 3, |s| s.langfuse.fail_next(1, 500)).await;
+}
+
+#[tokio::test]
+async fn permanent_failures_are_recorded_with_their_reason_and_acknowledged() {
+    let stack = TestStack::start("perm").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    // No metadata, a user without mapping, no default customer.
+    stack.langfuse.add_trace(unmapped_trace("t-unmapped", at));
+    // Usage older than Stripe's 35 days.
+    let old = now() - Duration::days(40);
+    stack
+        .langfuse
+        .add_trace(trace("t-old", "cus_x", 0.01, 2, old));
+    // Mapped through the user table: billed.
+    stack
+        .langfuse
+        .add_trace(FakeTrace::new("t-mapped", at).user("u-42").observation(
+            FakeObservation::generation("o2", "t-mapped", at, at, "gpt-4o", 10, 10, 0.004),
+        ));
+    stack
+        .ledger
+        .put_user_mapping("u-42", "cus_mapped")
+        .await
+        .expect("mapping");
+    stack
+        .send_bodies(&[
+            body("t-unmapped"),
+            body("t-unknown"),
+            body("t-old"),
+            body("t-mapped"),
+            "this is not json".to_string(),
+            r#"{"trace":"missing the traceId key"}"#.to_string(),
+        ])
+        .await
+        .expect("send");
+    let reports = stack.drain(10).await.expect("drained");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.failed == 0 && !r.invocation_failed),
+        "no retry loop: {reports:?}"
+    );
+    assert_eq!(stack.dlq_depth().await.expect("dlq"), 0);
+
+    for (id, reason) in [
+        ("t-unmapped", "unmapped_customer"),
+        ("t-unknown", "trace_not_found"),
+        ("t-old", "usage_too_old"),
+    ] {
+        let e = entry(&stack, id).await;
+        assert_eq!(e.state, LedgerState::Failed, "{id}");
+        assert_eq!(e.reason.as_deref(), Some(reason), "{id}");
+        assert!(
+            e.detail.as_deref().unwrap_or_default().contains(id),
+            "{id}: the detail names the trace: {:?}",
+            e.detail
+        );
+    }
+    // The malformed messages are recorded by message id.
+    let malformed = malformed_messages(&stack).await;
+    assert_eq!(malformed.len(), 2);
+    for item in &malformed {
+        assert_eq!(
+            tracemeter::adapters::dynamo::get_s(item, "reason"),
+            Some("malformed_message")
+        );
+        assert!(tracemeter::adapters::dynamo::get_s(item, "body").is_some());
+    }
+    let totals = stack.stripe.totals_by_customer();
+    assert_eq!(totals.len(), 1, "{totals:?}");
+    assert_eq!(totals.get("cus_mapped"), Some(&C_0004));
+}
+
+#[tokio::test]
+async fn a_permanent_stripe_rejection_gives_the_budget_back() {
+    let stack = TestStack::start("reject").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-rej", "cus_rej", 0.004, 0, at));
+    stack.stripe.fail_next(1, 400);
+    stack.send_traces(&["t-rej"]).await.expect("send");
+    let reports = stack.drain(10).await.expect("drained");
+    assert!(reports.iter().all(|r| r.failed == 0), "{reports:?}");
+    let e = entry(&stack, "t-rej").await;
+    assert_eq!(e.state, LedgerState::Failed);
+    assert_eq!(e.reason.as_deref(), Some("stripe_rejected"));
+    assert_eq!(
+        budget_used(&stack, "cus_rej", at, Period::Month).await,
+        (0, 0)
+    );
+}
+
+/// The ledger's records of malformed messages (`MESSAGE#<message id>`).
+async fn malformed_messages(
+    stack: &TestStack,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let out = stack
+        .ledger
+        .client()
+        .scan()
+        .table_name(stack.ledger.table())
+        .filter_expression("begins_with(pk, :m)")
+        .expression_attribute_values(":m", tracemeter::adapters::dynamo::s("MESSAGE#"))
+        .send()
+        .await
+        .expect("scan");
+    out.items().to_vec()
+}
+
+/// A trace without customer metadata whose user has no mapping.
+fn unmapped_trace(id: &str, at: chrono::DateTime<chrono::Utc>) -> FakeTrace {
+    FakeTrace::new(id, at)
+        .user("u-nobody")
+        .observation(FakeObservation::generation(
+            "o1", id, at, at, "gpt-4o", 10, 10, 0.01,
+        ))
+}
