@@ -10,12 +10,14 @@
 //! [`usage_from_v2`].
 
 use super::v2::{
-    ObservationV2, ObservationsV2Page, USAGE_FIELDS as FIELDS, V2_PAGE_LIMIT, usage_from_v2,
+    ObservationV2, ObservationsV2Meta, USAGE_FIELDS as FIELDS, V2_PAGE_LIMIT, usage_from_v2,
 };
 use super::{LangfuseClient, SERVICE};
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, FailureReason, Result};
 use crate::ports::UsageByTrace;
+use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// The longest request URL sent, in bytes: well under the 8 KiB proxies commonly accept.
@@ -91,10 +93,10 @@ impl LangfuseClient {
     }
 
     /// Every observation of the chunk's traces, all pages followed.
-    async fn observations_of(&self, chunk: &[String]) -> Result<Vec<ObservationV2>> {
+    async fn observations_of(&self, chunk: &[String]) -> Result<Rows> {
         let filter = trace_filter(chunk);
         let max_pages = chunk.len() * MAX_OBSERVATIONS_PER_TRACE / V2_PAGE_LIMIT as usize + 1;
-        let mut observations = Vec::new();
+        let mut rows = Rows::default();
         let mut cursor: Option<String> = None;
         for _ in 0..max_pages {
             let mut query = vec![
@@ -105,7 +107,7 @@ impl LangfuseClient {
             if let Some(c) = cursor.take() {
                 query.push(("cursor", c));
             }
-            let page: ObservationsV2Page = self
+            let page: RawPage = self
                 .get_json(PATH, &query)
                 .await
                 .map_err(|e| about_chunk(chunk, e))?
@@ -115,10 +117,10 @@ impl LangfuseClient {
                         "GET /api/public/v2/observations answered 404: check LANGFUSE_BASE_URL and LANGFUSE_API",
                     )
                 })?;
-            observations.extend(page.data);
+            rows.add(page.data).map_err(|e| about_chunk(chunk, e))?;
             match page.meta.cursor.filter(|c| !c.is_empty()) {
                 Some(next) => cursor = Some(next),
-                None => return Ok(observations),
+                None => return Ok(rows),
             }
         }
         let detail = format!(
@@ -133,6 +135,48 @@ impl LangfuseClient {
             ),
             _ => Error::transient(SERVICE, detail),
         })
+    }
+}
+
+/// A page as sent: each row is read on its own, so one malformed observation condemns its
+/// trace, not the page.
+#[derive(Deserialize)]
+struct RawPage {
+    data: Vec<Value>,
+    #[serde(default)]
+    meta: ObservationsV2Meta,
+}
+
+/// The observations read so far, and the traces with one that does not match the schema.
+#[derive(Default)]
+struct Rows {
+    observations: Vec<ObservationV2>,
+    invalid: HashMap<String, String>,
+}
+
+impl Rows {
+    fn add(&mut self, data: Vec<Value>) -> Result<()> {
+        for row in data {
+            let trace_id = row.get("traceId").and_then(Value::as_str).map(String::from);
+            match (serde_json::from_value::<ObservationV2>(row), trace_id) {
+                (Ok(obs), _) => self.observations.push(obs),
+                (Err(e), Some(trace_id)) => {
+                    let detail = format!(
+                        "trace {trace_id}: an observation does not match Langfuse's schema: {e}"
+                    );
+                    self.invalid.entry(trace_id).or_insert(detail);
+                }
+                (Err(e), None) => {
+                    return Err(Error::permanent(
+                        FailureReason::InvalidUsage,
+                        format!(
+                            "{PATH}: an observation without traceId does not match Langfuse's schema: {e}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +196,11 @@ fn about_chunk(chunk: &[String], error: Error) -> Error {
 }
 
 /// Groups the observations by trace (only the traces asked for) and folds each one.
-fn fold(chunk: &[String], observations: Vec<ObservationV2>) -> UsageByTrace {
+fn fold(chunk: &[String], rows: Rows) -> UsageByTrace {
+    let Rows {
+        observations,
+        invalid,
+    } = rows;
     let mut by_trace: HashMap<&str, Vec<ObservationV2>> = HashMap::new();
     for id in chunk {
         by_trace.insert(id.as_str(), Vec::new());
@@ -165,10 +213,17 @@ fn fold(chunk: &[String], observations: Vec<ObservationV2>) -> UsageByTrace {
             list.push(obs);
         }
     }
-    by_trace
+    let mut out: UsageByTrace = by_trace
         .into_iter()
         .filter_map(|(id, list)| fold_one(id, &list).map(|usage| (id.to_string(), usage)))
-        .collect()
+        .collect();
+    for (trace_id, detail) in invalid {
+        if chunk.contains(&trace_id) {
+            let e = Error::permanent(FailureReason::InvalidUsage, detail);
+            out.insert(trace_id, Err(e));
+        }
+    }
+    out
 }
 
 /// One trace's usage; `None` when Langfuse has no observation of it.
@@ -247,20 +302,27 @@ mod tests {
 
     #[test]
     fn observations_are_grouped_by_trace_and_unknown_traces_are_absent() {
-        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
-            "data": [
-                {"id": "a1", "traceId": "a", "startTime": "2026-11-23T10:00:01Z", "totalCost": 0.001},
-                {"id": "b1", "traceId": "b", "startTime": "2026-11-23T10:00:00Z", "totalCost": -1.0},
-                {"id": "a0", "traceId": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": 0.002},
-                {"id": "x", "traceId": "other", "startTime": "2026-11-23T10:00:00Z"},
-                {"id": "y", "startTime": "2026-11-23T10:00:00Z"},
-            ],
-            "meta": {}
-        }))
-        .unwrap();
-        let chunk: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let out = fold(&chunk, page.data);
-        assert_eq!(out.len(), 2, "c is absent, other was not asked for");
+        let data = serde_json::json!([
+            {"id": "a1", "traceId": "a", "startTime": "2026-11-23T10:00:01Z", "totalCost": 0.001},
+            {"id": "b1", "traceId": "b", "startTime": "2026-11-23T10:00:00Z", "totalCost": -1.0},
+            {"id": "a0", "traceId": "a", "startTime": "2026-11-23T10:00:00Z", "totalCost": 0.002},
+            {"id": "x", "traceId": "other", "startTime": "2026-11-23T10:00:00Z"},
+            {"id": "y", "startTime": "2026-11-23T10:00:00Z"},
+            {"id": "d1", "traceId": "d", "totalCost": 0.001},
+        ]);
+        let mut rows = Rows::default();
+        rows.add(serde_json::from_value(data).unwrap()).unwrap();
+        let chunk: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let out = fold(&chunk, rows);
+        assert_eq!(out.len(), 3, "c is absent, other was not asked for");
+        let d = out["d"].as_ref().unwrap_err();
+        assert!(
+            !d.is_transient() && d.to_string().contains("startTime"),
+            "{d}"
+        );
+        let mut rows = Rows::default();
+        let nameless = serde_json::json!([{"id": "z", "startTime": 5}]);
+        assert!(rows.add(serde_json::from_value(nameless).unwrap()).is_err());
         let a = out["a"].as_ref().unwrap();
         assert_eq!(a.observation_count, 2);
         assert_eq!(a.ai_cost_usd.to_string(), "0.003");
