@@ -12,6 +12,7 @@ pub mod faults;
 pub mod function;
 pub mod harness;
 pub mod logscan;
+pub mod operator;
 pub mod progress;
 pub mod runner;
 pub mod runtime_api;

@@ -26,11 +26,13 @@ pub enum FailureReason {
     InvalidUsage,
     /// Stripe rejected the meter event for good.
     StripeRejected,
+    /// An ambiguous claim an operator found missing from Stripe (budget given back).
+    NotDelivered,
 }
 
 impl FailureReason {
     /// Every reason, for reports.
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 8] = [
         FailureReason::MalformedMessage,
         FailureReason::TraceNotFound,
         FailureReason::UnmappedCustomer,
@@ -38,6 +40,7 @@ impl FailureReason {
         FailureReason::UsageInFuture,
         FailureReason::InvalidUsage,
         FailureReason::StripeRejected,
+        FailureReason::NotDelivered,
     ];
 
     /// The stable snake_case name stored in the ledger and logs.
@@ -50,6 +53,7 @@ impl FailureReason {
             FailureReason::UsageInFuture => "usage_in_future",
             FailureReason::InvalidUsage => "invalid_usage",
             FailureReason::StripeRejected => "stripe_rejected",
+            FailureReason::NotDelivered => "not_delivered",
         }
     }
 

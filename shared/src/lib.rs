@@ -6,6 +6,7 @@
 //! - [`config`]: the environment contract.
 
 pub mod adapters;
+pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -12,6 +12,7 @@
 //!   ([`enqueue`]).
 //! - Observable: progress lines and one summary line per run ([`summary`]).
 
+pub mod backfill;
 pub mod enqueue;
 pub mod lease;
 pub mod scan;

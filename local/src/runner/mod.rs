@@ -67,6 +67,9 @@ pub async fn run(traces: usize) -> Result<()> {
     if !report.consistent(figures.stripe_fake) {
         bail!("the summary is inconsistent: Stripe, ledger and budget totals differ");
     }
+    if figures.stripe_fake {
+        crate::operator::reconcile(&local.stack).await?;
+    }
     Ok(())
 }
 

@@ -44,6 +44,12 @@ pub async fn serve(env_file: &Path) -> Result<()> {
     env.insert("LANGFUSE_REQUESTS_PER_MINUTE".into(), "1000".into());
     env.insert("INGEST_TIME_BUDGET_MARGIN_SECONDS".into(), "2".into());
     env.insert("RUST_LOG".into(), "info".into());
+    // For the operator command: `set -a; . <env file>; set +a; tracemeter failures list`.
+    env.insert("DLQ_URL".into(), stack.resources.dlq_url.clone());
+    env.insert(
+        "STRIPE_METER_ID".into(),
+        crate::operator::FAKE_METER_ID.into(),
+    );
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     if let Some(dir) = env_file.parent() {
         std::fs::create_dir_all(dir)?;
@@ -57,6 +63,11 @@ pub async fn serve(env_file: &Path) -> Result<()> {
         env_file.display()
     );
     println!("seeded traces: {}", FIXTURE_TRACES.join(", "));
+    println!(
+        "operator command: set -a; . {}; set +a; cargo run -q -p tracemeter-cli -- reconcile --period {}",
+        env_file.display(),
+        Utc::now().format("%Y-%m")
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

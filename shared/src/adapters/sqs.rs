@@ -134,7 +134,8 @@ impl crate::ports::QueueSender for SqsSender {
     }
 }
 
-fn sqs_error<E, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> Error
+/// A transient error naming the SQS operation and the SDK's whole error chain.
+pub(crate) fn sqs_error<E, R>(op: &str, e: &aws_sdk_sqs::error::SdkError<E, R>) -> Error
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -80,7 +80,7 @@ struct SessionBody {
 }
 
 /// A failed response, read.
-struct Failure {
+pub(crate) struct Failure {
     status: u16,
     code: String,
     message: String,
@@ -89,7 +89,7 @@ struct Failure {
 }
 
 impl Failure {
-    async fn read(response: reqwest::Response) -> Failure {
+    pub(crate) async fn read(response: reqwest::Response) -> Failure {
         let status = response.status().as_u16();
         let should_retry = response
             .headers()
@@ -119,7 +119,7 @@ impl Failure {
     }
 
     /// Transient or permanent, as `what` failed.
-    fn error(&self, what: &str) -> Error {
+    pub(crate) fn error(&self, what: &str) -> Error {
         let detail = format!("{what}: {} {}: {}", self.status, self.code, self.message);
         let transient = |detail: String| Error::Transient {
             service: SERVICE,

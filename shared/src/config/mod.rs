@@ -5,7 +5,9 @@
 //!
 //! - [`ProcessConfig`]: the process function (Langfuse, Stripe, pricing, budgets, tuning).
 //! - [`IngestConfig`]: the ingest function (Langfuse, settling, scan tuning; no Stripe).
+//! - [`AdminConfig`]: the operator command (table and queues).
 
+mod admin;
 mod env;
 mod ingest;
 mod langfuse;
@@ -14,6 +16,7 @@ mod stripe;
 #[cfg(test)]
 mod tests;
 
+pub use admin::AdminConfig;
 pub use env::{Secret, is_loopback_host, validate_url};
 pub use ingest::IngestConfig;
 pub use langfuse::{LangfuseApi, LangfuseConfig};

@@ -1,5 +1,6 @@
 //! The billing domain: plain data and rules, no SDK types.
 
+pub mod attention;
 pub mod budget;
 pub mod claim;
 pub mod credits;
@@ -9,6 +10,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod message;
 pub mod meter;
+pub mod reconcile;
 pub mod retry;
 pub mod scan;
 pub mod usage;

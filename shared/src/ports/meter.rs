@@ -1,8 +1,9 @@
-//! Stripe: meter events.
+//! Stripe: meter events, and what Stripe aggregated of them.
 
 use crate::domain::meter::{Delivery, MeterEvent};
 use crate::error::Result;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 /// Sends meter events to Stripe.
 #[async_trait]
@@ -25,4 +26,17 @@ pub trait MeterSink: Send + Sync {
         }
         out
     }
+}
+
+/// What Stripe aggregated (its meter event summaries: eventually consistent).
+#[async_trait]
+pub trait MeterReports: Send + Sync {
+    /// The sum of a customer's meter events with a timestamp in `[start, end)` (both aligned
+    /// to minutes, as Stripe requires).
+    async fn aggregated(
+        &self,
+        customer_id: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64>;
 }

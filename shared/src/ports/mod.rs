@@ -2,14 +2,19 @@
 //! them against the real services; the `testing` feature implements them in memory. The data
 //! they carry lives in [`crate::domain`].
 
+pub mod admin;
 pub mod ingest;
 pub mod ledger;
 pub mod meter;
 pub mod queue;
 pub mod usage;
 
+pub use admin::{
+    AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
+    OperatorLedger,
+};
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
-pub use meter::MeterSink;
-pub use queue::{QueueSender, Redelivery};
+pub use meter::{MeterReports, MeterSink};
+pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use usage::{TraceLister, UsageByTrace, UsageSource};

@@ -18,3 +18,15 @@ pub trait QueueSender: Send + Sync {
     /// the whole call failed.
     async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<SendFailure>>;
 }
+
+/// The dead-letter queue: what is in it, and moving it back to the meter queue.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Messages visible and in flight.
+    async fn depth(&self) -> Result<(i64, i64)>;
+    /// Up to `max` message bodies, left in the queue.
+    async fn peek(&self, max: usize) -> Result<Vec<String>>;
+    /// Moves up to `max` messages to the meter queue (each sent before it is deleted, so a
+    /// crash can only duplicate one, which the ledger makes harmless); how many moved.
+    async fn redrive(&self, max: usize) -> Result<usize>;
+}

@@ -3,6 +3,7 @@
 
 mod batch_reads;
 mod binary;
+mod cli;
 mod common;
 mod contract;
 mod cost;

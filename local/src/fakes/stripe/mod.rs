@@ -18,6 +18,8 @@
 //! Identifiers and idempotency keys are remembered for [`DEDUP_WINDOW`] (24 hours, as on
 //! Stripe) of the fake's own clock, which [`StripeFake::advance`] moves forward.
 //!
+//! `GET /v1/billing/meters/{id}/event_summaries` sums what was recorded (see `summaries`).
+//!
 //! The v2 high-throughput path:
 //! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
 //!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
@@ -45,6 +47,7 @@ use serde_json::{Map, Value, json};
 
 mod errors;
 mod stream;
+mod summaries;
 #[cfg(test)]
 mod tests;
 mod v1;
@@ -54,6 +57,7 @@ pub use v1::STRIPE_KINDS;
 
 use errors::*;
 use stream::{create_session, meter_event_stream};
+use summaries::event_summaries;
 use v1::{IdempotencyEntry, create_meter_event};
 
 use super::{
@@ -115,6 +119,8 @@ struct StripeState {
     sessions_created: usize,
     stream_batches: Vec<usize>,
     stream_errors: Vec<String>,
+    /// Identifiers of recorded events Stripe's asynchronous validation dropped.
+    dropped: HashSet<String>,
 }
 
 type Shared = Arc<Mutex<StripeState>>;
@@ -163,12 +169,25 @@ impl StripeFake {
             sessions_created: 0,
             stream_batches: Vec::new(),
             stream_errors: Vec::new(),
+            dropped: HashSet::new(),
         }));
         let router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&state));
         let server = Arc::new(ServerHandle::spawn(router).await?);
         Ok(Self { state, server })
+    }
+
+    /// Makes a recorded event one Stripe's asynchronous validation dropped: it stays in
+    /// [`StripeFake::events`] (it was accepted) but no longer counts in the meter event
+    /// summaries. False when no such event was recorded.
+    pub fn drop_event(&self, identifier: &str) -> bool {
+        let mut st = lock(&self.state);
+        let known = st.events.iter().any(|e| e.identifier == identifier);
+        if known {
+            st.dropped.insert(identifier.to_string());
+        }
+        known
     }
 
     server_handle_methods!();
@@ -309,6 +328,7 @@ async fn process(state: Shared, incoming: Incoming) -> Reply {
         Some(Route::CreateMeterEvent) => create_meter_event(&state, &incoming).await,
         Some(Route::CreateMeterEventSession) => create_session(&state, &incoming),
         Some(Route::MeterEventStream) => meter_event_stream(&state, &incoming).await,
+        Some(Route::EventSummaries) => event_summaries(&state, &incoming),
         None => (
             stripe_error(
                 404,
@@ -339,6 +359,8 @@ enum Route {
     CreateMeterEventSession,
     /// `POST /v2/billing/meter_event_stream`.
     MeterEventStream,
+    /// `GET /v1/billing/meters/{id}/event_summaries`.
+    EventSummaries,
 }
 
 impl Route {
@@ -349,6 +371,11 @@ impl Route {
                 Some(Self::CreateMeterEventSession)
             }
             (&Method::POST, "/v2/billing/meter_event_stream") => Some(Self::MeterEventStream),
+            (&Method::GET, p)
+                if p.starts_with("/v1/billing/meters/") && p.ends_with("/event_summaries") =>
+            {
+                Some(Self::EventSummaries)
+            }
             _ => None,
         }
     }

@@ -4,8 +4,8 @@ use super::super::template::{Resolver, bool_value, int_value};
 use super::Template;
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ProvisionedThroughput, ScalarAttributeType, TimeToLiveSpecification,
 };
 use serde_yaml::Value;
 
@@ -20,11 +20,7 @@ pub(super) async fn create_table(
     let props = resource
         .get("Properties")
         .ok_or_else(|| anyhow!("{id} has no Properties"))?;
-    for unsupported in [
-        "GlobalSecondaryIndexes",
-        "LocalSecondaryIndexes",
-        "StreamSpecification",
-    ] {
+    for unsupported in ["LocalSecondaryIndexes", "StreamSpecification"] {
         if props.get(unsupported).is_some() {
             bail!(
                 "{id}.{unsupported} is not supported by the local stack yet: add it to stack/provision.rs"
@@ -51,6 +47,9 @@ pub(super) async fn create_table(
                 .key_type(KeyType::from(kind))
                 .build()?,
         );
+    }
+    for index in global_indexes(props, id)? {
+        request = request.global_secondary_indexes(index);
     }
     let billing = props
         .get("BillingMode")
@@ -93,6 +92,45 @@ fn pairs<'a>(
                     .ok_or_else(|| anyhow!("{id}: {list} element without {name}"))
             };
             Ok((get("AttributeName")?, get(kind)?))
+        })
+        .collect()
+}
+
+/// The table's `GlobalSecondaryIndexes` (key schema and projection type; on-demand tables
+/// only: an index's own throughput is not read).
+fn global_indexes(props: &Value, id: &str) -> Result<Vec<GlobalSecondaryIndex>> {
+    let Some(indexes) = props.get("GlobalSecondaryIndexes") else {
+        return Ok(Vec::new());
+    };
+    let indexes = indexes
+        .as_sequence()
+        .ok_or_else(|| anyhow!("{id}.GlobalSecondaryIndexes is not a list"))?;
+    indexes
+        .iter()
+        .map(|index| {
+            let name = index
+                .get("IndexName")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{id}: a global secondary index without IndexName"))?;
+            let what = format!("{id}.{name}");
+            let mut built = GlobalSecondaryIndex::builder().index_name(name);
+            for (attr, kind) in pairs(index, &what, "KeySchema", "KeyType")? {
+                built = built.key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(attr)
+                        .key_type(KeyType::from(kind))
+                        .build()?,
+                );
+            }
+            let projection = index
+                .get("Projection")
+                .and_then(|p| p.get("ProjectionType"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{what} has no Projection.ProjectionType"))?;
+            let projection = Projection::builder()
+                .projection_type(ProjectionType::from(projection))
+                .build();
+            Ok(built.projection(projection).build()?)
         })
         .collect()
 }

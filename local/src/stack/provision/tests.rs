@@ -50,9 +50,45 @@ async fn assert_table_as_defined(dynamodb: &aws_sdk_dynamodb::Client, name: &str
             ("sk".to_string(), KeyType::Range)
         ]
     );
-    for def in table.attribute_definitions() {
-        assert_eq!(def.attribute_type(), &ScalarAttributeType::S);
-    }
+    let mut defs: Vec<(String, ScalarAttributeType)> = table
+        .attribute_definitions()
+        .iter()
+        .map(|d| (d.attribute_name().to_string(), d.attribute_type().clone()))
+        .collect();
+    defs.sort_by(|a, b| a.0.cmp(&b.0));
+    let s = ScalarAttributeType::S;
+    let expected = [
+        ("pk", s.clone()),
+        ("reason", s.clone()),
+        ("sk", s),
+        ("updated_at", ScalarAttributeType::N),
+    ];
+    let expected: Vec<(String, ScalarAttributeType)> = expected
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+    assert_eq!(defs, expected);
+    // The sparse `attention` index: failed and ambiguous entries by reason and time.
+    let indexes = table.global_secondary_indexes();
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes[0].index_name(), Some("attention"));
+    let index_keys: Vec<(String, KeyType)> = indexes[0]
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name().to_string(), k.key_type().clone()))
+        .collect();
+    assert_eq!(
+        index_keys,
+        vec![
+            ("reason".to_string(), KeyType::Hash),
+            ("updated_at".to_string(), KeyType::Range)
+        ]
+    );
+    let projection = indexes[0].projection().and_then(|p| p.projection_type());
+    assert_eq!(
+        projection,
+        Some(&aws_sdk_dynamodb::types::ProjectionType::All)
+    );
     assert_eq!(
         table
             .billing_mode_summary()

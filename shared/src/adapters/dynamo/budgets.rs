@@ -3,7 +3,8 @@
 
 use super::DynamoLedger;
 use super::items::{
-    SERVICE, alert_key, budget_key, condition_held, get_s, get_u64, key_item, ms, n, policy_key, s,
+    Item, SERVICE, alert_key, budget_key, condition_held, get_s, get_u64, key_item, ms, n,
+    policy_key, s,
 };
 use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
 use crate::error::{Error, Result};
@@ -36,30 +37,7 @@ impl BudgetStore for DynamoLedger {
         let Some(item) = self.get(policy_key(customer_id), false).await? else {
             return Ok(None);
         };
-        let bad = |what: &str| {
-            Error::transient(
-                SERVICE,
-                format!("budget policy of customer {customer_id} is malformed: {what}"),
-            )
-        };
-        let period = Period::parse(get_s(&item, "period").unwrap_or("month"))
-            .ok_or_else(|| bad("period"))?;
-        let mode =
-            BudgetMode::parse(get_s(&item, "mode").unwrap_or("hard")).ok_or_else(|| bad("mode"))?;
-        let thresholds = match item.get("thresholds") {
-            Some(AttributeValue::L(list)) => list
-                .iter()
-                .map(|v| v.as_n().ok().and_then(|n| n.parse::<u32>().ok()))
-                .collect::<Option<Vec<u32>>>()
-                .ok_or_else(|| bad("thresholds"))?,
-            _ => vec![50, 80, 100],
-        };
-        Ok(Some(BudgetPolicy {
-            limit: get_u64(&item, "limit").filter(|l| *l > 0),
-            period,
-            mode,
-            thresholds,
-        }))
+        parse_policy(customer_id, &item).map(Some)
     }
 
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
@@ -125,4 +103,32 @@ impl BudgetStore for DynamoLedger {
         .await
         .map(|_| ())
     }
+}
+
+/// A budget policy item, read back (`customer_id` names it in errors).
+pub(super) fn parse_policy(customer_id: &str, item: &Item) -> Result<BudgetPolicy> {
+    let bad = |what: &str| {
+        Error::transient(
+            SERVICE,
+            format!("budget policy of customer {customer_id} is malformed: {what}"),
+        )
+    };
+    let period =
+        Period::parse(get_s(item, "period").unwrap_or("month")).ok_or_else(|| bad("period"))?;
+    let mode =
+        BudgetMode::parse(get_s(item, "mode").unwrap_or("hard")).ok_or_else(|| bad("mode"))?;
+    let thresholds = match item.get("thresholds") {
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| v.as_n().ok().and_then(|n| n.parse::<u32>().ok()))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| bad("thresholds"))?,
+        _ => vec![50, 80, 100],
+    };
+    Ok(BudgetPolicy {
+        limit: get_u64(item, "limit").filter(|l| *l > 0),
+        period,
+        mode,
+        thresholds,
+    })
 }

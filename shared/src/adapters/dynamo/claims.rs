@@ -6,6 +6,7 @@ use super::items::{
     Item, PENDING_FIELDS, SERVICE, budget_key, get_i64, get_s, get_time, get_u64, ms, n,
     receipt_delivered, receipt_key, s, trace_key,
 };
+use crate::domain::attention::AMBIGUOUS_REASON;
 use crate::domain::claim::{Claim, ClaimBatch, ClaimResult, Expect, MAX_CLAIMS_PER_BATCH};
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use crate::error::{Error, Result};
@@ -379,7 +380,7 @@ impl ClaimStore for DynamoLedger {
                 (":ambiguous".into(), s(LedgerState::Ambiguous.as_str())),
                 (":claimed".into(), s(LedgerState::Claimed.as_str())),
                 (":rev".into(), n(revision)),
-                (":reason".into(), s("claim_outlived_stripe_dedup_window")),
+                (":reason".into(), s(AMBIGUOUS_REASON)),
                 (
                     ":detail".into(),
                     s("claimed but never marked metered, and older than Stripe's identifier dedup window: \

@@ -45,33 +45,8 @@ impl DeliveryStore for DynamoLedger {
         p: &PendingClaim,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let update = format!(
-            "SET #state = :metered, #revision = :rev, #total_credits = :total, \
-             #billed_credits = #billed_credits + :billable, #capped_credits = #capped_credits + :capped, \
-             #period = :period, #metered_at = :now, #updated_at = :now \
-             REMOVE {PENDING_FIELDS} ADD #ver :one, #identifiers :ids"
-        );
-        self.update(
-            trace_key(trace_id),
-            &update,
-            Some("#state = :claimed AND #p_rev = :rev"),
-            HashMap::from([
-                (":metered".into(), s(LedgerState::Metered.as_str())),
-                (":claimed".into(), s(LedgerState::Claimed.as_str())),
-                (":rev".into(), n(p.revision)),
-                (":total".into(), n(p.total_after)),
-                (":billable".into(), n(p.billable)),
-                (":capped".into(), n(p.capped)),
-                (":period".into(), s(&p.period)),
-                (":now".into(), ms(now)),
-                (":one".into(), n(1)),
-                (
-                    ":ids".into(),
-                    AttributeValue::Ss(vec![p.identifier.clone()]),
-                ),
-            ]),
-        )
-        .await
+        self.metered_from(LedgerState::Claimed, trace_id, p, now)
+            .await
     }
 
     async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()> {
@@ -98,16 +73,108 @@ impl DeliveryStore for DynamoLedger {
         detail: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let failure = (reason, detail);
+        self.failed_from(LedgerState::Claimed, trace_id, p, failure, now)
+            .await
+    }
+
+    async fn record_failure(
+        &self,
+        key: &FailureKey,
+        reason: FailureReason,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut values: Item = HashMap::from([
+            (":failed".into(), s(LedgerState::Failed.as_str())),
+            (":reason".into(), s(reason.as_str())),
+            (":detail".into(), s(truncate(detail, 1000))),
+            (":now".into(), ms(now)),
+            (":one".into(), n(1)),
+        ]);
+        let (db_key, update) = match key {
+            // Keeps the state of an entry that was billed before (a later revision failed);
+            // a new entry becomes `failed`.
+            FailureKey::Trace(trace_id) => (
+                trace_key(trace_id),
+                "SET #state = if_not_exists(#state, :failed), #reason = :reason, #detail = :detail, \
+                 #failed_at = :now, #updated_at = :now, #created_at = if_not_exists(#created_at, :now) \
+                 ADD #ver :one, #failures :one"
+                    .to_string(),
+            ),
+            FailureKey::Message { message_id, body } => {
+                values.insert(":body".into(), s(truncate(body, 2048)));
+                (
+                    message_key(message_id),
+                    "SET #state = :failed, #reason = :reason, #detail = :detail, #body = :body, \
+                     #failed_at = :now, #updated_at = :now ADD #ver :one, #failures :one"
+                        .to_string(),
+                )
+            }
+        };
+        self.update(db_key, &update, None, values).await.map(|_| ())
+    }
+}
+
+impl DynamoLedger {
+    /// Marks the pending revision of an entry in state `from` delivered (a claim, or an
+    /// ambiguous claim an operator settled). False when it is not in `from` at that revision.
+    pub(super) async fn metered_from(
+        &self,
+        from: LedgerState,
+        trace_id: &str,
+        p: &PendingClaim,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let update = format!(
+            "SET #state = :metered, #revision = :rev, #total_credits = :total, \
+             #billed_credits = #billed_credits + :billable, #capped_credits = #capped_credits + :capped, \
+             #period = :period, #metered_at = :now, #updated_at = :now \
+             REMOVE #reason, #detail, {PENDING_FIELDS} ADD #ver :one, #identifiers :ids"
+        );
+        self.update(
+            trace_key(trace_id),
+            &update,
+            Some("#state = :from AND #p_rev = :rev"),
+            HashMap::from([
+                (":metered".into(), s(LedgerState::Metered.as_str())),
+                (":from".into(), s(from.as_str())),
+                (":rev".into(), n(p.revision)),
+                (":total".into(), n(p.total_after)),
+                (":billable".into(), n(p.billable)),
+                (":capped".into(), n(p.capped)),
+                (":period".into(), s(&p.period)),
+                (":now".into(), ms(now)),
+                (":one".into(), n(1)),
+                (
+                    ":ids".into(),
+                    AttributeValue::Ss(vec![p.identifier.clone()]),
+                ),
+            ]),
+        )
+        .await
+    }
+
+    /// Records the permanent failure of the pending revision of an entry in state `from` and
+    /// gives its credits back to the budget, in one transaction.
+    pub(super) async fn failed_from(
+        &self,
+        from: LedgerState,
+        trace_id: &str,
+        p: &PendingClaim,
+        (reason, detail): (FailureReason, &str),
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let ledger = self.tx_update(
             trace_key(trace_id),
             &format!(
                 "SET #state = :failed, #reason = :reason, #detail = :detail, #failed_at = :now, #updated_at = :now \
                  REMOVE {PENDING_FIELDS} ADD #ver :one"
             ),
-            Some("#state = :claimed AND #p_rev = :rev"),
+            Some("#state = :from AND #p_rev = :rev"),
             HashMap::from([
                 (":failed".into(), s(LedgerState::Failed.as_str())),
-                (":claimed".into(), s(LedgerState::Claimed.as_str())),
+                (":from".into(), s(from.as_str())),
                 (":rev".into(), n(p.revision)),
                 (":reason".into(), s(reason.as_str())),
                 (":detail".into(), s(truncate(detail, 1000))),
@@ -148,42 +215,5 @@ impl DeliveryStore for DynamoLedger {
                 ),
             )),
         }
-    }
-
-    async fn record_failure(
-        &self,
-        key: &FailureKey,
-        reason: FailureReason,
-        detail: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut values: Item = HashMap::from([
-            (":failed".into(), s(LedgerState::Failed.as_str())),
-            (":reason".into(), s(reason.as_str())),
-            (":detail".into(), s(truncate(detail, 1000))),
-            (":now".into(), ms(now)),
-            (":one".into(), n(1)),
-        ]);
-        let (db_key, update) = match key {
-            // Keeps the state of an entry that was billed before (a later revision failed);
-            // a new entry becomes `failed`.
-            FailureKey::Trace(trace_id) => (
-                trace_key(trace_id),
-                "SET #state = if_not_exists(#state, :failed), #reason = :reason, #detail = :detail, \
-                 #failed_at = :now, #updated_at = :now, #created_at = if_not_exists(#created_at, :now) \
-                 ADD #ver :one, #failures :one"
-                    .to_string(),
-            ),
-            FailureKey::Message { message_id, body } => {
-                values.insert(":body".into(), s(truncate(body, 2048)));
-                (
-                    message_key(message_id),
-                    "SET #state = :failed, #reason = :reason, #detail = :detail, #body = :body, \
-                     #failed_at = :now, #updated_at = :now ADD #ver :one, #failures :one"
-                        .to_string(),
-                )
-            }
-        };
-        self.update(db_key, &update, None, values).await.map(|_| ())
     }
 }

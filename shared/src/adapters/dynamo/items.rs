@@ -88,7 +88,7 @@ pub(crate) fn ms(t: DateTime<Utc>) -> AttributeValue {
 }
 
 /// Aliases every `#name` of the expressions to `name`.
-pub(super) fn names(exprs: &[&str]) -> HashMap<String, String> {
+pub(crate) fn names(exprs: &[&str]) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for expr in exprs {
         let bytes = expr.as_bytes();

@@ -21,13 +21,18 @@
 //!
 //! This file holds the table's few primitives (get, put, conditional update, transaction);
 //! `items` the keys and attribute helpers (the ingest store uses them too); one file per
-//! port implements it: `claims`, `deliveries`, `budgets`, `customers`.
+//! port implements it: `claims`, `deliveries`, `budgets`, `customers`, and for operators
+//! `review` (the `attention` index), `settle` (ambiguous claims), `admin` (policies, mappings), `totals` (reconciling).
 
+mod admin;
 mod budgets;
 mod claims;
 mod customers;
 mod deliveries;
 mod items;
+mod review;
+mod settle;
+mod totals;
 
 pub use claims::parse_entry;
 pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};
@@ -35,6 +40,7 @@ pub use items::{
     alert_key, budget_key, get_s, get_u64, message_key, n, policy_key, receipt_delivered,
     receipt_key, s, trace_key, user_key,
 };
+pub use review::ATTENTION_INDEX;
 
 use crate::error::{Error, Result};
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};

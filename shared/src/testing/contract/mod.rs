@@ -7,10 +7,15 @@
 //! ledger breaks the contract. [`ledger_contract_tests!`](crate::ledger_contract_tests)
 //! turns the whole list into one `#[tokio::test]` per check for a given ledger factory.
 
+mod admin;
 mod budgets;
 mod claims;
 mod settle;
 
+pub use admin::{
+    ambiguous_claims_settle_once, failed_and_ambiguous_entries_are_found,
+    operator_items_are_written_and_removed, totals_count_delivered_and_in_flight_credits,
+};
 pub use budgets::{
     alerts_are_recorded_once, policies_and_mappings_read_as_seeded, set_exceeded_raises_the_flag,
 };
@@ -101,6 +106,10 @@ macro_rules! ledger_contract_tests {
             record_failure_keeps_a_state_and_bumps_the_version,
             alerts_are_recorded_once,
             set_exceeded_raises_the_flag,
+            failed_and_ambiguous_entries_are_found,
+            ambiguous_claims_settle_once,
+            operator_items_are_written_and_removed,
+            totals_count_delivered_and_in_flight_credits,
         );
         $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
     };

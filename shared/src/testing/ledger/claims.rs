@@ -1,6 +1,7 @@
 //! `ClaimStore`: reading entries, the batch claim transaction, take-over and ambiguity.
 
 use super::{MemoryLedger, State, StoredTrace, ms, refused};
+use crate::domain::attention::AMBIGUOUS_REASON;
 use crate::domain::claim::{
     BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, MAX_CLAIMS_PER_BATCH,
 };
@@ -11,8 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
-/// `mark_ambiguous`'s reason and detail, as the DynamoDB adapter writes them.
-const AMBIGUOUS_REASON: &str = "claim_outlived_stripe_dedup_window";
+/// `mark_ambiguous`'s detail, as the DynamoDB adapter writes it.
 const AMBIGUOUS_DETAIL: &str = "claimed but never marked metered, and older than Stripe's identifier dedup window: check Stripe for the identifier before resending or releasing the budget";
 
 #[async_trait]
@@ -107,12 +107,13 @@ impl ClaimStore for MemoryLedger {
         &self,
         trace_id: &str,
         revision: u32,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut state = self.state();
         let Some(item) = claimed(&mut state, trace_id, revision) else {
             return Ok(false);
         };
+        item.updated_at = Some(ms(now));
         item.state = LedgerState::Ambiguous;
         item.reason = Some(AMBIGUOUS_REASON.to_string());
         item.detail = Some(AMBIGUOUS_DETAIL.to_string());
@@ -146,8 +147,18 @@ pub(super) fn claimed<'a>(
     trace_id: &str,
     revision: u32,
 ) -> Option<&'a mut StoredTrace> {
+    pending_in(state, LedgerState::Claimed, trace_id, revision)
+}
+
+/// The stored item when it is in state `from` with a pending revision `revision`.
+pub(super) fn pending_in<'a>(
+    state: &'a mut State,
+    from: LedgerState,
+    trace_id: &str,
+    revision: u32,
+) -> Option<&'a mut StoredTrace> {
     state.traces.get_mut(trace_id).filter(|item| {
-        item.state == LedgerState::Claimed
+        item.state == from
             && item
                 .pending
                 .as_ref()

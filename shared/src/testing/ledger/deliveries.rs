@@ -1,6 +1,6 @@
 //! `DeliveryStore`: receipts, marking, releasing and failing claims, recording failures.
 
-use super::claims::claimed;
+use super::claims::{claimed, pending_in};
 use super::{FailedMessage, MemoryLedger, StoredTrace, ms, truncate};
 use crate::domain::claim::FailureKey;
 use crate::domain::ledger::{LedgerState, PendingClaim};
@@ -34,21 +34,7 @@ impl DeliveryStore for MemoryLedger {
         p: &PendingClaim,
         _now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut state = self.state();
-        let Some(item) = claimed(&mut state, trace_id, p.revision) else {
-            return Ok(false);
-        };
-        // The totals come from the caller's pending revision, as the adapter's update writes.
-        item.state = LedgerState::Metered;
-        item.revision = p.revision;
-        item.total_credits = p.total_after;
-        item.billed_credits += p.billable;
-        item.capped_credits += p.capped;
-        item.period = Some(p.period.clone());
-        item.pending = None;
-        item.identifiers.insert(p.identifier.clone());
-        item.version += 1;
-        Ok(true)
+        Ok(self.metered_from(LedgerState::Claimed, trace_id, p))
     }
 
     async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()> {
@@ -68,25 +54,9 @@ impl DeliveryStore for MemoryLedger {
         p: &PendingClaim,
         reason: FailureReason,
         detail: &str,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut state = self.state();
-        let Some(item) = claimed(&mut state, trace_id, p.revision) else {
-            return Ok(false);
-        };
-        item.state = LedgerState::Failed;
-        item.reason = Some(reason.as_str().to_string());
-        item.detail = Some(truncate(detail, 1000));
-        item.pending = None;
-        item.version += 1;
-        // The same transaction gives the caller's credits back to the counter (unconditional).
-        let counter = state
-            .counters
-            .entry((p.customer_id.clone(), p.period.clone()))
-            .or_default();
-        counter.used = Some(counter.used.unwrap_or(0) - i128::from(p.billable));
-        counter.capped = Some(counter.capped.unwrap_or(0) - i128::from(p.capped));
-        Ok(true)
+        Ok(self.failed_from(LedgerState::Claimed, trace_id, p, (reason, detail), now))
     }
 
     async fn record_failure(
@@ -94,7 +64,7 @@ impl DeliveryStore for MemoryLedger {
         key: &FailureKey,
         reason: FailureReason,
         detail: &str,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<()> {
         let mut state = self.state();
         match key {
@@ -106,6 +76,7 @@ impl DeliveryStore for MemoryLedger {
                     .or_insert_with(|| StoredTrace::new(LedgerState::Failed));
                 item.reason = Some(reason.as_str().to_string());
                 item.detail = Some(truncate(detail, 1000));
+                item.updated_at = Some(ms(now));
                 item.version += 1;
                 item.failures += 1;
             }
@@ -129,5 +100,59 @@ impl DeliveryStore for MemoryLedger {
             }
         }
         Ok(())
+    }
+}
+
+impl MemoryLedger {
+    /// `DynamoLedger::metered_from`: the pending revision of an entry in state `from`
+    /// delivered (its reason cleared).
+    pub(super) fn metered_from(&self, from: LedgerState, trace_id: &str, p: &PendingClaim) -> bool {
+        let mut state = self.state();
+        let Some(item) = pending_in(&mut state, from, trace_id, p.revision) else {
+            return false;
+        };
+        // The totals come from the caller's pending revision, as the adapter's update writes.
+        item.state = LedgerState::Metered;
+        item.revision = p.revision;
+        item.total_credits = p.total_after;
+        item.billed_credits += p.billable;
+        item.capped_credits += p.capped;
+        item.period = Some(p.period.clone());
+        item.pending = None;
+        item.reason = None;
+        item.detail = None;
+        item.identifiers.insert(p.identifier.clone());
+        item.version += 1;
+        true
+    }
+
+    /// `DynamoLedger::failed_from`: the pending revision of an entry in state `from` failed
+    /// for good, its credits given back to the counter in the same step.
+    pub(super) fn failed_from(
+        &self,
+        from: LedgerState,
+        trace_id: &str,
+        p: &PendingClaim,
+        (reason, detail): (FailureReason, &str),
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut state = self.state();
+        let Some(item) = pending_in(&mut state, from, trace_id, p.revision) else {
+            return false;
+        };
+        item.state = LedgerState::Failed;
+        item.reason = Some(reason.as_str().to_string());
+        item.detail = Some(truncate(detail, 1000));
+        item.pending = None;
+        item.updated_at = Some(ms(now));
+        item.version += 1;
+        // The same transaction gives the caller's credits back to the counter (unconditional).
+        let counter = state
+            .counters
+            .entry((p.customer_id.clone(), p.period.clone()))
+            .or_default();
+        counter.used = Some(counter.used.unwrap_or(0) - i128::from(p.billable));
+        counter.capped = Some(counter.capped.unwrap_or(0) - i128::from(p.capped));
+        true
     }
 }

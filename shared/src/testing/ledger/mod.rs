@@ -7,8 +7,10 @@
 //! `TransactWriteItems` are. Times are kept to the millisecond, as the table stores them.
 //!
 //! One file per port: [`claims`] (`ClaimStore`), [`deliveries`] (`DeliveryStore`),
-//! [`budgets`] (`BudgetStore`, `CustomerDirectory`).
+//! [`budgets`] (`BudgetStore`, `CustomerDirectory`), and for operators [`admin`]
+//! (`AttentionIndex`, `AmbiguousSettlement`, `CustomerAdmin`).
 
+mod admin;
 mod budgets;
 mod claims;
 mod deliveries;
@@ -74,6 +76,9 @@ pub struct StoredTrace {
     pub identifiers: BTreeSet<String>,
     /// `failures`: how many times a failure was recorded before any claim.
     pub failures: u64,
+    /// `updated_at` of the writes that leave a `reason` (failures, ambiguity, settling): the
+    /// sort key of the `attention` index.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl StoredTrace {
@@ -96,6 +101,7 @@ impl StoredTrace {
             detail: None,
             identifiers: BTreeSet::new(),
             failures: 0,
+            updated_at: None,
         }
     }
 

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod stream;
+mod summaries;
 
 use super::*;
 use reqwest::header::HeaderMap;

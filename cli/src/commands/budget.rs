@@ -1,0 +1,201 @@
+//! `budget set`, `budget show`, `budget list`. Setting a budget checks the current period's
+//! alerts through the same path as the processor (`tracemeter::alerts::check`).
+
+use crate::Ctx;
+use crate::args::{BudgetCommand, BudgetSetArgs};
+use crate::error::{CliError, CliResult};
+use crate::output::{fields, or_dash, table};
+use serde_json::{Value, json};
+use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+
+/// Runs a `budget` verb.
+pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &BudgetCommand) -> CliResult {
+    match command {
+        BudgetCommand::Set(args) => set(ctx, args).await,
+        BudgetCommand::Show { customer, period } => show(ctx, customer, period.as_deref()).await,
+        BudgetCommand::List => list(ctx).await,
+    }
+}
+
+/// The policy the arguments describe (thresholds ascending, without repeats).
+fn policy_of(args: &BudgetSetArgs) -> CliResult<BudgetPolicy> {
+    let period = Period::parse(&args.period).ok_or_else(|| {
+        CliError::Invalid(format!(
+            "--period {:?}: expected day, week or month",
+            args.period
+        ))
+    })?;
+    let mode = BudgetMode::parse(&args.mode).ok_or_else(|| {
+        CliError::Invalid(format!("--mode {:?}: expected hard or soft", args.mode))
+    })?;
+    if args.limit == 0 {
+        return Err(CliError::Invalid(
+            "--limit must be at least 1 credit".into(),
+        ));
+    }
+    let mut thresholds = args.thresholds.clone();
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    if thresholds.iter().any(|t| *t == 0 || *t > 1000) {
+        return Err(CliError::Invalid(
+            "--thresholds are percentages from 1 to 1000".into(),
+        ));
+    }
+    Ok(BudgetPolicy {
+        limit: Some(args.limit),
+        period,
+        mode,
+        thresholds,
+    })
+}
+
+fn describe(p: &BudgetPolicy) -> String {
+    let thresholds: Vec<String> = p.thresholds.iter().map(|t| format!("{t}%")).collect();
+    format!(
+        "{} credits per {}, {}, alerts at {}",
+        or_dash(p.limit),
+        p.period.as_str(),
+        p.mode.as_str(),
+        or_dash(Some(thresholds.join(",")).filter(|s| !s.is_empty()))
+    )
+}
+
+async fn set(ctx: &mut Ctx<'_, '_>, args: &BudgetSetArgs) -> CliResult {
+    let policy = policy_of(args)?;
+    let ledger = ctx.deps.ledger;
+    let customer = args.customer.as_str();
+    let current = ledger.budget_policy(customer).await?;
+    let changed = current.as_ref() != Some(&policy);
+    if changed {
+        let was = current
+            .as_ref()
+            .map(describe)
+            .unwrap_or_else(|| "none".into());
+        ctx.approve(&format!(
+            "will set {customer}'s budget: {} (now: {was})",
+            describe(&policy)
+        ))?;
+        ledger.set_budget_policy(customer, &policy).await?;
+    }
+    let now = ctx.deps.clock.now();
+    let period = policy.period.key(now);
+    let alerts = tracemeter::alerts::check(ledger, customer, &period, &policy, now).await?;
+    let value = json!({"customer_id": customer, "changed": changed, "period": period, "new_alerts": alerts});
+    ctx.out.report(&value, || {
+        let done = match changed {
+            true => format!("{customer}'s budget is {}\n", describe(&policy)),
+            false => format!(
+                "{customer}'s budget is already {}: nothing to do\n",
+                describe(&policy)
+            ),
+        };
+        format!(
+            "{done}alerts recorded now for {period}: {}\n",
+            or_dash(Some(format!("{alerts:?}")).filter(|_| !alerts.is_empty()))
+        )
+    })
+}
+
+/// A customer's counter in `period` as JSON and as a remaining-credits figure.
+fn counter_json(
+    policy: Option<&BudgetPolicy>,
+    period: &str,
+    u: BudgetUsage,
+    alerts: &[u32],
+) -> Value {
+    let limit = policy.and_then(|p| p.limit);
+    json!({
+        "period": period, "limit": limit, "used": u.used,
+        "remaining": limit.map(|l| l.saturating_sub(u.used)),
+        "capped": u.capped, "exceeded": u.exceeded, "alerts": alerts,
+        "policy_period": policy.map(|p| p.period.as_str()), "mode": policy.map(|p| p.mode.as_str()),
+        "thresholds": policy.map(|p| p.thresholds.clone()),
+    })
+}
+
+async fn show(ctx: &mut Ctx<'_, '_>, customer: &str, period: Option<&str>) -> CliResult {
+    let ledger = ctx.deps.ledger;
+    let policy = ledger.budget_policy(customer).await?;
+    let now = ctx.deps.clock.now();
+    let period = match period {
+        Some(p) => p.to_string(),
+        None => policy.as_ref().map_or(Period::Month, |p| p.period).key(now),
+    };
+    let usage = ledger.budget_usage(customer, &period).await?;
+    let alerts = ledger.budget_alerts(customer, &period).await?;
+    let mut value = counter_json(policy.as_ref(), &period, usage, &alerts);
+    value["customer_id"] = json!(customer);
+    ctx.out.report(&value, || {
+        let limit = policy.as_ref().and_then(|p| p.limit);
+        fields(&[
+            ("customer", customer.to_string()),
+            (
+                "policy",
+                policy.as_ref().map(describe).unwrap_or_else(|| {
+                    "none in the table (the function's DEFAULT_BUDGET_* applies)".into()
+                }),
+            ),
+            ("period", period.clone()),
+            ("used", usage.used.to_string()),
+            ("limit", or_dash(limit)),
+            (
+                "remaining",
+                or_dash(limit.map(|l| l.saturating_sub(usage.used))),
+            ),
+            ("capped", usage.capped.to_string()),
+            ("exceeded", usage.exceeded.to_string()),
+            (
+                "alerts",
+                or_dash(
+                    Some(
+                        alerts
+                            .iter()
+                            .map(|a| format!("{a}%"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .filter(|s| !s.is_empty()),
+                ),
+            ),
+        ])
+    })
+}
+
+async fn list(ctx: &mut Ctx<'_, '_>) -> CliResult {
+    let ledger = ctx.deps.ledger;
+    let now = ctx.deps.clock.now();
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    for (customer, policy) in ledger.budget_policies().await? {
+        let period = policy.period.key(now);
+        let usage = ledger.budget_usage(&customer, &period).await?;
+        let alerts = ledger.budget_alerts(&customer, &period).await?;
+        let mut value = counter_json(Some(&policy), &period, usage, &alerts);
+        value["customer_id"] = json!(customer);
+        values.push(value);
+        let remaining = policy.limit.map(|l| l.saturating_sub(usage.used));
+        rows.push(vec![
+            customer,
+            describe(&policy),
+            period,
+            usage.used.to_string(),
+            or_dash(remaining),
+            usage.capped.to_string(),
+            usage.exceeded.to_string(),
+        ]);
+    }
+    ctx.out.report(&json!(values), || {
+        table(
+            &[
+                "customer",
+                "policy",
+                "period",
+                "used",
+                "remaining",
+                "capped",
+                "exceeded",
+            ],
+            &rows,
+        )
+    })
+}

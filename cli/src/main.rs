@@ -1,0 +1,93 @@
+//! The `tracemeter` operator command's entry point: wiring only.
+
+use clap::Parser;
+use std::process::ExitCode;
+use tracemeter::adapters::{
+    dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
+    stripe_reports::StripeReports,
+};
+use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
+use tracemeter::clock::SystemClock;
+use tracemeter::config::{AdminConfig, IngestConfig};
+use tracemeter::ports::{DeadLetters, MeterReports};
+use tracemeter_cli::args::Command;
+use tracemeter_cli::confirm::Terminal;
+use tracemeter_cli::{Cli, Deps, execute};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match AdminConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let aws = aws_config::load_from_env().await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue = SqsSender::new(sqs.clone(), &config.queue_url);
+    let dlq = config
+        .dlq_url
+        .as_ref()
+        .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
+    let meter = match config
+        .stripe
+        .as_ref()
+        .map(|(cfg, meter)| StripeReports::new(cfg, meter))
+    {
+        Some(Err(e)) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
+    let ingest_config = match &cli.command {
+        Command::Backfill(_) => match IngestConfig::from_env() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("tracemeter: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let ingest_parts = match ingest_config
+        .as_ref()
+        .map(|c| LangfuseScanner::new(c).map(|l| (c, l)))
+    {
+        Some(Err(e)) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok((c, lister))) => Some((
+            c,
+            lister,
+            DynamoIngestStore::new(dynamo.clone(), &c.table_name),
+        )),
+        None => None,
+    };
+    let ingest_deps = ingest_parts
+        .as_ref()
+        .map(|(config, lister, store)| ingest::Deps {
+            config,
+            lister,
+            store,
+            queue: &queue,
+            clock: &SystemClock,
+        });
+    let deps = Deps {
+        ledger: &ledger,
+        queue: &queue,
+        dead_letters: dlq.as_ref().map(|d| d as &dyn DeadLetters),
+        meter: meter.as_ref().map(|m| m as &dyn MeterReports),
+        ingest: ingest_deps.as_ref(),
+        clock: &SystemClock,
+        confirm: &Terminal,
+    };
+    let code = execute(&cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await;
+    ExitCode::from(code)
+}

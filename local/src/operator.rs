@@ -1,0 +1,59 @@
+//! The operator command (`tracemeter`, crate `tracemeter-cli`) on a local stack: the same
+//! library entry point as the binary, wired to the stack's adapters, for `make run`'s
+//! closing `tracemeter reconcile`.
+
+use crate::harness::TestStack;
+use anyhow::Result;
+use tracemeter::adapters::{
+    dead_letters::SqsDeadLetters, sqs::SqsSender, stripe_reports::StripeReports,
+};
+use tracemeter_cli::confirm::Answer;
+use tracemeter_cli::{Deps, execute, parse};
+
+/// The meter id the Stripe fake answers summaries for (it has one meter).
+pub const FAKE_METER_ID: &str = "mtr_fake";
+
+/// Runs `tracemeter <args>` against the stack (changes are never confirmed; no `backfill`);
+/// the exit code and what it printed (report, then errors).
+pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
+    let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))?;
+    let r = &stack.resources;
+    let queue = SqsSender::new(stack.sqs.clone(), &r.queue_url);
+    let dlq = SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url);
+    let meter = StripeReports::new(&stack.config.stripe, FAKE_METER_ID)?;
+    let deps = Deps {
+        ledger: &stack.ledger,
+        queue: &queue,
+        dead_letters: Some(&dlq),
+        meter: Some(&meter),
+        ingest: None,
+        clock: &stack.clock,
+        confirm: &Answer(false),
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = execute(&cli, &deps, &mut out, &mut err).await;
+    out.extend_from_slice(&err);
+    Ok((code, String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// `tracemeter reconcile` for this month and the previous one (a run's usage can reach back
+/// across the month's start), printed; an error when either finds drift.
+pub async fn reconcile(stack: &TestStack) -> Result<()> {
+    let now = tracemeter::clock::Clock::now(&stack.clock);
+    let previous = now - chrono::Duration::days(i64::from(chrono::Datelike::day(&now)));
+    let mut drift = Vec::new();
+    for month in [previous, now].map(|t| t.format("%Y-%m").to_string()) {
+        println!("$ tracemeter reconcile --period {month}");
+        let (code, text) = run(stack, &["reconcile", "--period", &month]).await?;
+        println!("{text}");
+        if code != 0 {
+            drift.push(month);
+        }
+    }
+    anyhow::ensure!(
+        drift.is_empty(),
+        "tracemeter reconcile found drift in {}",
+        drift.join(", ")
+    );
+    Ok(())
+}

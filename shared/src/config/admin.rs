@@ -1,0 +1,45 @@
+//! The operator command's configuration: the same variables as the functions.
+
+use super::env::Env;
+use super::stripe::StripeConfig;
+use crate::error::Result;
+
+/// What the `tracemeter` command reads from the environment.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `TABLE_NAME`: the DynamoDB ledger table.
+    pub table_name: String,
+    /// `QUEUE_URL`: the SQS meter queue (replays and redrives go there).
+    pub queue_url: String,
+    /// `DLQ_URL`: the dead-letter queue; only the `dlq` commands need it.
+    pub dlq_url: Option<String>,
+    /// `STRIPE_METER_ID` (`mtr_...`) with the Stripe variables of the process function: only
+    /// `reconcile` needs them, and they are read only when `STRIPE_METER_ID` is set.
+    pub stripe: Option<(StripeConfig, String)>,
+}
+
+impl AdminConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<AdminConfig> {
+        AdminConfig::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<AdminConfig> {
+        let env = Env::new(lookup);
+        let dlq_url = match env.optional("DLQ_URL") {
+            Some(_) => Some(env.url("DLQ_URL", None)?),
+            None => None,
+        };
+        let stripe = match env.optional("STRIPE_METER_ID") {
+            Some(meter) => Some((StripeConfig::read(&env)?, meter)),
+            None => None,
+        };
+        Ok(AdminConfig {
+            table_name: env.required("TABLE_NAME")?,
+            queue_url: env.url("QUEUE_URL", None)?,
+            dlq_url,
+            stripe,
+        })
+    }
+}
