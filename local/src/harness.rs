@@ -266,12 +266,7 @@ impl TestStack {
     pub async fn send_traces(&self, trace_ids: &[&str]) -> Result<()> {
         let bodies: Vec<String> = trace_ids
             .iter()
-            .map(|id| {
-                tracemeter::domain::message::MeterMessage {
-                    trace_id: id.to_string(),
-                }
-                .to_body()
-            })
+            .map(|id| tracemeter::domain::message::MeterMessage::new(*id).to_body())
             .collect();
         self.send_bodies(&bodies).await
     }

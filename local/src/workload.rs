@@ -249,10 +249,7 @@ pub fn add_late_cost(stack: &TestStack, traces: &[String]) {
 /// that is not a meter message.
 pub fn foreign_messages() -> Vec<String> {
     vec![
-        tracemeter::domain::message::MeterMessage {
-            trace_id: "tr-not-in-langfuse".to_string(),
-        }
-        .to_body(),
+        tracemeter::domain::message::MeterMessage::new("tr-not-in-langfuse").to_body(),
         "{\"note\": \"not a meter message\"}".to_string(),
     ]
 }

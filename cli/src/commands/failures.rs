@@ -122,10 +122,7 @@ async fn send(ctx: &Ctx<'_, '_>, traces: &[String]) -> CliResult<usize> {
             .enumerate()
             .map(|(i, id)| OutgoingMessage {
                 id: format!("m{i}"),
-                body: MeterMessage {
-                    trace_id: id.clone(),
-                }
-                .to_body(),
+                body: MeterMessage::new(id.as_str()).to_body(),
             })
             .collect();
         for f in ctx.deps.queue.send_batch(&messages).await? {

@@ -76,14 +76,14 @@ fn skip_repeats(
     fresh
 }
 
-/// The trace ids whose usage the ledger does not cover yet (and that are not left for an
-/// operator).
+/// The messages of the traces whose usage the ledger does not cover yet (and that are not
+/// left for an operator), each with the newest usage time seen.
 async fn skip_covered(
     deps: &Deps<'_>,
     fresh: Vec<ListedTrace>,
     recent: &mut Recent,
     summary: &mut IngestSummary,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<MeterMessage>, Error> {
     let ids: Vec<String> = fresh.iter().map(|t| t.trace_id.clone()).collect();
     let coverage = deps.store.coverage(&ids).await?;
     let mut to_send = Vec::with_capacity(fresh.len());
@@ -97,17 +97,20 @@ async fn skip_covered(
                 summary.skipped_operator += 1;
                 recent.insert(&t.trace_id);
             }
-            None => to_send.push(t.trace_id),
+            None => to_send.push(MeterMessage {
+                newest_observation: rules::newest_observation(&t.seen),
+                ..MeterMessage::new(t.trace_id)
+            }),
         }
     }
     Ok(to_send)
 }
 
-/// Sends the trace ids, [`SEND_CONCURRENCY`] batches at once; returns how many could not be
+/// Sends the messages, [`SEND_CONCURRENCY`] batches at once; returns how many could not be
 /// sent after all tries (each logged).
 async fn send(
     deps: &Deps<'_>,
-    to_send: Vec<String>,
+    to_send: Vec<MeterMessage>,
     recent: &mut Recent,
     summary: &mut IngestSummary,
 ) -> u64 {
@@ -142,14 +145,14 @@ async fn send(
 /// retried.
 type SendResult = (Vec<String>, Vec<(String, String)>, u64);
 
-/// Sends up to 10 trace ids, retrying failed entries.
+/// Sends up to 10 messages, retrying failed entries.
 async fn send_with_retries(
     queue: &dyn QueueSender,
-    trace_ids: Vec<String>,
+    messages: Vec<MeterMessage>,
     attempts: u32,
 ) -> SendResult {
-    // (entry id, trace id)
-    let mut pending: Vec<(String, String)> = trace_ids
+    // (entry id, message)
+    let mut pending: Vec<(String, MeterMessage)> = messages
         .into_iter()
         .enumerate()
         .map(|(i, id)| (format!("e{i}"), id))
@@ -163,7 +166,7 @@ async fn send_with_retries(
         let (ok, still): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|(entry, _)| !failed_entries.contains(entry.as_str()));
-        sent.extend(ok.into_iter().map(|(_, id)| id));
+        sent.extend(ok.into_iter().map(|(_, m)| m.trace_id));
         last_error = reasons(&still, &failures);
         pending = still;
         if pending.is_empty() {
@@ -188,17 +191,17 @@ async fn send_with_retries(
     (sent, failed, retries)
 }
 
-/// One `SendMessageBatch` of the pending (entry id, trace id) pairs: the entries that failed,
+/// One `SendMessageBatch` of the pending (entry id, message) pairs: the entries that failed,
 /// each with why (all of them when the call itself failed).
-async fn send_once(queue: &dyn QueueSender, pending: &[(String, String)]) -> Vec<(String, String)> {
+async fn send_once(
+    queue: &dyn QueueSender,
+    pending: &[(String, MeterMessage)],
+) -> Vec<(String, String)> {
     let messages: Vec<OutgoingMessage> = pending
         .iter()
-        .map(|(entry, id)| OutgoingMessage {
+        .map(|(entry, m)| OutgoingMessage {
             id: entry.clone(),
-            body: MeterMessage {
-                trace_id: id.clone(),
-            }
-            .to_body(),
+            body: m.to_body(),
         })
         .collect();
     match queue.send_batch(&messages).await {
@@ -223,17 +226,20 @@ fn describe(f: &SendFailure) -> String {
     format!("{}: {}{fault}", f.code, f.message)
 }
 
-/// Each still-pending (entry id, trace id) as (trace id, why its entry failed).
-fn reasons(still: &[(String, String)], failures: &[(String, String)]) -> Vec<(String, String)> {
+/// Each still-pending (entry id, message) as (trace id, why its entry failed).
+fn reasons(
+    still: &[(String, MeterMessage)],
+    failures: &[(String, String)],
+) -> Vec<(String, String)> {
     still
         .iter()
-        .map(|(entry, id)| {
+        .map(|(entry, m)| {
             let why = failures
                 .iter()
                 .find(|(e, _)| e == entry)
                 .map(|(_, w)| w.clone())
                 .unwrap_or_default();
-            (id.clone(), why)
+            (m.trace_id.clone(), why)
         })
         .collect()
 }

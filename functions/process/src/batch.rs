@@ -1,19 +1,26 @@
-//! The batch runner: parses the messages, then runs the phases over the whole batch and
-//! gives every message its outcome, in order.
+//! The batch runner: parses the messages, then runs the phases slice after slice of the
+//! batch while the deadline allows, and gives every message its outcome, in order.
 
 use crate::claim::{self, CappedTrace, Claimed};
 use crate::invocation::Invocation;
 use crate::price::Candidate;
-use crate::read::{self, Stage};
+use crate::read::{self, Stage, Usages, Wanted};
 use crate::send;
 use crate::{Deps, Outcome, failure, finish};
 use aws_lambda_events::event::sqs::SqsMessage;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 use tracemeter::domain::claim::{FailureKey, MAX_CLAIMS_PER_BATCH};
 use tracemeter::domain::message::MeterMessage;
-use tracemeter::domain::usage::TraceUsage;
 use tracemeter::{Error, FailureReason};
+use tracing::warn;
+
+/// Traces per slice: each slice goes through every phase before the next one starts (a
+/// Langfuse batch read, a v2 stream request of up to 100 events), and no slice starts that
+/// the deadline would cut.
+const SLICE: usize = 100;
 
 /// Ledger rounds: a trace whose entry changes under a claim is read again, this many times.
 const MAX_LEDGER_ROUNDS: usize = 5;
@@ -23,6 +30,9 @@ const MAX_LEDGER_ROUNDS: usize = 5;
 struct Parsed {
     /// The trace id of each message (empty when it names none).
     traces: Vec<String>,
+    /// The newest usage time ingest saw, per message (the latest of a trace's messages on
+    /// its primary).
+    newest: Vec<Option<DateTime<Utc>>>,
     /// The first message of each trace.
     primary: Vec<usize>,
     /// Later messages of a trace, with their primary: a trace is metered once.
@@ -50,16 +60,22 @@ pub(crate) async fn run(deps: &Deps<'_>, inv: &Invocation, records: &[SqsMessage
     for (i, o) in record_malformed(deps, &parsed.malformed).await {
         outcomes[i] = Some(o);
     }
-    let claims = claim_rounds(deps, inv, &parsed, &mut outcomes).await;
-    let mut delivered = Vec::new();
-    for (c, result) in send::send_claims(deps, claims.to_send).await {
-        match result {
-            Some(o) => outcomes[c.index] = Some(o),
-            None => delivered.push(c),
+    let mut longest = Duration::ZERO;
+    for (n, slice) in parsed.primary.chunks(SLICE).enumerate() {
+        if !inv.can_start(deps, longest) {
+            let unreached = &parsed.primary[n * SLICE..];
+            warn!(
+                unreached = unreached.len(),
+                "the deadline is too near to start another slice: returned untried"
+            );
+            for &i in unreached {
+                outcomes[i] = Some(Outcome::Unreached);
+            }
+            break;
         }
-    }
-    for (i, o) in finish::finish(deps, delivered, claims.capped).await {
-        outcomes[i] = Some(o);
+        let started = Instant::now();
+        run_slice(deps, inv, &parsed, slice, &mut outcomes).await;
+        longest = longest.max(started.elapsed());
     }
     for &(i, p) in &parsed.duplicates {
         outcomes[i] = Some(match &outcomes[p] {
@@ -74,11 +90,33 @@ pub(crate) async fn run(deps: &Deps<'_>, inv: &Invocation, records: &[SqsMessage
         .collect()
 }
 
+/// The phases for one slice of the batch's traces: read and price, claim, send, finish.
+async fn run_slice(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    parsed: &Parsed,
+    slice: &[usize],
+    outcomes: &mut [Option<Outcome>],
+) {
+    let claims = claim_rounds(deps, inv, parsed, slice, outcomes).await;
+    let mut delivered = Vec::new();
+    for (c, result) in send::send_claims(deps, claims.to_send).await {
+        match result {
+            Some(o) => outcomes[c.index] = Some(o),
+            None => delivered.push(c),
+        }
+    }
+    for (i, o) in finish::finish(deps, delivered, claims.capped).await {
+        outcomes[i] = Some(o);
+    }
+}
+
 /// One primary message per trace: a transaction names an item once, and a trace is
 /// metered once anyway.
 fn parse(records: &[SqsMessage]) -> Parsed {
     let mut p = Parsed {
         traces: vec![String::new(); records.len()],
+        newest: vec![None; records.len()],
         ..Parsed::default()
     };
     let mut first: HashMap<String, usize> = HashMap::new();
@@ -88,10 +126,14 @@ fn parse(records: &[SqsMessage]) -> Parsed {
         match MeterMessage::parse(&body) {
             Ok(m) => {
                 match first.get(&m.trace_id) {
-                    Some(&primary) => p.duplicates.push((i, primary)),
+                    Some(&primary) => {
+                        p.duplicates.push((i, primary));
+                        p.newest[primary] = p.newest[primary].max(m.newest_observation);
+                    }
                     None => {
                         first.insert(m.trace_id.clone(), i);
                         p.primary.push(i);
+                        p.newest[i] = m.newest_observation;
                     }
                 }
                 p.traces[i] = m.trace_id;
@@ -129,28 +171,27 @@ async fn claim_rounds(
     deps: &Deps<'_>,
     inv: &Invocation,
     parsed: &Parsed,
+    slice: &[usize],
     outcomes: &mut [Option<Outcome>],
 ) -> Claims {
     let mut claims = Claims::default();
-    let mut usages: HashMap<usize, Option<TraceUsage>> = HashMap::new();
-    let mut todo = parsed.primary.clone();
+    let mut usages = Usages::new();
+    let mut todo = slice.to_vec();
     for _ in 0..MAX_LEDGER_ROUNDS {
         if todo.is_empty() {
             break;
         }
-        let prepared = read_all(
-            deps,
-            inv,
-            &parsed.traces,
-            std::mem::take(&mut todo),
-            &usages,
-        )
-        .await;
+        let wanted = std::mem::take(&mut todo)
+            .into_iter()
+            .map(|index| Wanted {
+                index,
+                trace_id: parsed.traces[index].as_str(),
+                newest: parsed.newest[index],
+            })
+            .collect();
+        let prepared = read::read_round(deps, inv, wanted, &mut usages).await;
         let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
-        for (i, usage, stage) in prepared {
-            if let Some(u) = usage {
-                usages.insert(i, u);
-            }
+        for (i, stage) in prepared {
             match stage {
                 Stage::Done(o) => outcomes[i] = Some(o),
                 Stage::Claim(c) => groups
@@ -177,28 +218,6 @@ async fn claim_rounds(
         )));
     }
     claims
-}
-
-/// Phase 1 for the traces of a round, `concurrency` at a time.
-async fn read_all(
-    deps: &Deps<'_>,
-    inv: &Invocation,
-    traces: &[String],
-    todo: Vec<usize>,
-    usages: &HashMap<usize, Option<TraceUsage>>,
-) -> Vec<(usize, Option<Option<TraceUsage>>, Stage)> {
-    futures::stream::iter(todo)
-        .map(|i| {
-            let mut usage = usages.get(&i).cloned();
-            let trace_id = traces[i].as_str();
-            async move {
-                let stage = read::prepare(deps, inv, i, trace_id, &mut usage).await;
-                (i, usage, stage)
-            }
-        })
-        .buffer_unordered(deps.concurrency())
-        .collect()
-        .await
 }
 
 /// Phase 2: one transaction per customer and period, in trace id order, split to the

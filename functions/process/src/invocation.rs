@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
-use tracemeter::domain::customer;
 use tracemeter::domain::ledger::receipt_id;
 use tracemeter::domain::usage::TraceUsage;
+use tracemeter::domain::{customer, deadline};
 
 /// Identifiers per receipt item: at most 100 characters each, so an item stays far below
 /// DynamoDB's 400 KB.
@@ -45,6 +45,18 @@ impl Invocation {
     /// How long a claim made now stays this invocation's: its deadline plus a margin.
     pub(crate) fn lease_until(&self, deps: &Deps<'_>) -> DateTime<Utc> {
         self.deadline + deps.config.process.lease_margin
+    }
+
+    /// True when work expected to take `estimate` can start now and end before the deadline
+    /// with the configured margin.
+    pub(crate) fn can_start(&self, deps: &Deps<'_>, estimate: std::time::Duration) -> bool {
+        let estimate = chrono::Duration::from_std(estimate).unwrap_or(chrono::Duration::MAX);
+        deadline::can_start(
+            deps.clock.now(),
+            self.deadline,
+            estimate,
+            deps.config.process.deadline_margin,
+        )
     }
 
     /// The customer's budget policy: its own from the table, else the configured default.

@@ -37,6 +37,8 @@ pub enum Outcome {
         /// The outside system that failed (`langfuse`, `stripe`, `dynamodb`, `sqs`), if one did.
         service: Option<&'static str>,
     },
+    /// Not started before the invocation's deadline; the message returns soon.
+    Unreached,
 }
 
 impl Outcome {
@@ -79,6 +81,8 @@ pub struct Tally {
     pub ambiguous: usize,
     /// Messages returned for a retry.
     pub retries: usize,
+    /// Messages returned untried: the deadline was too near.
+    pub unreached: usize,
     /// Retries by the outside system that failed: (retries, those that asked to wait).
     pub retries_by_service: BTreeMap<&'static str, (usize, usize)>,
     /// Credits delivered to Stripe.
@@ -109,6 +113,7 @@ impl Tally {
                     *retries += 1;
                     *throttled += usize::from(after.is_some());
                 }
+                Outcome::Unreached => t.unreached += 1,
             }
         }
         t
@@ -166,18 +171,20 @@ mod tests {
             Outcome::Permanent(FailureReason::TraceNotFound),
             Outcome::Ambiguous,
             Outcome::retry("later"),
+            Outcome::Unreached,
         ];
         let t = Tally::of(&outcomes);
         assert_eq!(
             t,
             Tally {
-                messages: 7,
+                messages: 8,
                 metered: 2,
                 capped: 1,
                 already_billed: 1,
                 failures: BTreeMap::from([(FailureReason::TraceNotFound, 1)]),
                 ambiguous: 1,
                 retries: 1,
+                unreached: 1,
                 retries_by_service: BTreeMap::from([("internal", (1, 0))]),
                 credits_billed: 12,
             }

@@ -9,10 +9,11 @@ use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::domain::claim::{BilledUsage, Expect, Settled};
 use tracemeter::domain::credits;
+use tracemeter::domain::ingest::covers;
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::domain::meter;
 use tracemeter::domain::usage::TraceUsage;
-use tracing::info;
+use tracing::{info, warn};
 
 /// A trace priced and ready to be claimed in its customer's batch.
 pub(crate) struct Candidate {
@@ -93,10 +94,35 @@ async fn already_billed(
             "trace credits shrank after billing; nothing to do"
         );
     }
+    if let Some(e) = entry {
+        note_seen(deps, e, usage).await;
+    }
     if let Some(cus) = entry.and_then(|e| e.customer_id.as_deref()) {
         let policy = inv.policy(deps, cus).await?;
         let period = policy.period.key(usage.timestamp);
         budget::check(deps, cus, &period, &policy).await?;
     }
     Ok(Stage::Done(Outcome::AlreadyBilled))
+}
+
+/// The usage is newer than the entry says though its credits did not grow (a late
+/// observation that costs nothing): the entry records it, so ingest stops enqueuing the
+/// trace. Best effort: failing only means one more enqueue.
+async fn note_seen(deps: &Deps<'_>, entry: &LedgerEntry, usage: &TraceUsage) {
+    let Some(seen) = usage.last_observation_at else {
+        return;
+    };
+    if entry
+        .last_observation_at
+        .is_some_and(|billed| covers(billed, seen))
+    {
+        return;
+    }
+    if let Err(e) = deps
+        .ledger
+        .note_seen(&entry.trace_id, entry.version, seen)
+        .await
+    {
+        warn!(trace_id = %entry.trace_id, error = %e, "could not record the newest observation seen");
+    }
 }

@@ -1,14 +1,19 @@
 //! Phase 1, read: where does each trace stand in the ledger? An interrupted claim is taken
 //! over once its lease expired (or left for an operator once it outlived Stripe's dedup
-//! window); anything else is read from Langfuse and priced.
+//! window); an entry that already covers the usage ingest saw settles the message without
+//! Langfuse; the rest is read from Langfuse in ONE batch read and priced.
 
 use crate::claim::Claimed;
 use crate::invocation::Invocation;
 use crate::price::{self, Candidate};
-use crate::{Deps, Outcome, failure};
+use crate::{Deps, Outcome, budget, failure};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use std::collections::HashMap;
+use tracemeter::domain::ingest::covers;
 use tracemeter::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use tracemeter::domain::usage::TraceUsage;
+use tracemeter::ports::UsageByTrace;
 use tracemeter::{Error, FailureReason, Result};
 use tracing::{error, info, warn};
 
@@ -24,59 +29,175 @@ pub(crate) enum Stage {
     Again,
 }
 
-/// Reads and prices one trace. `usage` caches the Langfuse answer across ledger rounds.
-pub(crate) async fn prepare(
+/// A message of the round: its trace and the newest usage time ingest saw.
+pub(crate) struct Wanted<'a> {
+    pub(crate) index: usize,
+    pub(crate) trace_id: &'a str,
+    pub(crate) newest: Option<DateTime<Utc>>,
+}
+
+/// What the ledger alone says of a trace.
+enum Look {
+    /// Settled by the ledger.
+    Staged(Stage),
+    /// Its usage must be read and priced against this entry.
+    Price(Option<Box<LedgerEntry>>),
+}
+
+/// Langfuse answers kept across the ledger rounds of an invocation (by message index).
+pub(crate) type Usages = HashMap<usize, Option<TraceUsage>>;
+
+/// One round: the ledger entries (`concurrency` at a time), ONE batch usage read for the
+/// traces to price whose usage is not known yet, then the prices.
+pub(crate) async fn read_round(
     deps: &Deps<'_>,
     inv: &Invocation,
-    index: usize,
-    trace_id: &str,
-    usage: &mut Option<Option<TraceUsage>>,
-) -> Stage {
-    match read_and_price(deps, inv, index, trace_id, usage).await {
-        Ok(stage) => stage,
-        Err(e) => Stage::Done(failure::outcome(deps, trace_id, e).await),
+    wanted: Vec<Wanted<'_>>,
+    usages: &mut Usages,
+) -> Vec<(usize, Stage)> {
+    let looked: Vec<(Wanted<'_>, Look)> = futures::stream::iter(wanted)
+        .map(|w| async move {
+            let look = look(deps, inv, &w).await;
+            (w, look)
+        })
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await;
+    let mut staged = Vec::new();
+    let mut to_price = Vec::new();
+    for (w, look) in looked {
+        match look {
+            Look::Staged(stage) => staged.push((w.index, stage)),
+            Look::Price(entry) => to_price.push((w, entry)),
+        }
+    }
+    let unread: Vec<String> = to_price
+        .iter()
+        .filter(|(w, _)| !usages.contains_key(&w.index))
+        .map(|(w, _)| w.trace_id.to_string())
+        .collect();
+    let answers = read_usage(deps, &unread).await;
+    let with_usage: Vec<_> = to_price
+        .into_iter()
+        .map(|(w, entry)| {
+            let usage = match usages.get(&w.index) {
+                Some(known) => Ok(known.clone()),
+                None => answer_for(&answers, w.trace_id),
+            };
+            if let Ok(u) = &usage {
+                usages.insert(w.index, u.clone());
+            }
+            (w, entry, usage)
+        })
+        .collect();
+    let priced: Vec<(usize, Stage)> = futures::stream::iter(with_usage)
+        .map(|(w, entry, usage)| async move {
+            let stage = price_read(deps, inv, &w, entry.as_deref(), usage).await;
+            (w.index, stage)
+        })
+        .buffer_unordered(deps.concurrency())
+        .collect()
+        .await;
+    staged.extend(priced);
+    staged
+}
+
+/// The batch usage read (none when every usage is known).
+async fn read_usage(deps: &Deps<'_>, trace_ids: &[String]) -> Result<UsageByTrace> {
+    if trace_ids.is_empty() {
+        return Ok(UsageByTrace::new());
+    }
+    deps.usage.traces_usage(trace_ids).await
+}
+
+/// One trace's part of the batch answer: its usage, `None` when Langfuse does not know it,
+/// or the error of the read.
+fn answer_for(answers: &Result<UsageByTrace>, trace_id: &str) -> Result<Option<TraceUsage>> {
+    match answers {
+        Err(e) => Err(e.clone()),
+        Ok(map) => match map.get(trace_id) {
+            Some(Ok(usage)) => Ok(Some(usage.clone())),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(None),
+        },
     }
 }
 
-async fn read_and_price(
+/// What the ledger alone says: an interrupted claim, an ambiguous entry, or an entry that
+/// covers what ingest saw settle the message; anything else is priced.
+async fn look(deps: &Deps<'_>, inv: &Invocation, w: &Wanted<'_>) -> Look {
+    match look_ledger(deps, inv, w).await {
+        Ok(look) => look,
+        Err(e) => Look::Staged(Stage::Done(failure::outcome(deps, w.trace_id, e).await)),
+    }
+}
+
+async fn look_ledger(deps: &Deps<'_>, inv: &Invocation, w: &Wanted<'_>) -> Result<Look> {
+    let now = deps.clock.now();
+    let trace_id = w.trace_id;
+    let Some(e) = deps.ledger.entry(trace_id).await? else {
+        return Ok(Look::Price(None));
+    };
+    let stage = match e.state {
+        LedgerState::Claimed => resume_claim(deps, inv, w.index, &e, now)
+            .await?
+            .unwrap_or(Stage::Again),
+        LedgerState::Ambiguous => {
+            warn!(
+                trace_id,
+                "ledger entry is ambiguous: an operator must settle it; not billed"
+            );
+            Stage::Done(Outcome::Ambiguous)
+        }
+        LedgerState::Metered | LedgerState::Capped if ledger_covers(&e, w.newest) => {
+            already_covered(deps, inv, &e).await?
+        }
+        _ => return Ok(Look::Price(Some(Box::new(e)))),
+    };
+    Ok(Look::Staged(stage))
+}
+
+/// True when the entry's billed usage includes the newest observation ingest saw.
+fn ledger_covers(entry: &LedgerEntry, newest: Option<DateTime<Utc>>) -> bool {
+    match (entry.last_observation_at, newest) {
+        (Some(billed), Some(seen)) => covers(billed, seen),
+        _ => false,
+    }
+}
+
+/// Settled without Langfuse. The budget alerts are checked again (idempotent: a redelivery
+/// after a failed check runs it), for the period of the newest billed observation.
+async fn already_covered(deps: &Deps<'_>, inv: &Invocation, e: &LedgerEntry) -> Result<Stage> {
+    if let (Some(cus), Some(at)) = (e.customer_id.as_deref(), e.last_observation_at) {
+        let policy = inv.policy(deps, cus).await?;
+        budget::check(deps, cus, &policy.period.key(at), &policy).await?;
+    }
+    Ok(Stage::Done(Outcome::AlreadyBilled))
+}
+
+/// Prices a trace read from Langfuse; a trace Langfuse does not know is `trace_not_found`.
+async fn price_read(
     deps: &Deps<'_>,
     inv: &Invocation,
-    index: usize,
-    trace_id: &str,
-    usage: &mut Option<Option<TraceUsage>>,
-) -> Result<Stage> {
-    let now = deps.clock.now();
-    let entry = deps.ledger.entry(trace_id).await?;
-    if let Some(e) = &entry {
-        match e.state {
-            LedgerState::Claimed => {
-                return Ok(resume_claim(deps, inv, index, e, now)
-                    .await?
-                    .unwrap_or(Stage::Again));
-            }
-            LedgerState::Ambiguous => {
-                warn!(
-                    trace_id,
-                    "ledger entry is ambiguous: an operator must settle it; not billed"
-                );
-                return Ok(Stage::Done(Outcome::Ambiguous));
-            }
-            _ => {}
-        }
-    }
-    if usage.is_none() {
-        *usage = Some(deps.usage.trace_usage(trace_id).await?);
-    }
-    let Some(Some(trace)) = usage.as_ref() else {
-        return Err(Error::permanent(
+    w: &Wanted<'_>,
+    entry: Option<&LedgerEntry>,
+    usage: Result<Option<TraceUsage>>,
+) -> Stage {
+    let priced = match usage {
+        Ok(Some(trace)) => price::price(deps, inv, w.index, &trace, entry, deps.clock.now()).await,
+        Ok(None) => Err(Error::permanent(
             FailureReason::TraceNotFound,
             format!(
-                "trace {trace_id} not found in Langfuse ({:?} API at {})",
-                deps.config.langfuse.api, deps.config.langfuse.base_url
+                "trace {} not found in Langfuse ({:?} API at {})",
+                w.trace_id, deps.config.langfuse.api, deps.config.langfuse.base_url
             ),
-        ));
+        )),
+        Err(e) => Err(e),
     };
-    price::price(deps, inv, index, trace, entry.as_ref(), now).await
+    match priced {
+        Ok(stage) => stage,
+        Err(e) => Stage::Done(failure::outcome(deps, w.trace_id, e).await),
+    }
 }
 
 /// A claimed revision found in the ledger: taken over when its lease expired, to be sent

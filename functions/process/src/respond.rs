@@ -5,6 +5,7 @@
 use crate::{Deps, Outcome, Tally};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use std::time::Instant;
+use tracemeter::domain::deadline::UNREACHED_VISIBILITY_SECONDS;
 use tracemeter::domain::retry::Backoff;
 use tracing::{info, warn};
 
@@ -22,16 +23,19 @@ pub(crate) async fn respond(
     let mut response = SqsBatchResponse::default();
     let mut delays = Vec::new();
     for (record, outcome) in records.iter().zip(outcomes) {
-        let Outcome::Retry { after, .. } = outcome else {
-            continue;
-        };
         let message_id = record.message_id.clone().unwrap_or_default();
-        let receives: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let delay = backoff.visibility_seconds(&message_id, receives, *after);
+        let delay = match outcome {
+            Outcome::Retry { after, .. } => {
+                let receives: u32 = record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                backoff.visibility_seconds(&message_id, receives, *after)
+            }
+            Outcome::Unreached => UNREACHED_VISIBILITY_SECONDS,
+            _ => continue,
+        };
         if let Some(receipt) = record.receipt_handle.clone() {
             delays.push((receipt, delay));
         }
@@ -58,6 +62,7 @@ fn log_summary(t: &Tally, started: Instant) {
         permanent_failures = t.permanent_failures(),
         ambiguous = t.ambiguous,
         retries = t.retries,
+        unreached = t.unreached,
         credits_billed = t.credits_billed,
         duration_ms = (secs * 1000.0) as u64,
         messages_per_second = if secs > 0.0 {

@@ -1,11 +1,13 @@
 //! Phase 3, send: the claimed events go to Stripe. v1: one request per event, and one
 //! customer's requests one after the other (Stripe allows one concurrent call per customer
-//! and meter). v2 stream: all of them in as few requests as possible.
+//! and meter). v2 stream: all of them in as few requests as possible; a request refused
+//! for one bad event is split until the bad event is found, and the rest is billed.
 
 use crate::claim::Claimed;
 use crate::{Deps, Outcome};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use tracemeter::adapters::stripe::MAX_STREAM_EVENTS;
 use tracemeter::domain::meter::{Delivery, MeterEvent};
 use tracemeter::{Error, Result};
 use tracing::{error, info, warn};
@@ -24,21 +26,50 @@ pub(crate) async fn send_claims(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Se
     }
 }
 
+/// Stream requests of up to 100 events. A request Stripe refuses as a whole (a 400 caused by
+/// one bad event) is split in halves and each half sent again, down to the single events
+/// it rejects: one bad event never fails its batch-mates.
 async fn send_stream(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
-    let events: Vec<MeterEvent> = claims
-        .iter()
-        .map(|c| MeterEvent::for_claim(&c.pending))
-        .collect();
-    let mut results = deps.meter.send_batch(&events).await.into_iter();
     let mut out = Vec::with_capacity(claims.len());
-    for c in claims {
-        let result = results
-            .next()
-            .unwrap_or_else(|| Err(Error::transient("stripe", "no result for the event")));
-        let settled = settle(deps, &c, result).await;
-        out.push((c, settled));
+    let mut pending: VecDeque<Vec<Claimed>> = VecDeque::new();
+    let mut claims = claims.into_iter().peekable();
+    while claims.peek().is_some() {
+        pending.push_back(claims.by_ref().take(MAX_STREAM_EVENTS).collect());
+    }
+    while let Some(mut group) = pending.pop_front() {
+        let events: Vec<MeterEvent> = group
+            .iter()
+            .map(|c| MeterEvent::for_claim(&c.pending))
+            .collect();
+        let results = deps.meter.send_batch(&events).await;
+        if group.len() > 1 && refused_as_a_whole(&results) {
+            warn!(
+                events = group.len(),
+                "Stripe refused a stream request: sending its halves to find the bad event"
+            );
+            let right = group.split_off(group.len() / 2);
+            pending.push_front(right);
+            pending.push_front(group);
+            continue;
+        }
+        let mut results = results.into_iter();
+        for c in group {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(Error::transient("stripe", "no result for the event")));
+            let settled = settle(deps, &c, result).await;
+            out.push((c, settled));
+        }
     }
     out
+}
+
+/// True when every event of a request was rejected for good: the request was refused.
+fn refused_as_a_whole(results: &[Result<Delivery>]) -> bool {
+    !results.is_empty()
+        && results
+            .iter()
+            .all(|r| matches!(r, Err(Error::Permanent { .. })))
 }
 
 async fn send_one_by_one(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {

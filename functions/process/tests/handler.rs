@@ -83,6 +83,12 @@ impl World {
 
     /// Runs the handler on one SQS batch of these bodies (message ids `m0`, `m1`, ...).
     async fn deliver(&self, bodies: &[String]) -> SqsBatchResponse {
+        self.deliver_until(bodies, self.clock.now() + Duration::seconds(30))
+            .await
+    }
+
+    /// Runs the handler on one SQS batch with this invocation deadline.
+    async fn deliver_until(&self, bodies: &[String], deadline: DateTime<Utc>) -> SqsBatchResponse {
         let deps = Deps {
             config: &self.config,
             usage: &self.usage,
@@ -91,7 +97,6 @@ impl World {
             redelivery: &self.queue,
             clock: &*self.clock,
         };
-        let deadline = self.clock.now() + Duration::seconds(30);
         process::handle(&deps, event(bodies), deadline)
             .await
             .response
@@ -182,10 +187,7 @@ fn usage(id: &str, cost_usd: &str, at: DateTime<Utc>) -> TraceUsage {
 }
 
 fn body(trace_id: &str) -> String {
-    MeterMessage {
-        trace_id: trace_id.to_string(),
-    }
-    .to_body()
+    MeterMessage::new(trace_id).to_body()
 }
 
 /// An SQS event of these bodies, received for the first time.
@@ -233,7 +235,11 @@ fn an_hour_ago(world: &World) -> DateTime<Utc> {
 mod billing;
 #[path = "handler/budgets.rs"]
 mod budgets;
+#[path = "handler/deadline.rs"]
+mod deadline;
 #[path = "handler/failures.rs"]
 mod failures;
+#[path = "handler/reads.rs"]
+mod reads;
 #[path = "handler/resume.rs"]
 mod resume;

@@ -163,7 +163,10 @@ impl Template {
         let int_prop = |name: &str, default: i32| -> Result<i32> {
             props
                 .get(name)
-                .map(|v| int_value(v).with_context(|| format!("{event_id}.{name}")))
+                .map(|v| {
+                    self.int_or_ref(v)
+                        .with_context(|| format!("{event_id}.{name}"))
+                })
                 .unwrap_or(Ok(default))
         };
         Ok(SqsEventSource {
@@ -186,6 +189,19 @@ impl Template {
                 .transpose()
                 .context("ScalingConfig.MaximumConcurrency")?,
         })
+    }
+
+    /// A literal integer, or a `!Ref` to a parameter with an integer default.
+    fn int_or_ref(&self, value: &Value) -> Result<i32> {
+        match intrinsic(value) {
+            Some(("Ref", Value::String(name))) => {
+                let default = self
+                    .parameter_default(name)
+                    .ok_or_else(|| anyhow!("parameter {name} has no default"))?;
+                int_value(&Value::String(default))
+            }
+            _ => int_value(value),
+        }
     }
 
     fn parameter_default(&self, name: &str) -> Option<String> {
@@ -361,8 +377,8 @@ mod tests {
         let t = Template::load().unwrap();
         let source = t.sqs_event_source(PROCESS_FUNCTION).unwrap();
         assert_eq!(source.queue_logical_id, "MeterQueue");
-        assert_eq!(source.batch_size, 10);
-        assert_eq!(source.maximum_batching_window_seconds, 1);
+        assert_eq!(source.batch_size, 100, "ProcessBatchSize's default");
+        assert_eq!(source.maximum_batching_window_seconds, 5);
         assert!(source.report_batch_item_failures);
         assert_eq!(source.maximum_concurrency, Some(5));
         assert_eq!(t.function_timeout(PROCESS_FUNCTION).unwrap(), 30);

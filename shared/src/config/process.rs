@@ -31,6 +31,9 @@ pub struct ProcessTuning {
     pub stripe_dedup_window: chrono::Duration,
     /// `LEASE_MARGIN_SECONDS`: added to the invocation deadline for a claim's lease (default 5).
     pub lease_margin: chrono::Duration,
+    /// Time kept before the invocation's deadline: no slice of the batch starts that is not
+    /// expected to end this long before it (`DEADLINE_MARGIN_SECONDS`, default 3).
+    pub deadline_margin: chrono::Duration,
 }
 
 /// The process function's whole configuration.
@@ -203,12 +206,19 @@ impl ProcessTuning {
                 "LEASE_MARGIN_SECONDS={lease_margin} is not valid: expected 0 to less than STRIPE_DEDUP_WINDOW_SECONDS={dedup}"
             )));
         }
+        let deadline_margin: i64 = env.parsed("DEADLINE_MARGIN_SECONDS", 3i64, "whole seconds")?;
+        if !(0..=600).contains(&deadline_margin) {
+            return Err(Error::Config(format!(
+                "DEADLINE_MARGIN_SECONDS={deadline_margin} is not valid: expected 0 to 600"
+            )));
+        }
         Ok(ProcessTuning {
             concurrency,
             retry_base_seconds,
             retry_max_seconds,
             stripe_dedup_window: chrono::Duration::seconds(dedup),
             lease_margin: chrono::Duration::seconds(lease_margin),
+            deadline_margin: chrono::Duration::seconds(deadline_margin),
         })
     }
 }

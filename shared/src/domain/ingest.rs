@@ -160,7 +160,7 @@ pub fn skip(ledger: Option<&LedgerCoverage>, seen: &ListedUsage) -> Option<Skip>
             let covered = match seen {
                 ListedUsage::V2 { newest_observation } => entry
                     .last_observation_at
-                    .is_some_and(|billed| billed >= *newest_observation),
+                    .is_some_and(|billed| covers(billed, *newest_observation)),
                 ListedUsage::Legacy {
                     cost_usd,
                     latency_seconds,
@@ -178,6 +178,22 @@ pub fn skip(ledger: Option<&LedgerCoverage>, seen: &ListedUsage) -> Option<Skip>
             };
             covered.then_some(Skip::Covered)
         }
+    }
+}
+
+/// True when a ledger's newest billed observation time covers `seen`. The ledger stores
+/// whole milliseconds while Langfuse may send finer times (OpenTelemetry spans carry
+/// nanoseconds), so both are compared at millisecond precision: a billed trace whose newest
+/// observation started at `.123456` reads as covered by `.123`.
+pub fn covers(billed: DateTime<Utc>, seen: DateTime<Utc>) -> bool {
+    billed.timestamp_millis() >= seen.timestamp_millis()
+}
+
+/// The newest usage time a listing saw, for the meter message (v2 only).
+pub fn newest_observation(seen: &ListedUsage) -> Option<DateTime<Utc>> {
+    match seen {
+        ListedUsage::V2 { newest_observation } => Some(*newest_observation),
+        ListedUsage::Legacy { .. } => None,
     }
 }
 
@@ -207,6 +223,36 @@ mod tests {
     }
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).expect("decimal")
+    }
+
+    #[test]
+    fn sub_millisecond_times_are_covered_by_the_millisecond_the_ledger_stored() {
+        let seen = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let stored = DateTime::from_timestamp_millis(seen.timestamp_millis()).expect("ms");
+        assert!(stored < seen, "the stored time is truncated");
+        assert!(covers(stored, seen));
+        assert!(!covers(stored - Duration::milliseconds(1), seen));
+        let coverage = LedgerCoverage {
+            state: Some(LedgerState::Metered),
+            last_observation_at: Some(stored),
+            cost_usd: None,
+            latency_seconds: None,
+        };
+        let listed = ListedUsage::V2 {
+            newest_observation: seen,
+        };
+        assert_eq!(skip(Some(&coverage), &listed), Some(Skip::Covered));
+        let later = ListedUsage::V2 {
+            newest_observation: seen + Duration::milliseconds(1),
+        };
+        assert_eq!(
+            skip(Some(&coverage), &later),
+            None,
+            "a later observation is new"
+        );
+        assert_eq!(newest_observation(&listed), Some(seen));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The SQS message body: one trace id per message.
+//! The SQS message body: one trace id per message, and (from v2 ingest) the newest
+//! observation time ingest saw, so a ledger entry that already covers it settles the
+//! message without a Langfuse read. Bodies without it (older ingests) still parse.
 
 use crate::error::{Error, FailureReason, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The largest body accepted, in bytes. tracemeter's own messages are ~100 bytes.
@@ -14,6 +17,9 @@ pub const MAX_TRACE_ID_LEN: usize = 512;
 pub struct MeterMessage {
     /// The Langfuse trace id.
     pub trace_id: String,
+    /// The newest observation start time ingest saw for the trace (v2), as Langfuse sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_observation: Option<DateTime<Utc>>,
 }
 
 impl MeterMessage {
@@ -45,12 +51,25 @@ impl MeterMessage {
         }
         Ok(MeterMessage {
             trace_id: id.to_string(),
+            newest_observation: msg.newest_observation,
         })
+    }
+
+    /// A message naming only the trace.
+    pub fn new(trace_id: impl Into<String>) -> MeterMessage {
+        MeterMessage {
+            trace_id: trace_id.into(),
+            newest_observation: None,
+        }
     }
 
     /// The body for this message.
     pub fn to_body(&self) -> String {
-        serde_json::json!({ "traceId": self.trace_id }).to_string()
+        let mut body = serde_json::json!({ "traceId": self.trace_id });
+        if let Some(at) = self.newest_observation {
+            body["newestObservation"] = at.to_rfc3339_opts(SecondsFormat::AutoSi, true).into();
+        }
+        body.to_string()
     }
 }
 
@@ -93,14 +112,9 @@ mod tests {
             "abc"
         );
         assert_eq!(
-            MeterMessage::parse(
-                &MeterMessage {
-                    trace_id: "x y".into()
-                }
-                .to_body()
-            )
-            .expect("round trip")
-            .trace_id,
+            MeterMessage::parse(&MeterMessage::new("x y").to_body())
+                .expect("round trip")
+                .trace_id,
             "x y"
         );
         for bad in [
@@ -110,6 +124,7 @@ mod tests {
             "{}",
             r#"{"traceId":5}"#,
             r#"{"traceId":"  "}"#,
+            r#"{"traceId":"a","newestObservation":"yesterday"}"#,
             "traceId=abc",
         ] {
             let err = MeterMessage::parse(bad).expect_err(bad);
@@ -124,6 +139,19 @@ mod tests {
                 "{bad}"
             );
         }
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let m = MeterMessage {
+            newest_observation: Some(at),
+            ..MeterMessage::new("t")
+        };
+        assert!(m.to_body().contains("10:00:00.123456Z"), "{}", m.to_body());
+        assert_eq!(MeterMessage::parse(&m.to_body()).expect("round trip"), m);
+        assert_eq!(
+            MeterMessage::parse(r#"{"traceId":"old"}"#).expect("old body"),
+            MeterMessage::new("old")
+        );
         let long = format!(r#"{{"traceId":"{}"}}"#, "a".repeat(600));
         assert!(MeterMessage::parse(&long).is_err());
         let huge = "x".repeat(MAX_BODY_BYTES + 1);

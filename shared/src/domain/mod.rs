@@ -5,6 +5,7 @@ pub mod budget;
 pub mod claim;
 pub mod credits;
 pub mod customer;
+pub mod deadline;
 pub mod ingest;
 pub mod ledger;
 pub mod message;

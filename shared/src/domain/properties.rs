@@ -36,7 +36,7 @@ proptest! {
     /// Any trace id a message can carry survives a round trip.
     #[test]
     fn a_message_round_trips(id in "[A-Za-z0-9_:.\\-]{1,200}") {
-        let body = MeterMessage { trace_id: id.clone() }.to_body();
+        let body = MeterMessage::new(id.clone()).to_body();
         prop_assert_eq!(MeterMessage::parse(&body).map(|m| m.trace_id).ok(), Some(id));
     }
 

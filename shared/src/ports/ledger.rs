@@ -32,6 +32,15 @@ pub trait ClaimStore: Send + Sync {
         revision: u32,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Records that the entry (at `version`) covers usage up to `last_observation_at` though
+    /// its credits did not grow (a late zero-cost observation), so ingest stops enqueuing it.
+    /// Never moves the time back. False when the entry changed or already covers it.
+    async fn note_seen(
+        &self,
+        trace_id: &str,
+        version: u64,
+        last_observation_at: DateTime<Utc>,
+    ) -> Result<bool>;
 }
 
 /// Settling claims: delivered, released for a retry, or failed for good.

@@ -17,4 +17,4 @@ pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::{MeterReports, MeterSink};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
-pub use usage::{TraceLister, UsageSource};
+pub use usage::{TraceLister, UsageByTrace, UsageSource};

@@ -1,11 +1,20 @@
-//! Langfuse, either API generation: reading one trace's usage, listing usage in time ranges.
+//! Langfuse, either API generation: reading traces' usage, listing usage in time ranges.
 
 use crate::domain::ingest::Direction;
 use crate::domain::scan::{PageOutcome, Walk};
 use crate::domain::usage::TraceUsage;
 use crate::error::Result;
 use async_trait::async_trait;
+use futures::StreamExt;
+use std::collections::HashMap;
 use std::time::Instant;
+
+/// A batch read's answer: each trace Langfuse knows, with its usage or the error that
+/// concerns that trace alone. A trace Langfuse does not know is absent.
+pub type UsageByTrace = HashMap<String, Result<TraceUsage>>;
+
+/// Per-trace reads the default [`UsageSource::traces_usage`] runs at once.
+const PER_TRACE_CONCURRENCY: usize = 8;
 
 /// Reads usage from Langfuse (either API generation).
 #[async_trait]
@@ -13,8 +22,32 @@ pub trait UsageSource: Send + Sync {
     /// The trace's usage, or `None` when Langfuse does not know the trace.
     async fn trace_usage(&self, trace_id: &str) -> Result<Option<TraceUsage>>;
 
+    /// The usage of several traces with as few requests as the API allows. An `Err` concerns
+    /// them all (nothing was read). By default one [`trace_usage`](Self::trace_usage) each,
+    /// a few at a time (the legacy API has no batch read).
+    async fn traces_usage(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
+        Ok(per_trace(self, trace_ids).await)
+    }
+
     /// Marks a billed trace in Langfuse (a score with a deterministic id, so it upserts).
     async fn record_billed(&self, trace_id: &str, identifier: &str, credits: u64) -> Result<()>;
+}
+
+/// One [`UsageSource::trace_usage`] per trace, a few at a time; each trace's error is its own.
+pub async fn per_trace<S: UsageSource + ?Sized>(source: &S, trace_ids: &[String]) -> UsageByTrace {
+    let answers: Vec<(String, Result<Option<TraceUsage>>)> =
+        futures::stream::iter(trace_ids.iter().cloned())
+            .map(|id| async move {
+                let answer = source.trace_usage(&id).await;
+                (id, answer)
+            })
+            .buffer_unordered(PER_TRACE_CONCURRENCY)
+            .collect()
+            .await;
+    answers
+        .into_iter()
+        .filter_map(|(id, answer)| answer.transpose().map(|a| (id, a)))
+        .collect()
 }
 
 /// Lists usage from Langfuse in time ranges (either API generation).

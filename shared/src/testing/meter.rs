@@ -50,6 +50,7 @@ struct State {
     first_seen: HashMap<String, DateTime<Utc>>,
     requests: Vec<usize>,
     rejected: BTreeSet<String>,
+    refused: BTreeSet<String>,
     failures: Vec<Option<Duration>>,
     stream_errors: Vec<String>,
 }
@@ -75,6 +76,12 @@ impl MemoryMeter {
     /// Rejects every later event of `customer` for good (v1: a 400; v2: dropped).
     pub fn reject_customer(&self, customer: &str) {
         lock(&self.state).rejected.insert(customer.to_string());
+    }
+
+    /// v2: Stripe answers 400 to any stream request holding an event of `customer` (its
+    /// synchronous validation refuses the whole request; nothing of it is recorded).
+    pub fn refuse_streams_with(&self, customer: &str) {
+        lock(&self.state).refused.insert(customer.to_string());
     }
 
     /// Fails the next `n` requests transiently (Stripe's 500), recording nothing.
@@ -170,6 +177,15 @@ impl State {
         let what = format!("meter event stream request of {} events", chunk.len());
         if let Some(err) = self.request(chunk.len(), &what) {
             return Err(err);
+        }
+        if let Some(bad) = chunk.iter().find(|e| self.refused.contains(&e.customer_id)) {
+            return Err(Error::permanent(
+                FailureReason::StripeRejected,
+                format!(
+                    "{what}: 400 invalid_request: event {} is invalid",
+                    bad.identifier
+                ),
+            ));
         }
         for e in chunk {
             if self.rejected.contains(&e.customer_id) {

@@ -1,9 +1,10 @@
-//! [`MemoryUsage`]: Langfuse's trace usage from a map.
+//! [`MemoryUsage`]: Langfuse's trace usage from a map, counting requests as Langfuse would
+//! (one per trace read, one per batch read of up to [`MemoryUsage::batch_limit`] traces).
 
 use super::lock;
 use crate::domain::usage::TraceUsage;
 use crate::error::Result;
-use crate::ports::UsageSource;
+use crate::ports::{UsageByTrace, UsageSource};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,6 +30,9 @@ pub struct MemoryUsage {
 struct State {
     traces: BTreeMap<String, TraceUsage>,
     calls: BTreeMap<String, usize>,
+    requests: usize,
+    batch_limit: Option<usize>,
+    latency: std::time::Duration,
     billed: Vec<BilledMark>,
 }
 
@@ -55,9 +59,39 @@ impl MemoryUsage {
         lock(&self.state).calls.values().sum()
     }
 
+    /// How many requests Langfuse would have answered (per-trace reads and batch chunks).
+    pub fn requests(&self) -> usize {
+        lock(&self.state).requests
+    }
+
+    /// Traces per batch request (Langfuse's URL length cap); unlimited by default.
+    pub fn batch_limit(&self, traces: usize) {
+        lock(&self.state).batch_limit = Some(traces.max(1));
+    }
+
+    /// Every read takes this long (a slow Langfuse).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        lock(&self.state).latency = latency;
+    }
+
     /// How many times this trace's usage was read.
     pub fn calls_for(&self, trace_id: &str) -> usize {
         lock(&self.state).calls.get(trace_id).copied().unwrap_or(0)
+    }
+
+    /// A batch read: one request per `batch_limit` traces.
+    fn read_batch(&self, trace_ids: &[String]) -> (UsageByTrace, std::time::Duration) {
+        let mut state = lock(&self.state);
+        let per_request = state.batch_limit.unwrap_or(usize::MAX);
+        state.requests += trace_ids.len().div_ceil(per_request);
+        let mut out = UsageByTrace::new();
+        for id in trace_ids {
+            *state.calls.entry(id.clone()).or_default() += 1;
+            if let Some(usage) = state.traces.get(id) {
+                out.insert(id.clone(), Ok(usage.clone()));
+            }
+        }
+        (out, state.latency)
     }
 
     /// The `record_billed` calls, in order.
@@ -69,9 +103,20 @@ impl MemoryUsage {
 #[async_trait]
 impl UsageSource for MemoryUsage {
     async fn trace_usage(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
-        let mut state = lock(&self.state);
-        *state.calls.entry(trace_id.to_string()).or_default() += 1;
-        Ok(state.traces.get(trace_id).cloned())
+        let (answer, latency) = {
+            let mut state = lock(&self.state);
+            *state.calls.entry(trace_id.to_string()).or_default() += 1;
+            state.requests += 1;
+            (state.traces.get(trace_id).cloned(), state.latency)
+        };
+        tokio::time::sleep(latency).await;
+        Ok(answer)
+    }
+
+    async fn traces_usage(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
+        let (answer, latency) = self.read_batch(trace_ids);
+        tokio::time::sleep(latency).await;
+        Ok(answer)
     }
 
     async fn record_billed(&self, trace_id: &str, identifier: &str, credits: u64) -> Result<()> {

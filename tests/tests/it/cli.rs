@@ -373,10 +373,7 @@ async fn dlq_show_and_redrive_bill_each_trace_once() {
     let at = now() - Duration::hours(1);
     for id in ["cd-1", "cd-2"] {
         stack.langfuse.add_trace(trace(id, "cus_cd", 0.004, 0, at));
-        let body = tracemeter::domain::message::MeterMessage {
-            trace_id: id.into(),
-        }
-        .to_body();
+        let body = tracemeter::domain::message::MeterMessage::new(id).to_body();
         let dlq = &stack.resources.dlq_url;
         stack
             .sqs

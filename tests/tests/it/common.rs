@@ -80,10 +80,7 @@ pub fn event(bodies: &[(&str, String)]) -> SqsEvent {
 
 /// The body of a message for a trace.
 pub fn body(trace_id: &str) -> String {
-    tracemeter::domain::message::MeterMessage {
-        trace_id: trace_id.to_string(),
-    }
-    .to_body()
+    tracemeter::domain::message::MeterMessage::new(trace_id).to_body()
 }
 
 /// The ledger entry of a trace (must exist).

@@ -1,6 +1,7 @@
 //! Integration tests: the real handler, the real AWS SDK against moto over HTTP, and the
 //! Langfuse and Stripe fakes over HTTP. One test binary for the whole workspace.
 
+mod batch_reads;
 mod binary;
 mod cli;
 mod common;

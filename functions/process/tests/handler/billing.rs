@@ -135,3 +135,36 @@ async fn the_v2_stream_sends_a_batch_in_requests_of_at_most_100_events() {
         assert_eq!(world.entry(id).await.state, LedgerState::Metered, "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_request_refused_for_one_event_bills_the_rest() {
+    // GIVEN the v2 stream, 100 traces, and Stripe refusing any request that holds cus_bad's
+    let world = World::with(&[("STRIPE_API_MODE", "v2_stream")], StripeMode::V2Stream);
+    world.meter.refuse_streams_with("cus_bad");
+    let at = an_hour_ago(&world);
+    let ids: Vec<String> = (0..100).map(|i| format!("tv-{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let customer = if i == 37 { "cus_bad" } else { "cus_ok" };
+        world.trace(id, customer, "0.004", at);
+    }
+
+    // WHEN one batch carries them all
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let response = world.meter(&refs).await;
+
+    // THEN only the bad event is stripe_rejected (its budget given back), the 99 are billed
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let bad = world.entry("tv-037").await;
+    assert_eq!(
+        (bad.state, bad.reason.as_deref()),
+        (LedgerState::Failed, Some("stripe_rejected"))
+    );
+    assert_eq!(world.meter.events().len(), 99);
+    assert_eq!(world.budget("cus_ok", at).await.used, 99 * C_0004);
+    assert_eq!(world.budget("cus_bad", at).await.used, 0);
+    let requests = world.meter.requests();
+    assert!(
+        requests.len() <= 15,
+        "halving finds it in a few requests: {requests:?}"
+    );
+}

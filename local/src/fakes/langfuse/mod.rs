@@ -4,7 +4,9 @@
 //! Served endpoints:
 //! * `GET /api/public/v2/observations` (Langfuse v4 / Cloud): cursor pagination, `fields` groups,
 //!   filters `traceId`, `type`, `userId`, `sessionId`, `name`, `fromStartTime` (inclusive),
-//!   `toStartTime` (exclusive); newest first.
+//!   `toStartTime` (exclusive), or the JSON `filter` (`filter.rs`: Langfuse's column types and
+//!   operators, 400 for what Langfuse refuses; it takes precedence); newest first. A request
+//!   target over [`LangfuseFake::set_max_url_bytes`] (8 KiB by default) answers 414.
 //! * `GET /api/public/traces` and `GET /api/public/traces/{traceId}` (legacy v3): page
 //!   pagination, `fields` groups `core,io,scores,observations,metrics`.
 //! * `POST /api/public/scores`: score upsert by `id`.
@@ -28,6 +30,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+mod filter;
 mod json;
 mod model;
 mod params;
@@ -43,6 +46,9 @@ use super::{
     FailPlan, FixedWindow, Incoming, RateDecision, RecordedRequest, Reply, ServerHandle, fake_uuid,
     percent_decode_path,
 };
+
+/// The longest request target the fake answers by default (8 KiB).
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 
 /// The project id the fake reports on every object (`projectId`, `htmlPath`).
 pub const PROJECT_ID: &str = "tracemeter-fake-project";
@@ -84,6 +90,8 @@ struct LangfuseState {
     rate: FixedWindow,
     fail: FailPlan,
     latency: Duration,
+    /// Longest request target (path and query) answered; longer ones get a 414.
+    max_url_bytes: Option<usize>,
     /// Rate-based faults and how long a `slow` answer takes.
     chaos: Option<(Arc<Chaos>, Duration)>,
 }
@@ -124,6 +132,7 @@ impl LangfuseFake {
             rate: FixedWindow::new(Duration::from_secs(60)),
             fail: FailPlan::default(),
             latency: Duration::ZERO,
+            max_url_bytes: Some(DEFAULT_MAX_URL_BYTES),
             chaos: None,
         }));
         let router = Router::new()
@@ -191,6 +200,12 @@ impl LangfuseFake {
     /// (before auth and rate limiting; a 429 carries `Retry-After: 1`).
     pub fn fail_next(&self, n: usize, status: u16) {
         lock(&self.state).fail = FailPlan::new(n, status);
+    }
+
+    /// Refuses request targets (path and query) longer than `max` bytes with a 414, as the
+    /// proxies in front of Langfuse Cloud do (None: no cap; default 8 KiB).
+    pub fn set_max_url_bytes(&self, max: Option<usize>) {
+        lock(&self.state).max_url_bytes = max;
     }
 
     /// Delay before answering every request (Duration::ZERO: none, the default).

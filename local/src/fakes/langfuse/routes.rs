@@ -7,6 +7,12 @@ use super::*;
 impl LangfuseState {
     /// Answers one request; also says whether it was authenticated.
     pub(super) fn respond(&mut self, incoming: &Incoming) -> (Reply, bool) {
+        if let Some(max) = self.max_url_bytes
+            && incoming.path.len() + incoming.query.as_ref().map_or(0, |q| q.len() + 1) > max
+        {
+            let message = format!("URI Too Long: request targets over {max} bytes are refused");
+            return (error(414, &message, "URITooLong"), false);
+        }
         let route = match Route::parse(&incoming.method, &incoming.path) {
             Ok(route) => route,
             Err(reply) => return (reply, false),
@@ -88,13 +94,12 @@ impl LangfuseState {
 
     /// `GET /api/public/v2/observations`.
     fn observations_v2(&self, params: &Params) -> Result<Reply, Reply> {
-        if params.get("filter").is_some() {
-            return Err(bad_request(
-                "LangfuseFake does not support the JSON `filter` parameter; use the query \
-                 parameter filters (traceId, type, userId, sessionId, name, fromStartTime, \
-                 toStartTime)",
-            ));
-        }
+        // A JSON `filter` takes precedence over the plain query filters.
+        let filter = params
+            .get("filter")
+            .map(filter::parse)
+            .transpose()
+            .map_err(|message| bad_request(&message))?;
         if params.get("parseIoAsJson") == Some("true") {
             return Err(bad_request(
                 "parseIoAsJson is deprecated: input/output are always returned as raw strings",
@@ -115,15 +120,21 @@ impl LangfuseState {
             .traces
             .values()
             .flat_map(|trace| trace.observations.iter().map(move |o| (trace, o)))
-            .filter(|(trace, o)| {
-                trace_id.is_none_or(|id| o.trace_id == id)
-                    && r#type.is_none_or(|t| o.r#type == t)
-                    && user_id.is_none_or(|u| effective_user(trace, o) == Some(u))
-                    && session_id.is_none_or(|s| trace.session_id.as_deref() == Some(s))
-                    && name.is_none_or(|n| o.name.as_deref() == Some(n))
-                    && from.is_none_or(|from| o.start_time >= from)
-                    && to.is_none_or(|to| o.start_time < to)
-                    && cursor.as_ref().is_none_or(|c| c.is_before(o))
+            .filter(|(trace, o)| match &filter {
+                Some(conditions) => {
+                    filter::matches(conditions, trace, o)
+                        && cursor.as_ref().is_none_or(|c| c.is_before(o))
+                }
+                None => {
+                    trace_id.is_none_or(|id| o.trace_id == id)
+                        && r#type.is_none_or(|t| o.r#type == t)
+                        && user_id.is_none_or(|u| effective_user(trace, o) == Some(u))
+                        && session_id.is_none_or(|s| trace.session_id.as_deref() == Some(s))
+                        && name.is_none_or(|n| o.name.as_deref() == Some(n))
+                        && from.is_none_or(|from| o.start_time >= from)
+                        && to.is_none_or(|to| o.start_time < to)
+                        && cursor.as_ref().is_none_or(|c| c.is_before(o))
+                }
             })
             .collect();
         // Newest first; ties by id (descending) so the order is total and stable.

@@ -144,8 +144,8 @@ async fn provision_creates_what_the_template_defines() {
     assert_eq!(dlq[&QueueAttributeName::MessageRetentionPeriod], "1209600");
     // The DLQ's RedriveAllowPolicy is set too, but moto neither stores nor enforces it.
 
-    assert_eq!(res.batch_size, 10);
-    assert_eq!(res.maximum_batching_window_seconds, 1);
+    assert_eq!(res.batch_size, 100);
+    assert_eq!(res.maximum_batching_window_seconds, 5);
     assert!(res.report_batch_item_failures);
     assert_eq!(res.maximum_concurrency, Some(5));
     assert_eq!(res.function_timeout_seconds, 30);

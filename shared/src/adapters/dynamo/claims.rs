@@ -392,4 +392,23 @@ impl ClaimStore for DynamoLedger {
         )
         .await
     }
+
+    async fn note_seen(
+        &self,
+        trace_id: &str,
+        version: u64,
+        last_observation_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.update(
+            trace_key(trace_id),
+            "SET #last_observation_at = :lo ADD #ver :one",
+            Some("#ver = :ver AND (attribute_not_exists(#last_observation_at) OR #last_observation_at < :lo)"),
+            HashMap::from([
+                (":lo".into(), ms(last_observation_at)),
+                (":ver".into(), n(version)),
+                (":one".into(), n(1)),
+            ]),
+        )
+        .await
+    }
 }

@@ -3,27 +3,32 @@
 //! [`TraceLister`](crate::ports::TraceLister)).
 //!
 //! - `v2.rs`: `GET /api/public/v2/observations` (Langfuse Cloud and v4).
+//! - `batch.rs`: the usage of many traces in few v2 requests (the JSON `filter`).
 //! - `legacy.rs`: `GET /api/public/traces` and `/traces/{id}` (self-hosted v3).
 //! - [`scan`]: the ingest scanner, its request budget and its retries.
 //! - `parse.rs`: answers into data, and the cost and latency rules both generations share.
 //!
 //! Both readers share one `Connection`: the HTTP client, the base URL and the keys.
 
+mod batch;
 mod legacy;
 mod parse;
 pub mod scan;
 mod v2;
 
+pub use batch::{MAX_OBSERVATIONS_PER_TRACE, MAX_URL_BYTES, chunk_ids, trace_filter};
 pub use legacy::{LegacyObservation, LegacyTrace, usage_from_legacy};
 pub use parse::{encode_path, parse};
 pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, RequestBudget, V2_SCAN_LIMIT};
-pub use v2::{ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, usage_from_v2};
+pub use v2::{
+    ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
+};
 
 use super::http;
 use crate::config::{LangfuseApi, LangfuseConfig, Secret};
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
-use crate::ports::UsageSource;
+use crate::ports::usage::{UsageByTrace, UsageSource, per_trace};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
@@ -147,6 +152,13 @@ impl UsageSource for LangfuseClient {
         match self.conn.api {
             LangfuseApi::V2 => self.usage_v2(trace_id).await,
             LangfuseApi::Legacy => self.usage_legacy(trace_id).await,
+        }
+    }
+
+    async fn traces_usage(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
+        match self.conn.api {
+            LangfuseApi::V2 => self.usage_v2_batch(trace_ids).await,
+            LangfuseApi::Legacy => Ok(per_trace(self, trace_ids).await),
         }
     }
 

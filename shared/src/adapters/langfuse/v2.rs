@@ -1,20 +1,21 @@
 //! The v2 API (Langfuse Cloud and v4): `GET /api/public/v2/observations`, cursor paginated.
 //!
-//! - One trace's usage: `?traceId=..&fields=core,basic,usage,metadata` (up to 1000 per page),
+//! - One trace's usage: `?traceId=..&fields=core,basic,time,usage,metadata` (up to 1000 per page),
 //!   folded by [`usage_from_v2`].
-//! - Ingest's listing: `?fields=core&limit=1000&fromStartTime=..&toStartTime=..` walked with
-//!   Langfuse's own cursor (newest first). Only the `core` field group is asked for: the trace
-//!   id and start time are all ingest needs. After each page the checkpoint position is the
+//! - Ingest's listing: `?fields=core,time&limit=1000&fromStartTime=..&toStartTime=..` walked with
+//!   Langfuse's own cursor (newest first). Only the `core` and `time` field groups are asked
+//!   for: the trace id, the start time and the last update are all ingest needs (a trace's
+//!   newest change, [`changed_at`], is what the ledger's coverage is compared with). After each page the checkpoint position is the
 //!   oldest start time on it (+1 ms, so a resume re-reads that millisecond rather than
 //!   skipping it).
 
-use super::parse::{about, cost_of, object, seconds_between};
+use super::parse::{cost_of, object, seconds_between};
 use super::scan::{Fetched, iso, millisecond};
-use super::{LangfuseClient, LangfuseScanner, SERVICE};
+use super::{LangfuseClient, LangfuseScanner};
 use crate::domain::ingest::ListedUsage;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
 use crate::domain::usage::TraceUsage;
-use crate::error::{Error, FailureReason, Result};
+use crate::error::Result;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -25,10 +26,17 @@ use tracing::warn;
 
 /// Page size for v2 reads (the API maximum).
 pub const V2_PAGE_LIMIT: u32 = 1000;
-/// At most this many pages are read for one trace.
-const MAX_PAGES_PER_TRACE: usize = 100;
 /// v2 listing page size (the API maximum).
 pub const V2_SCAN_LIMIT: u32 = 1000;
+/// The field groups of a usage read: `time` for `updatedAt`.
+pub(super) const USAGE_FIELDS: &str = "core,basic,time,usage,metadata";
+
+/// When an observation last changed as far as billing cares: its start, or its last update
+/// when later (a cost added to an existing observation). Ingest's listing and the
+/// processor's read both use it, and the ledger stores it as `last_observation_at`.
+pub fn changed_at(start: DateTime<Utc>, updated: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    updated.map_or(start, |u| u.max(start))
+}
 
 /// A v2 observation, with the field groups tracemeter asks for.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +52,9 @@ pub struct ObservationV2 {
     /// End time.
     #[serde(default)]
     pub end_time: Option<DateTime<Utc>>,
+    /// Last update (time group): cost added to an existing observation moves it.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
     /// User id (basic group).
     #[serde(default)]
     pub user_id: Option<String>,
@@ -94,7 +105,7 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
     });
     for obs in ordered {
         end = end.max(obs.end_time.unwrap_or(obs.start_time));
-        last_start = last_start.max(obs.start_time);
+        last_start = last_start.max(changed_at(obs.start_time, obs.updated_at));
         cost += cost_of(trace_id, obs.total_cost, &obs.cost_details)?;
         for (k, v) in object(obs.metadata.clone()) {
             metadata.insert(k, v);
@@ -116,42 +127,13 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
 }
 
 impl LangfuseClient {
-    /// One trace's usage, read page by page.
+    /// One trace's usage: the batch read of that one trace.
     pub(super) async fn usage_v2(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
-        let mut observations = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES_PER_TRACE {
-            let mut query = vec![
-                ("traceId", trace_id.to_string()),
-                ("fields", "core,basic,usage,metadata".to_string()),
-                ("limit", V2_PAGE_LIMIT.to_string()),
-            ];
-            if let Some(c) = cursor.take() {
-                query.push(("cursor", c));
-            }
-            let page: ObservationsV2Page = self
-                .get_json("/api/public/v2/observations", &query)
-                .await
-                .map_err(|e| about(trace_id, e))?
-                .ok_or_else(|| {
-                    Error::transient(
-                        SERVICE,
-                        "GET /api/public/v2/observations answered 404: check LANGFUSE_BASE_URL and LANGFUSE_API",
-                    )
-                })?;
-            observations.extend(page.data);
-            match page.meta.cursor.filter(|c| !c.is_empty()) {
-                Some(next) => cursor = Some(next),
-                None => return usage_from_v2(trace_id, &observations),
-            }
-        }
-        Err(Error::permanent(
-            FailureReason::InvalidUsage,
-            format!(
-                "trace {trace_id}: more than {} observations",
-                MAX_PAGES_PER_TRACE * V2_PAGE_LIMIT as usize
-            ),
-        ))
+        let ids = [trace_id.to_string()];
+        self.usage_v2_batch(&ids)
+            .await?
+            .remove(trace_id)
+            .transpose()
     }
 }
 
@@ -167,6 +149,9 @@ struct CoreObservation {
     /// the trace's bad data as a permanent failure) instead of blocking the scan.
     #[serde(default)]
     start_time: Option<DateTime<Utc>>,
+    /// Time group: the last update.
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
 }
 
 /// A page of ingest's listing.
@@ -183,7 +168,7 @@ impl LangfuseScanner {
         let mut stats = ScanPage::default();
         let (to, cursor) = v2_upper_bound(walk);
         let mut query = vec![
-            ("fields", "core".to_string()),
+            ("fields", "core,time".to_string()),
             ("limit", V2_SCAN_LIMIT.to_string()),
             ("fromStartTime", iso(walk.scan.from)),
             ("toStartTime", iso(to)),
@@ -227,14 +212,14 @@ fn listed_traces(rows: &[CoreObservation], from: DateTime<Utc>) -> Vec<ListedTra
         let Some(trace_id) = obs.trace_id.as_deref().filter(|t| !t.is_empty()) else {
             continue;
         };
-        let start_time = obs.start_time.unwrap_or_else(|| {
+        let start_time = changed_at(obs.start_time.unwrap_or_else(|| {
             warn!(
                 trace_id,
                 observation = obs.id.as_deref().unwrap_or("?"),
                 "Langfuse listed an observation without startTime; its trace is enqueued and the processor will judge it"
             );
             from
-        });
+        }), obs.updated_at);
         match index.get(trace_id) {
             Some(&i) => {
                 if let Some(ListedTrace {
@@ -305,6 +290,44 @@ mod tests {
         .expect("page");
         let usage = usage_from_v2("t-null", &page.data).unwrap().unwrap();
         assert_eq!(usage.ai_cost_usd, Decimal::ZERO);
+    }
+
+    #[test]
+    fn cost_added_to_an_existing_observation_moves_its_newest_change() {
+        let page: ObservationsV2Page = serde_json::from_value(serde_json::json!({
+            "data": [
+                {"id": "a", "traceId": "t", "startTime": "2026-11-23T10:00:00Z",
+                 "updatedAt": "2026-11-23T12:00:00.123456Z", "totalCost": 0.002},
+                {"id": "b", "traceId": "t", "startTime": "2026-11-23T10:00:05Z",
+                 "updatedAt": "2026-11-23T10:00:01Z", "totalCost": 0.001},
+            ],
+            "meta": {}
+        }))
+        .unwrap();
+        let usage = usage_from_v2("t", &page.data).unwrap().unwrap();
+        let updated = page.data[0].updated_at.unwrap();
+        assert_eq!(
+            usage.last_observation_at,
+            Some(updated),
+            "the later update wins"
+        );
+        // Ingest's listing sees the same time for the trace.
+        let rows: Vec<CoreObservation> = serde_json::from_value(serde_json::json!([
+            {"id": "a", "traceId": "t", "startTime": "2026-11-23T10:00:00Z",
+             "updatedAt": "2026-11-23T12:00:00.123456Z"},
+            {"id": "b", "traceId": "t", "startTime": "2026-11-23T10:00:05Z"},
+        ]))
+        .unwrap();
+        let listed = listed_traces(&rows, page.data[0].start_time);
+        assert_eq!(
+            listed[0].seen,
+            ListedUsage::V2 {
+                newest_observation: updated
+            }
+        );
+        let start = page.data[1].start_time;
+        assert_eq!(changed_at(start, None), start);
+        assert_eq!(changed_at(start, Some(updated)), updated);
     }
 
     #[test]

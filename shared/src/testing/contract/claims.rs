@@ -259,3 +259,31 @@ pub async fn concurrent_claims_never_lose_an_increment(ledger: &dyn Ledger) {
     }
     assert_eq!(entries, 10, "an entry for each claim that passed");
 }
+
+/// `note_seen` moves an entry's newest observation time forward (in whole milliseconds) at
+/// the version read only, never back, and bumps the version; it creates nothing.
+pub async fn note_seen_moves_the_newest_observation_forward_only(ledger: &dyn Ledger) {
+    let t = now();
+    let c = claim("k20-t", "cus_k20", Expect::Absent, 100, 0, t);
+    let result = claim_all(ledger, "cus_k20", None, vec![c], t).await;
+    assert_eq!(result, ClaimResult::Claimed);
+    let v = entry(ledger, "k20-t").await.version;
+    let later = t + Duration::microseconds(1_500);
+    let note = |version: u64, at| ledger.note_seen("k20-t", version, at);
+    assert!(
+        !note(v + 1, later).await.expect("note_seen"),
+        "another version"
+    );
+    assert!(note(v, later).await.expect("note_seen"));
+    let e = entry(ledger, "k20-t").await;
+    let stored = Some(t + Duration::milliseconds(1));
+    assert_eq!((e.version, e.last_observation_at), (v + 1, stored));
+    assert!(!note(v + 1, t).await.expect("note_seen"), "never back");
+    assert!(
+        !note(v + 1, later).await.expect("note_seen"),
+        "already covered"
+    );
+    let none = ledger.note_seen("k20-none", 0, t).await.expect("note_seen");
+    assert!(!none);
+    assert!(ledger.entry("k20-none").await.expect("entry").is_none());
+}

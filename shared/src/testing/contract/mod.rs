@@ -22,8 +22,8 @@ pub use budgets::{
 pub use claims::{
     a_batch_is_counted_as_one_sum, a_stale_claim_is_refused_and_writes_nothing,
     concurrent_claims_never_lose_an_increment, first_claim_writes_the_entry_and_counts_the_budget,
-    invalid_batches_are_errors, nothing_billable_commits_at_once,
-    the_hard_limit_refuses_a_claim_past_it,
+    invalid_batches_are_errors, note_seen_moves_the_newest_observation_forward_only,
+    nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
@@ -96,6 +96,7 @@ macro_rules! ledger_contract_tests {
             nothing_billable_commits_at_once,
             invalid_batches_are_errors,
             concurrent_claims_never_lose_an_increment,
+            note_seen_moves_the_newest_observation_forward_only,
             take_over_only_after_the_lease_expired,
             release_ends_the_lease,
             mark_metered_only_when_claimed,

@@ -120,6 +120,24 @@ impl ClaimStore for MemoryLedger {
         item.version += 1;
         Ok(true)
     }
+
+    async fn note_seen(
+        &self,
+        trace_id: &str,
+        version: u64,
+        last_observation_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut state = self.state();
+        let seen = ms(last_observation_at);
+        let Some(item) = state.traces.get_mut(trace_id).filter(|item| {
+            item.version == version && item.last_observation_at.is_none_or(|lo| lo < seen)
+        }) else {
+            return Ok(false);
+        };
+        item.last_observation_at = Some(seen);
+        item.version += 1;
+        Ok(true)
+    }
 }
 
 /// The stored item when it is `claimed` at `revision` (the condition of every write that

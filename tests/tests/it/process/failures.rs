@@ -1,11 +1,13 @@
-//! Transient faults retried without failing batch-mates; permanent failures recorded and
+//! Transient faults retried (a Stripe v1 event's without failing batch-mates, a Langfuse
+//! batch read's for the whole batch); permanent failures recorded and
 //! acknowledged.
 
 use super::*;
 
-/// One transient fault in a batch of three: that message fails with its visibility
-/// extended; its batch-mates succeed; the retry bills it.
-async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
+/// One transient fault in a batch of three: the `failed` messages it concerns fail with
+/// their visibility extended (Stripe v1: the one event's; Langfuse: the batch's one usage
+/// read, so all three); the others are billed; the retries bill the rest, once.
+async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)) {
     let options = StackOptions::default()
         .var("RETRY_BASE_SECONDS", 6)
         .var("RETRY_MAX_SECONDS", 10);
@@ -39,14 +41,14 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
     let response = result.as_ref().expect("no crash").clone();
     assert_eq!(
         response.batch_item_failures.len(),
-        1,
+        failed,
         "{label}: {response:?}"
     );
     let report = stack.esm.complete(&ev, &result).await.expect("complete");
-    assert_eq!((report.deleted, report.failed), (2, 1));
+    assert_eq!((report.deleted, report.failed), (3 - failed, failed));
     assert_eq!(
         stack.stripe.events().len(),
-        2,
+        3 - failed,
         "{label}: batch-mates billed"
     );
 
@@ -61,18 +63,19 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
         .depth(&stack.resources.queue_url)
         .await
         .expect("depth");
-    assert_eq!(in_flight, 1);
+    assert_eq!(in_flight, failed as i64);
 
-    // It comes back and is billed.
-    let mut done = false;
-    for _ in 0..15 {
-        if let Some(r) = stack.poll_with(&NoFaults, 1).await.expect("poll") {
-            assert_eq!(r.failed, 0, "{label}: {r:?}");
-            done = true;
+    // They come back and are billed.
+    for _ in 0..20 {
+        if stack.stripe.events().len() == 3 {
             break;
         }
+        if let Some(r) = stack.poll_with(&NoFaults, 1).await.expect("poll") {
+            assert_eq!(r.failed, 0, "{label}: {r:?}");
+        }
     }
-    assert!(done, "{label}: the failed message came back");
+    let billed = stack.stripe.events().len();
+    assert_eq!(billed, 3, "{label}: the failed messages came back");
     let totals = stack.stripe.totals_by_customer();
     assert_eq!(
         totals.values().sum::<u64>(),
@@ -84,22 +87,22 @@ async fn transient_fault(label: &str, inject: impl Fn(&TestStack)) {
 
 #[tokio::test]
 async fn stripe_429_is_retried_without_failing_batch_mates() {
-    transient_fault("s429", |s| s.stripe.fail_next(1, 429)).await;
+    transient_fault("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
 }
 
 #[tokio::test]
 async fn stripe_500_is_retried_without_failing_batch_mates() {
-    transient_fault("s500", |s| s.stripe.fail_next(1, 500)).await;
+    transient_fault("s500", 1, |s| s.stripe.fail_next(1, 500)).await;
 }
 
 #[tokio::test]
-async fn langfuse_429_is_retried_without_failing_batch_mates() {
-    transient_fault("l429", |s| s.langfuse.fail_next(1, 429)).await;
+async fn langfuse_429_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
 }
 
 #[tokio::test]
-async fn langfuse_500_is_retried_without_failing_batch_mates() {
-    transient_fault("l500", |s| s.langfuse.fail_next(1, 500)).await;
+async fn langfuse_500_retries_the_batch_read_and_bills_each_once() {
+    transient_fault("l500", 3, |s| s.langfuse.fail_next(1, 500)).await;
 }
 
 #[tokio::test]

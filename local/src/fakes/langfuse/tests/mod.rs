@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+mod filter;
 mod legacy;
 
 use super::*;
