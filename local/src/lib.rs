@@ -1,6 +1,18 @@
-//! The tracemeter local stack as a library: moto launcher and provisioning from
-//! `template.yaml` ([`stack`]), Langfuse and Stripe fakes ([`fakes`]), the SQS event source
-//! mapping played locally ([`esm`]) and the per-test harness ([`harness`]).
+//! tracemeter's local stack (crate `tracemeter-local`): everything the functions need to run
+//! on one machine, offline, and the runners built on it.
+//!
+//! - The stack: moto launched and provisioned from `template.yaml` ([`stack`]), the Langfuse
+//!   and Stripe fakes ([`fakes`]), the SQS event source mapping ([`esm`]) and its one drain
+//!   loop ([`drain`]), the Lambda Runtime API emulator ([`runtime_api`]) and a function binary
+//!   run under it ([`function`]), the counting / fault-injecting proxy in front of moto
+//!   ([`counting_proxy`]), fault injection ([`faults`]), the secret-scanning log writer
+//!   ([`logscan`]), the DynamoDB write meter ([`write_meter`]), and a stack per test
+//!   ([`harness`]).
+//! - The runners: `make run` / `make serve` ([`runner`], with [`workload`], [`summary`] and
+//!   [`progress`]), the benchmark ([`bench`]) and the reliability suite ([`chaos`]); their
+//!   binaries are in `src/bin`.
+//!
+//! The integration tests of the functions live in the `tests` crate and use this one.
 
 pub mod bench;
 pub mod chaos;

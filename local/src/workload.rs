@@ -1,8 +1,10 @@
 //! A realistic sample workload for the local runs: several customers on different budgets,
 //! real model names, token counts and costs, BYO-key traces, users mapped through the table,
 //! an unmapped user, usage older than Stripe accepts, and traces still settling. The budget
-//! limits grow with the sample, so that a small sample reaches its hard limit and crosses
-//! its soft thresholds as a large one does.
+//! limits are sized for a number of traces: `make run` sizes them for its sample, so that a
+//! small sample reaches its hard limit and crosses its soft thresholds as a large one does;
+//! the benchmark and the reliability suite keep them sized for [`REFERENCE_TRACES`] whatever
+//! their sample, so that their figures stay comparable across runs.
 
 use crate::fakes::langfuse::{FakeObservation, FakeTrace};
 use crate::harness::TestStack;
@@ -22,6 +24,9 @@ const MODELS: [(&str, f64, f64); 5] = [
 /// The users mapped to a customer in the table (the rest of the sample's users are not).
 pub const USER_MAPPINGS: [(&str, &str); 2] =
     [("u-hooli-1", "cus_hooli"), ("u-hooli-2", "cus_hooli")];
+
+/// The sample size the benchmark's and the reliability suite's budgets are sized for.
+pub const REFERENCE_TRACES: usize = 2_000;
 
 /// The customer without a budget whose traces [`Seeded::unlimited`] lists.
 pub const UNLIMITED_CUSTOMER: &str = "cus_initech";
@@ -96,12 +101,13 @@ pub fn budgets(n: usize) -> Vec<(String, Option<BudgetPolicy>)> {
     ]
 }
 
-/// Generates `n` traces with `seed`, timed relative to `now`.
-pub fn generate(n: usize, seed: u64, now: DateTime<Utc>) -> Sample {
+/// Generates `n` traces with `seed`, timed relative to `now`, and budgets sized for
+/// `budgets_for` traces.
+pub fn generate(n: usize, seed: u64, now: DateTime<Utc>, budgets_for: usize) -> Sample {
     let mut rng = Lcg(seed);
     let mut sample = Sample {
         seeded: Seeded {
-            budgets: budgets(n),
+            budgets: budgets(budgets_for),
             ..Seeded::default()
         },
         ..Sample::default()
@@ -203,9 +209,20 @@ fn with_generations(rng: &mut Lcg, mut trace: FakeTrace, id: &str, at: DateTime<
     trace
 }
 
-/// Seeds `n` traces into the Langfuse fake and the budgets and mappings into the table.
+/// Seeds `n` traces into the Langfuse fake and the budgets (sized for
+/// [`REFERENCE_TRACES`]) and mappings into the table.
 pub async fn seed(stack: &TestStack, n: usize, seed: u64) -> Result<Seeded> {
-    let sample = generate(n, seed, Utc::now());
+    seed_with(stack, n, seed, REFERENCE_TRACES).await
+}
+
+/// [`seed`] with budgets sized for `budgets_for` traces.
+pub async fn seed_with(
+    stack: &TestStack,
+    n: usize,
+    seed: u64,
+    budgets_for: usize,
+) -> Result<Seeded> {
+    let sample = generate(n, seed, Utc::now(), budgets_for);
     for (customer, policy) in &sample.seeded.budgets {
         if let Some(p) = policy {
             stack.ledger.put_budget_policy(customer, p).await?;
@@ -282,7 +299,7 @@ mod tests {
         use crate::chaos::{Expect, expect};
         use crate::runner::{DEFAULT_TRACES, SAMPLE_SEED};
         let now = Utc::now();
-        let sample = generate(DEFAULT_TRACES, SAMPLE_SEED, now);
+        let sample = generate(DEFAULT_TRACES, SAMPLE_SEED, now, DEFAULT_TRACES);
         let mappings = USER_MAPPINGS.into_iter().collect();
         let mut billed: std::collections::BTreeMap<String, u64> = Default::default();
         let mut failures = std::collections::BTreeSet::new();
@@ -328,8 +345,8 @@ mod tests {
     #[test]
     fn the_sample_is_deterministic() {
         let now = Utc::now();
-        let a = generate(50, 7, now);
-        let b = generate(50, 7, now);
+        let a = generate(50, 7, now, 50);
+        let b = generate(50, 7, now, 50);
         assert_eq!(a.seeded.settled, b.seeded.settled);
         assert_eq!(a.traces.len(), 50);
         assert_eq!(

@@ -140,7 +140,7 @@ impl LocalRun {
         eprintln!(
             "[2/6] seeding {traces} sample traces, budgets and user mappings (TRACES=N for more)..."
         );
-        workload::seed(&self.stack, traces, SAMPLE_SEED).await
+        workload::seed_with(&self.stack, traces, SAMPLE_SEED, traces).await
     }
 
     /// The ingest function, as the schedule runs it; then the foreign messages.
