@@ -24,32 +24,13 @@ impl CustomerAdmin for DynamoLedger {
             (":customer".to_string(), s("CUSTOMER#")),
         ]);
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(filter)
-                .set_expression_attribute_names(Some(names(&[filter])))
-                .set_expression_attribute_values(Some(values.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Scan", &e))?;
-            for item in page.items() {
-                if let Some(customer) =
-                    get_s(item, "pk").and_then(|pk| pk.strip_prefix("CUSTOMER#"))
-                {
-                    out.push((customer.to_string(), parse_policy(customer, item)?));
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                out.sort_by(|a, b| a.0.cmp(&b.0));
-                return Ok(out);
+        for item in self.scan_all(filter, values).await? {
+            if let Some(customer) = get_s(&item, "pk").and_then(|pk| pk.strip_prefix("CUSTOMER#")) {
+                out.push((customer.to_string(), parse_policy(customer, &item)?));
             }
         }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     async fn budget_alerts(&self, customer_id: &str, period: &str) -> Result<Vec<u32>> {

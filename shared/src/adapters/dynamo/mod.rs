@@ -43,8 +43,11 @@ pub use items::{
 pub use review::ATTENTION_INDEX;
 
 use crate::error::{Error, Result};
-use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use items::names;
+use std::collections::HashMap;
 
 /// The ledger, budgets and mappings in one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -147,6 +150,35 @@ impl DynamoLedger {
     }
 
     /// An unconditional put of a whole item (operator items: policies, mappings).
+    /// Every item that passes `filter` (with `values`), page by page: a full table scan, for
+    /// the operator's occasional reads only (never on the billing path).
+    async fn scan_all(
+        &self,
+        filter: &str,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(filter)
+                .set_expression_attribute_names(Some(names(&[filter])))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", &e))?;
+            out.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn put(&self, item: Item) -> Result<()> {
         put_item(&self.client, &self.table, item, "PutItem").await
     }

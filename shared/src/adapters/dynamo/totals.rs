@@ -87,26 +87,8 @@ impl DynamoLedger {
     /// Every trace entry item, page by page.
     async fn trace_items(&self) -> Result<Vec<Item>> {
         let filter = "begins_with(#pk, :trace)";
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(filter)
-                .set_expression_attribute_names(Some(names(&[filter])))
-                .expression_attribute_values(":trace", s("TRACE#"))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Scan", &e))?;
-            out.extend(page.items().iter().cloned());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let values = HashMap::from([(":trace".to_string(), s("TRACE#"))]);
+        self.scan_all(filter, values).await
     }
 
     /// A receipt's delivered identifiers, read once per run.
