@@ -3,7 +3,9 @@
 use clap::Parser;
 use std::process::ExitCode;
 use tracemeter::adapters::{
-    dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
+    dead_letters::SqsDeadLetters,
+    dynamo::{DynamoLedger, DynamoQuota},
+    sqs::SqsSender,
     stripe_reports::StripeReports,
 };
 use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
@@ -55,10 +57,16 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let ingest_parts = match ingest_config
-        .as_ref()
-        .map(|c| LangfuseScanner::new(c).map(|l| (c, l)))
-    {
+    let ingest_parts = match ingest_config.as_ref().map(|c| {
+        // A backfill draws from the deployment's shared Langfuse request budget.
+        let quota = DynamoQuota::for_limit(
+            dynamo.clone(),
+            &c.table_name,
+            "langfuse",
+            c.langfuse.requests,
+        );
+        LangfuseScanner::new(c).map(|l| (c, l.with_quota(quota)))
+    }) {
         Some(Err(e)) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);

@@ -53,6 +53,20 @@ pub fn to_record(msg: &aws_sdk_sqs::types::Message, queue_arn: &str, region: &st
                 .collect::<HashMap<_, _>>()
         })
         .unwrap_or_default();
+    record.message_attributes = msg
+        .message_attributes()
+        .map(|attrs| {
+            attrs
+                .iter()
+                .map(|(k, v)| {
+                    let mut a = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+                    a.string_value = v.string_value().map(str::to_string);
+                    a.data_type = Some(v.data_type().to_string());
+                    (k.clone(), a)
+                })
+                .collect::<HashMap<_, _>>()
+        })
+        .unwrap_or_default();
     record.event_source = Some("aws:sqs".to_string());
     record.event_source_arn = Some(queue_arn.to_string());
     record.aws_region = Some(region.to_string());
@@ -79,6 +93,7 @@ impl EventSourceMapping {
                 .max_number_of_messages(self.batch_size.clamp(1, 10))
                 .wait_time_seconds(0)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .context("ReceiveMessage")?;

@@ -13,7 +13,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use process::Deps;
 use std::collections::HashMap;
-use tracemeter::adapters::dynamo::DynamoLedger;
+use tracemeter::adapters::dynamo::{DynamoLedger, DynamoQuota};
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
 use tracemeter::adapters::langfuse::LangfuseClient;
 use tracemeter::adapters::langfuse::scan::LangfuseScanner;
@@ -162,6 +162,7 @@ impl TestStack {
             ("LANGFUSE_SECRET_KEY".into(), LANGFUSE_SECRET_KEY.into()),
             ("LANGFUSE_API".into(), "v2".into()),
             ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
+            ("LANGFUSE_REQUESTS_PER_MINUTE".into(), "unlimited".into()),
             ("STRIPE_API_BASE".into(), stripe.base_url()),
             ("STRIPE_METER_EVENTS_BASE".into(), stripe.base_url()),
             ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
@@ -197,7 +198,14 @@ impl TestStack {
         };
         Ok(TestStack {
             endpoint,
-            langfuse_client: LangfuseClient::new(&config.langfuse)?,
+            langfuse_client: LangfuseClient::new(&config.langfuse)?.with_quota(
+                DynamoQuota::for_limit(
+                    dynamo.clone(),
+                    &resources.table_name,
+                    "langfuse",
+                    config.langfuse.requests,
+                ),
+            ),
             stripe_client: StripeClient::new(&config.stripe)?,
             resources,
             langfuse,
@@ -237,11 +245,10 @@ impl TestStack {
     }
 
     /// The ingest function's adapters for this stack, with its environment plus `vars`.
-    /// Unless `vars` says otherwise, Langfuse is not rate limited and a run stops 2 s before
-    /// its deadline.
+    /// Unless `vars` says otherwise, the Langfuse request budget is unlimited and a run stops
+    /// 2 s before its deadline.
     pub fn ingest(&self, vars: &[(&str, &str)]) -> IngestRig {
         let mut env = self.env.clone();
-        env.insert("LANGFUSE_REQUESTS_PER_MINUTE".into(), "100000".into());
         env.insert("INGEST_TIME_BUDGET_MARGIN_SECONDS".into(), "2".into());
         for (k, v) in vars {
             env.insert(k.to_string(), v.to_string());
@@ -252,7 +259,13 @@ impl TestStack {
             store: DynamoIngestStore::new(self.dynamo.clone(), &config.table_name),
             sqs: SqsSender::new(self.sqs.clone(), &config.queue_url),
             lister: LangfuseScanner::new(&config)
-                .unwrap_or_else(|e| panic!("Langfuse scanner: {e}")),
+                .unwrap_or_else(|e| panic!("Langfuse scanner: {e}"))
+                .with_quota(DynamoQuota::for_limit(
+                    self.dynamo.clone(),
+                    &config.table_name,
+                    "langfuse",
+                    config.langfuse.requests,
+                )),
             config,
         }
     }

@@ -4,7 +4,7 @@ use chrono::Utc;
 use ingest::{Deps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
+    dynamo::DynamoQuota, ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
@@ -15,9 +15,16 @@ async fn main() -> Result<(), Error> {
     tracemeter::telemetry::init();
     let config = IngestConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let store = DynamoIngestStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let store = DynamoIngestStore::new(dynamo.clone(), &config.table_name);
     let queue = SqsSender::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
-    let lister = LangfuseScanner::new(&config)?;
+    let quota = DynamoQuota::for_limit(
+        dynamo,
+        &config.table_name,
+        "langfuse",
+        config.langfuse.requests,
+    );
+    let lister = LangfuseScanner::new(&config)?.with_quota(quota);
     let deps = Deps {
         config: &config,
         lister: &lister,

@@ -5,7 +5,10 @@ use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
 use tracemeter::adapters::{
-    dynamo::DynamoLedger, langfuse::LangfuseClient, sqs::SqsRedelivery, stripe::StripeClient,
+    dynamo::{DynamoLedger, DynamoQuota},
+    langfuse::LangfuseClient,
+    sqs::SqsRedelivery,
+    stripe::StripeClient,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::ProcessConfig;
@@ -16,9 +19,16 @@ async fn main() -> Result<(), Error> {
     tracemeter::telemetry::init();
     let config = ProcessConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
-    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let ledger = DynamoLedger::new(dynamo.clone(), &config.table_name);
     let redelivery = SqsRedelivery::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
-    let usage = LangfuseClient::new(&config.langfuse)?;
+    let quota = DynamoQuota::for_limit(
+        dynamo,
+        &config.table_name,
+        "langfuse",
+        config.langfuse.requests,
+    );
+    let usage = LangfuseClient::new(&config.langfuse)?.with_quota(quota);
     let meter = StripeClient::new(&config.stripe)?;
     let deps = Deps {
         config: &config,

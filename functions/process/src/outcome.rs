@@ -81,6 +81,9 @@ pub struct Tally {
     pub ambiguous: usize,
     /// Messages returned for a retry.
     pub retries: usize,
+    /// Of the retries, those deferred: sent again as new messages with a delay because a
+    /// service asked to wait (set when the answer to SQS is made).
+    pub deferred: usize,
     /// Messages returned untried: the deadline was too near.
     pub unreached: usize,
     /// Retries by the outside system that failed: (retries, those that asked to wait).
@@ -135,6 +138,7 @@ impl Tally {
             Metric::count("TracesFailed", n(self.permanent_failures())),
             Metric::count("TracesAmbiguous", n(self.ambiguous)),
             Metric::count("TracesRetried", n(self.retries)),
+            Metric::count("TracesDeferred", n(self.deferred)),
             Metric::count("CreditsBilled", self.credits_billed),
             Metric::millis("BatchDuration", duration.as_millis() as u64),
         ];
@@ -184,6 +188,7 @@ mod tests {
                 failures: BTreeMap::from([(FailureReason::TraceNotFound, 1)]),
                 ambiguous: 1,
                 retries: 1,
+                deferred: 0,
                 unreached: 1,
                 retries_by_service: BTreeMap::from([("internal", (1, 0))]),
                 credits_billed: 12,

@@ -1,11 +1,16 @@
-//! The answer to SQS: the messages to retry as batch item failures, each with a visibility
-//! timeout from `domain::retry` (so it comes back after a backoff, not at once), and one
-//! summary log line with the invocation's tally.
+//! The answer to SQS. A message a service asked to wait for (a 429, or the shared Langfuse
+//! request budget spent) is deferred: sent again as a new message with a delay, and the
+//! original acknowledged, so its receive count never grows and no backlog, however long,
+//! ends in the dead-letter queue. Other failed messages are batch item failures, each with a
+//! visibility timeout from `domain::retry` (a backoff, not at once). Then one summary log
+//! line with the invocation's tally.
 
 use crate::{Deps, Outcome, Tally};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use std::collections::HashSet;
 use std::time::Instant;
 use tracemeter::domain::deadline::UNREACHED_VISIBILITY_SECONDS;
+use tracemeter::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
 use tracemeter::domain::retry::Backoff;
 use tracing::{info, warn};
 
@@ -20,18 +25,15 @@ pub(crate) async fn respond(
         base_seconds: tuning.retry_base_seconds,
         max_seconds: tuning.retry_max_seconds,
     };
+    let deferred = defer(deps, &backoff, records, outcomes).await;
     let mut response = SqsBatchResponse::default();
     let mut delays = Vec::new();
     for (record, outcome) in records.iter().zip(outcomes) {
         let message_id = record.message_id.clone().unwrap_or_default();
         let delay = match outcome {
+            Outcome::Retry { .. } if deferred.contains(&message_id) => continue,
             Outcome::Retry { after, .. } => {
-                let receives: u32 = record
-                    .attributes
-                    .get("ApproximateReceiveCount")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                backoff.visibility_seconds(&message_id, receives, *after)
+                backoff.visibility_seconds(&message_id, receives(record), *after)
             }
             Outcome::Unreached => UNREACHED_VISIBILITY_SECONDS,
             _ => continue,
@@ -47,9 +49,77 @@ pub(crate) async fn respond(
         // The messages still come back, after the queue's own visibility timeout.
         warn!(error = %e, "could not extend the visibility of failed messages");
     }
-    let tally = Tally::of(outcomes);
+    let mut tally = Tally::of(outcomes);
+    tally.deferred = deferred.len();
     log_summary(&tally, started);
     (response, tally)
+}
+
+/// Sends the messages an outside service asked to wait for (a 429, or the shared request
+/// budget spent) back to the queue with a delay; the ids of those now deferred (the rest
+/// return as failures). A wait of our own (another invocation's lease) is not a deferral.
+async fn defer(
+    deps: &Deps<'_>,
+    backoff: &Backoff,
+    records: &[SqsMessage],
+    outcomes: &[Outcome],
+) -> HashSet<String> {
+    let deferrals: Vec<Deferral> = records
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(record, outcome)| {
+            let Outcome::Retry {
+                after: Some(asked),
+                service: Some(_),
+                ..
+            } = outcome
+            else {
+                return None;
+            };
+            let message_id = record.message_id.clone()?;
+            let deferrals = deferrals(record).saturating_add(1);
+            Some(Deferral {
+                delay_seconds: backoff.deferral_seconds(&message_id, deferrals - 1, *asked),
+                body: record.body.clone()?,
+                message_id,
+                deferrals,
+            })
+        })
+        .collect();
+    if deferrals.is_empty() {
+        return HashSet::new();
+    }
+    let not_sent: HashSet<String> = match deps.redelivery.defer(&deferrals).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) => {
+            warn!(error = %e, "could not defer messages; they return as failures");
+            deferrals.iter().map(|d| d.message_id.clone()).collect()
+        }
+    };
+    deferrals
+        .into_iter()
+        .map(|d| d.message_id)
+        .filter(|id| !not_sent.contains(id))
+        .collect()
+}
+
+/// The record's receive count (1 when SQS did not say).
+fn receives(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// How many times the message was deferred before (its `deferrals` attribute).
+fn deferrals(record: &SqsMessage) -> u32 {
+    record
+        .message_attributes
+        .get(DEFERRALS_ATTRIBUTE)
+        .and_then(|a| a.string_value.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn log_summary(t: &Tally, started: Instant) {
@@ -62,6 +132,7 @@ fn log_summary(t: &Tally, started: Instant) {
         permanent_failures = t.permanent_failures(),
         ambiguous = t.ambiguous,
         retries = t.retries,
+        deferred = t.deferred,
         unreached = t.unreached,
         credits_billed = t.credits_billed,
         duration_ms = (secs * 1000.0) as u64,

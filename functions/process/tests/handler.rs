@@ -237,6 +237,8 @@ mod billing;
 mod budgets;
 #[path = "handler/deadline.rs"]
 mod deadline;
+#[path = "handler/deferrals.rs"]
+mod deferrals;
 #[path = "handler/failures.rs"]
 mod failures;
 #[path = "handler/reads.rs"]

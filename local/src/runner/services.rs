@@ -80,7 +80,16 @@ pub(super) fn options_for(
     }
     .var("RETRY_BASE_SECONDS", 1)
     .var("RETRY_MAX_SECONDS", 5)
-    .var("LANGFUSE_SCORE_ENABLED", "true");
+    .var("LANGFUSE_SCORE_ENABLED", "true")
+    // One Langfuse request budget for ingest and the processor: Hobby's for the real service.
+    .var(
+        "LANGFUSE_REQUESTS_PER_MINUTE",
+        if services.real_langfuse.is_some() {
+            "30"
+        } else {
+            "1000"
+        },
+    );
     let mut pass: Vec<&str> = PASS_THROUGH.to_vec();
     if services.real_langfuse.is_some() {
         pass.extend([

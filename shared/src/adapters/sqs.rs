@@ -1,9 +1,13 @@
-//! SQS: delaying redelivery of failed messages with `ChangeMessageVisibilityBatch`.
+//! SQS: delaying redelivery of failed messages with `ChangeMessageVisibilityBatch`, deferring
+//! messages as new ones with `SendMessageBatch` and `DelaySeconds`, sending meter messages.
 
+use crate::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
 use crate::error::{Error, Result};
 use crate::ports::Redelivery;
 use async_trait::async_trait;
-use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 
 /// Changes visibility of received messages.
 #[derive(Debug, Clone)]
@@ -65,6 +69,61 @@ impl Redelivery for SqsRedelivery {
                 ),
             ))
         }
+    }
+
+    async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>> {
+        let mut not_sent = Vec::new();
+        for chunk in items.chunks(10) {
+            match self.defer_chunk(chunk).await {
+                Ok(failed) => not_sent.extend(failed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not defer messages; they return as failures");
+                    not_sent.extend(chunk.iter().map(|d| d.message_id.clone()));
+                }
+            }
+        }
+        Ok(not_sent)
+    }
+}
+
+/// One deferral as a batch entry: the same body, the delay, the deferral count.
+fn deferral_entry(i: usize, d: &Deferral) -> Result<SendMessageBatchRequestEntry> {
+    let count = MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(d.deferrals.to_string())
+        .build()
+        .map_err(|e| Error::transient("sqs", e.to_string()))?;
+    SendMessageBatchRequestEntry::builder()
+        .id(format!("d{i}"))
+        .message_body(&d.body)
+        .delay_seconds(d.delay_seconds.clamp(0, 900))
+        .message_attributes(DEFERRALS_ATTRIBUTE, count)
+        .build()
+        .map_err(|e| Error::transient("sqs", e.to_string()))
+}
+
+impl SqsRedelivery {
+    /// Sends up to 10 deferrals; the message ids of those SQS refused.
+    async fn defer_chunk(&self, chunk: &[Deferral]) -> Result<Vec<String>> {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, d)| deferral_entry(i, d))
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sqs_error("SendMessageBatch", &e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().strip_prefix('d')?.parse::<usize>().ok())
+            .filter_map(|i| chunk.get(i).map(|d| d.message_id.clone()))
+            .collect())
     }
 }
 

@@ -121,10 +121,15 @@ impl Failure {
     /// Transient or permanent, as `what` failed.
     pub(crate) fn error(&self, what: &str) -> Error {
         let detail = format!("{what}: {} {}: {}", self.status, self.code, self.message);
+        // A 429 always asks to wait (the processor defers the message), named or not.
+        let asked = match self.status {
+            429 => self.retry_after.or(Some(std::time::Duration::from_secs(1))),
+            _ => self.retry_after,
+        };
         let transient = |detail: String| Error::Transient {
             service: SERVICE,
             detail,
-            retry_after: self.retry_after,
+            retry_after: asked,
         };
         match self.status {
             // Throttling, conflicts (a concurrent request with the same idempotency key),

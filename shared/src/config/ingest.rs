@@ -23,10 +23,6 @@ pub struct IngestConfig {
     /// `INGEST_START_LOOKBACK_SECONDS` (default 86400): how far back the very first run (no
     /// watermark yet) starts.
     pub start_lookback: chrono::Duration,
-    /// `LANGFUSE_REQUESTS_PER_MINUTE` (default 30): the request budget of one run. 30 fits
-    /// the smallest Langfuse Cloud plan (Hobby: 30/min on the public API); raise it on paid
-    /// plans (1000) or self-hosted (no limit).
-    pub requests_per_minute: u32,
     /// `INGEST_TIME_BUDGET_MARGIN_SECONDS` (default 20): a run stops, checkpoints and releases
     /// its lease this long before the Lambda's deadline.
     pub time_budget_margin: chrono::Duration,
@@ -56,7 +52,6 @@ impl IngestConfig {
             settle: env.seconds("SETTLE_SECONDS", 900, 7 * 86_400)?,
             rescan: env.seconds("RESCAN_SECONDS", 86_400, 30 * 86_400)?,
             start_lookback: env.seconds("INGEST_START_LOOKBACK_SECONDS", 86_400, 366 * 86_400)?,
-            requests_per_minute: env.count("LANGFUSE_REQUESTS_PER_MINUTE", 30, 1_000_000)?,
             time_budget_margin: env.seconds("INGEST_TIME_BUDGET_MARGIN_SECONDS", 20, 600)?,
             send_attempts: env.count("INGEST_SEND_ATTEMPTS", 4, 20)?,
             langfuse_attempts: env.count("INGEST_LANGFUSE_ATTEMPTS", 4, 20)?,

@@ -1,6 +1,7 @@
 //! The Langfuse variables, read by both functions.
 
 use super::env::{Env, Secret};
+use crate::domain::quota::RequestLimit;
 use crate::error::{Error, Result};
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ pub struct LangfuseConfig {
     pub timeout: Duration,
     /// `LANGFUSE_SCORE_ENABLED`: mark billed traces with a score (default false).
     pub score_enabled: bool,
+    /// `LANGFUSE_REQUESTS_PER_MINUTE` (default 30, or `unlimited`): the request budget of the
+    /// whole deployment, ingest and every process instance together (`domain::quota`). 30
+    /// is the smallest Langfuse Cloud plan (Hobby); Langfuse counts per organisation, so
+    /// leave room for the organisation's other callers; `unlimited` for self-hosted.
+    pub requests: RequestLimit,
 }
 
 impl LangfuseConfig {
@@ -51,6 +57,14 @@ impl LangfuseConfig {
             timeout: env.timeout_ms("LANGFUSE_TIMEOUT_MS")?,
             score_enabled: scores
                 && env.parsed("LANGFUSE_SCORE_ENABLED", false, "true or false")?,
+            requests: match env.optional("LANGFUSE_REQUESTS_PER_MINUTE").as_deref() {
+                Some("unlimited") => RequestLimit::Unlimited,
+                _ => RequestLimit::PerMinute(env.count(
+                    "LANGFUSE_REQUESTS_PER_MINUTE",
+                    30,
+                    1_000_000,
+                )?),
+            },
         })
     }
 }

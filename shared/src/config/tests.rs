@@ -2,6 +2,7 @@
 //! and no secret is ever shown.
 
 use super::*;
+use crate::domain::quota::RequestLimit;
 use crate::error::Result;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -252,7 +253,11 @@ mod ingest {
         let cfg = load(&base()).expect("valid");
         assert_eq!(cfg.settle, chrono::Duration::seconds(900));
         assert_eq!(cfg.rescan, chrono::Duration::seconds(86_400));
-        assert_eq!(cfg.requests_per_minute, 30);
+        assert_eq!(cfg.langfuse.requests, RequestLimit::PerMinute(30));
+        let mut vars = base();
+        vars.insert("LANGFUSE_REQUESTS_PER_MINUTE", "unlimited");
+        let cfg = load(&vars).expect("unlimited is valid");
+        assert_eq!(cfg.langfuse.requests, RequestLimit::Unlimited);
         assert_eq!(cfg.time_budget_margin, chrono::Duration::seconds(20));
         assert_eq!(cfg.langfuse.api, LangfuseApi::V2);
         assert!(!format!("{cfg:?}").contains("sk-lf-secret"));

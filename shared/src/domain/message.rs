@@ -86,6 +86,23 @@ pub struct OutgoingMessage {
     pub body: String,
 }
 
+/// A message put back on the queue with a delay, for lack of request budget (or a 429),
+/// instead of returning as a failure: its receive count starts again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    /// The original message's id (entry id and log reference).
+    pub message_id: String,
+    /// The original body, unchanged.
+    pub body: String,
+    /// How long SQS hides it, seconds (at most 900).
+    pub delay_seconds: i32,
+    /// How many times this message has now been deferred (the `deferrals` attribute).
+    pub deferrals: u32,
+}
+
+/// The message attribute counting a message's deferrals.
+pub const DEFERRALS_ATTRIBUTE: &str = "deferrals";
+
 /// A batch entry that was not sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFailure {

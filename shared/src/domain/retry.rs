@@ -33,6 +33,20 @@ impl Backoff {
     }
 }
 
+/// SQS's longest `DelaySeconds`.
+pub const MAX_DELAY_SECONDS: i32 = 900;
+
+impl Backoff {
+    /// The delay of a message deferred for lack of request budget (its `deferrals`-th time):
+    /// the same schedule as a retry, at least what was asked, at most SQS's 900 seconds.
+    /// A deferral is a new message, so its receive count never grows: it never reaches the
+    /// dead-letter queue, however long the backlog lasts.
+    pub fn deferral_seconds(&self, message_id: &str, deferrals: u32, asked: Duration) -> i32 {
+        self.visibility_seconds(message_id, deferrals.saturating_add(1), Some(asked))
+            .min(MAX_DELAY_SECONDS)
+    }
+}
+
 /// FNV-1a of the message id and the attempt: different messages retry at different times.
 fn jitter(message_id: &str, receives: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -51,6 +65,15 @@ mod tests {
             base_seconds,
             max_seconds,
         }
+    }
+
+    #[test]
+    fn a_deferral_waits_what_was_asked_and_at_most_fifteen_minutes() {
+        let b = backoff(1, 3_600);
+        assert!(b.deferral_seconds("m", 0, Duration::from_secs(7)) >= 8);
+        assert_eq!(b.deferral_seconds("m", 40, Duration::from_secs(7)), 900);
+        let later = b.deferral_seconds("m", 6, Duration::from_secs(1));
+        assert!((32..=64).contains(&later), "{later}");
     }
 
     #[test]

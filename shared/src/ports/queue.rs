@@ -1,14 +1,18 @@
 //! SQS: sending trace ids to the meter queue, delaying failed messages.
 
-use crate::domain::message::{OutgoingMessage, SendFailure};
+use crate::domain::message::{Deferral, OutgoingMessage, SendFailure};
 use crate::error::Result;
 use async_trait::async_trait;
 
-/// Delays redelivery of failed messages (SQS `ChangeMessageVisibility`).
+/// Delays redelivery of failed messages (SQS `ChangeMessageVisibility`), and defers messages
+/// as new ones (`SendMessageBatch` with `DelaySeconds`).
 #[async_trait]
 pub trait Redelivery: Send + Sync {
     /// Sets each receipt handle's visibility timeout, in seconds.
     async fn delay(&self, items: &[(String, i32)]) -> Result<()>;
+    /// Sends each deferral to the queue as a new message; returns the message ids of those
+    /// not sent (the caller returns them as failures instead).
+    async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>>;
 }
 
 /// Sends messages to the meter queue.

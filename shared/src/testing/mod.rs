@@ -9,7 +9,8 @@
 //! - [`MemoryUsage`]: Langfuse, as a map of trace usage;
 //! - [`MemoryMeter`]: Stripe meter events, with identifier dedup in a 24 h window on an
 //!   injectable clock, v1 or v2 stream mode, permanent rejections and transient failures;
-//! - [`MemoryQueue`]: SQS visibility changes and sends, recorded.
+//! - [`MemoryQueue`]: SQS visibility changes and sends, recorded;
+//! - [`MemoryQuota`]: the shared Langfuse request budget's slot counters.
 //!
 //! None of them injects faults in the ports' calls beyond what is listed; wrap them for that.
 
@@ -17,11 +18,13 @@ pub mod contract;
 mod ledger;
 mod meter;
 mod queue;
+mod quota;
 mod usage;
 
 pub use ledger::{Alert, Counter, FailedMessage, MemoryLedger, StoredTrace};
 pub use meter::{MemoryMeter, StripeMode};
 pub use queue::MemoryQueue;
+pub use quota::MemoryQuota;
 pub use usage::{BilledMark, MemoryUsage};
 
 use std::sync::{Mutex, MutexGuard};

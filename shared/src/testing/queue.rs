@@ -1,7 +1,7 @@
-//! [`MemoryQueue`]: SQS visibility changes and sends, recorded.
+//! [`MemoryQueue`]: SQS visibility changes, sends and deferrals, recorded.
 
 use super::lock;
-use crate::domain::message::{OutgoingMessage, SendFailure};
+use crate::domain::message::{Deferral, OutgoingMessage, SendFailure};
 use crate::error::{Error, Result};
 use crate::ports::{QueueSender, Redelivery};
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ pub struct MemoryQueue {
 struct State {
     sent: Vec<OutgoingMessage>,
     delays: Vec<(String, i32)>,
+    deferred: Vec<Deferral>,
 }
 
 impl MemoryQueue {
@@ -37,6 +38,11 @@ impl MemoryQueue {
     pub fn delays(&self) -> Vec<(String, i32)> {
         lock(&self.state).delays.clone()
     }
+
+    /// Every message deferred (sent again with a delay), in order.
+    pub fn deferred(&self) -> Vec<Deferral> {
+        lock(&self.state).deferred.clone()
+    }
 }
 
 #[async_trait]
@@ -44,6 +50,11 @@ impl Redelivery for MemoryQueue {
     async fn delay(&self, items: &[(String, i32)]) -> Result<()> {
         lock(&self.state).delays.extend_from_slice(items);
         Ok(())
+    }
+
+    async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>> {
+        lock(&self.state).deferred.extend_from_slice(items);
+        Ok(Vec::new())
     }
 }
 

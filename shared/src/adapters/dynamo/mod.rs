@@ -9,6 +9,7 @@
 //! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
+//! | request budget slot | `QUOTA#<service>` | `SLOT#<10-second slot>` |
 //!
 //! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
 //! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
@@ -30,6 +31,7 @@ mod claims;
 mod customers;
 mod deliveries;
 mod items;
+mod quota;
 mod review;
 mod settle;
 mod totals;
@@ -40,6 +42,7 @@ pub use items::{
     alert_key, budget_key, get_s, get_u64, message_key, n, policy_key, receipt_delivered,
     receipt_key, s, trace_key, user_key,
 };
+pub use quota::{DynamoQuota, quota_key};
 pub use review::ATTENTION_INDEX;
 
 use crate::error::{Error, Result};

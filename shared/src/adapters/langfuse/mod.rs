@@ -8,7 +8,9 @@
 //! - [`scan`]: the ingest scanner, its request budget and its retries.
 //! - `parse.rs`: answers into data, and the cost and latency rules both generations share.
 //!
-//! Both readers share one `Connection`: the HTTP client, the base URL and the keys.
+//! Both readers share one `Connection`: the HTTP client, the base URL, the keys and the
+//! deployment's shared request budget (`domain::quota`), which every request draws from
+//! before it is sent.
 
 mod batch;
 mod legacy;
@@ -19,25 +21,33 @@ mod v2;
 pub use batch::{MAX_OBSERVATIONS_PER_TRACE, MAX_URL_BYTES, chunk_ids, trace_filter};
 pub use legacy::{LegacyObservation, LegacyTrace, usage_from_legacy};
 pub use parse::{encode_path, parse};
-pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, RequestBudget, V2_SCAN_LIMIT};
+pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, V2_SCAN_LIMIT};
 pub use v2::{
     ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
 };
 
 use super::http;
 use crate::config::{LangfuseApi, LangfuseConfig, Secret};
+use crate::domain::quota::Grant;
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
+use crate::ports::RequestQuota;
 use crate::ports::usage::{UsageByTrace, UsageSource, per_trace};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
 
 const SERVICE: &str = "langfuse";
 /// Largest response body read, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-/// The HTTP client, base URL and keys both readers use; every request carries basic auth.
+/// Wait asked for after a 429 that names no wait.
+const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
+
+/// The HTTP client, base URL and keys both readers use; every request carries basic auth
+/// and is covered by the shared request budget.
 #[derive(Clone)]
 struct Connection {
     http: reqwest::Client,
@@ -45,6 +55,7 @@ struct Connection {
     public_key: String,
     secret_key: Secret,
     api: LangfuseApi,
+    quota: Arc<dyn RequestQuota>,
 }
 
 impl Connection {
@@ -55,17 +66,38 @@ impl Connection {
             public_key: cfg.public_key.clone(),
             secret_key: cfg.secret_key.clone(),
             api: cfg.api,
+            quota: Arc::new(crate::ports::Unmetered),
         })
     }
 
-    /// A `GET` of `path` with `query`, authenticated.
+    /// Takes the budget for one request now, or a transient error that asks to wait until
+    /// the budget has room (the caller defers the work; it never sends uncovered).
+    async fn admit(&self) -> Result<()> {
+        match self.quota.take(Utc::now()).await? {
+            Grant::Granted => Ok(()),
+            Grant::Wait(wait) => Err(Error::Transient {
+                service: SERVICE,
+                detail: "the shared Langfuse request budget (LANGFUSE_REQUESTS_PER_MINUTE) is spent for now".to_string(),
+                retry_after: Some(wait),
+            }),
+        }
+    }
+
+    /// A `GET` of `path` with `query`, authenticated, within the budget.
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response> {
+        self.admit().await?;
+        self.get_granted(path, query).await
+    }
+
+    /// A `GET` whose budget the caller already took.
+    async fn get_granted(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response> {
         let request = self.http.get(format!("{}{}", self.base_url, path));
         self.send(request.query(query)).await
     }
 
-    /// A `POST` of `body` as JSON to `path`, authenticated.
+    /// A `POST` of `body` as JSON to `path`, authenticated, within the budget.
     async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response> {
+        self.admit().await?;
         let request = self.http.post(format!("{}{}", self.base_url, path));
         self.send(request.json(body)).await
     }
@@ -90,7 +122,11 @@ impl Connection {
 /// the wait Langfuse asked for, a hint for the usual causes and an excerpt of the body.
 async fn status_error(what: &str, response: reqwest::Response) -> Error {
     let status = response.status();
-    let retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+    let mut retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // A 429 always asks to wait, even when it does not say how long.
+        retry_after = retry_after.or(Some(DEFAULT_429_WAIT));
+    }
     let body = http::read_limited(SERVICE, response, 64 * 1024)
         .await
         .unwrap_or_default();
@@ -125,6 +161,12 @@ impl LangfuseClient {
         Ok(LangfuseClient {
             conn: Connection::new(cfg)?,
         })
+    }
+
+    /// Draws every request from `quota`, the deployment's shared budget.
+    pub fn with_quota(mut self, quota: Arc<dyn RequestQuota>) -> LangfuseClient {
+        self.conn.quota = quota;
+        self
     }
 
     /// GETs JSON; `Ok(None)` on 404.

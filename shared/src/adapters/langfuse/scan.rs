@@ -4,81 +4,36 @@
 //! oldest first by keyset on time); this file holds what both share: the scanner, the request
 //! budget and the fetch of one page.
 //!
-//! Every request first waits for the per-minute budget (`LANGFUSE_REQUESTS_PER_MINUTE`). A
+//! Every request first waits for the deployment's shared request budget
+//! (`LANGFUSE_REQUESTS_PER_MINUTE`, `domain::quota`), which the process function draws from too. A
 //! 429 is waited out as `Retry-After` (or `X-RateLimit-Reset`) asks, when that fits in the
 //! time left; otherwise the page is reported out of time and the run checkpoints. 5xx
 //! answers, transport errors and bodies cut short are retried a bounded number of times.
 
-use super::{Connection, SERVICE, http, parse, status_error};
+use super::{Connection, DEFAULT_429_WAIT, SERVICE, http, parse, status_error};
 use crate::config::{IngestConfig, LangfuseApi};
 use crate::domain::ingest::Direction;
+use crate::domain::quota::Grant;
 use crate::domain::scan::{PageOutcome, ScanPage, Walk};
 use crate::error::{Error, Result};
+use crate::ports::RequestQuota;
 use crate::ports::TraceLister;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 pub use super::legacy::LEGACY_SCAN_LIMIT;
 pub use super::v2::V2_SCAN_LIMIT;
 
-/// Wait after a 429 that names no wait.
-const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
 /// Largest scan response read, in bytes.
 const MAX_SCAN_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
-/// A sliding one-minute request budget.
-#[derive(Debug)]
-pub struct RequestBudget {
-    per_minute: u32,
-    sent: Mutex<VecDeque<Instant>>,
-}
-
-impl RequestBudget {
-    /// At most `per_minute` requests in any 60 seconds.
-    pub fn new(per_minute: u32) -> RequestBudget {
-        RequestBudget {
-            per_minute: per_minute.max(1),
-            sent: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// How long to wait at `now` before the next request fits the budget.
-    pub fn wait_at(&self, now: Instant) -> Duration {
-        let window = Duration::from_secs(60);
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        while sent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            sent.pop_front();
-        }
-        if sent.len() < self.per_minute as usize {
-            return Duration::ZERO;
-        }
-        sent.front()
-            .map(|oldest| (*oldest + window).saturating_duration_since(now))
-            .unwrap_or(Duration::ZERO)
-    }
-
-    /// Counts a request made at `at`.
-    pub fn record(&self, at: Instant) {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.push_back(at);
-        while sent.len() > self.per_minute as usize {
-            sent.pop_front();
-        }
-    }
-}
 
 /// The Langfuse scanner (either generation).
 pub struct LangfuseScanner {
     conn: Connection,
-    budget: RequestBudget,
     attempts: u32,
 }
 
@@ -119,9 +74,14 @@ impl LangfuseScanner {
     pub fn new(cfg: &IngestConfig) -> Result<LangfuseScanner> {
         Ok(LangfuseScanner {
             conn: Connection::new(&cfg.langfuse)?,
-            budget: RequestBudget::new(cfg.requests_per_minute),
             attempts: cfg.langfuse_attempts,
         })
+    }
+
+    /// Draws every request from `quota`, the deployment's shared budget.
+    pub fn with_quota(mut self, quota: Arc<dyn RequestQuota>) -> LangfuseScanner {
+        self.conn.quota = quota;
+        self
     }
 
     /// GETs a page within the budget, waiting out 429s and retrying 5xx and transport
@@ -135,7 +95,7 @@ impl LangfuseScanner {
     ) -> Result<Fetched<T>> {
         let mut failures = 0u32;
         loop {
-            if !self.wait_for_budget(until, stats).await {
+            if !self.wait_for_budget(until, stats).await? {
                 return Ok(Fetched::OutOfTime);
             }
             let failure = match self.attempt(path, query, until, stats).await? {
@@ -158,22 +118,24 @@ impl LangfuseScanner {
         }
     }
 
-    /// Waits until the next request fits the budget; false when that is past `until`.
-    async fn wait_for_budget(&self, until: Instant, stats: &mut ScanPage) -> bool {
-        let wait = self.budget.wait_at(Instant::now());
-        if !wait.is_zero() {
+    /// Takes the budget for the next request, waiting while it is spent; false when the
+    /// wait would pass `until` (nothing taken).
+    async fn wait_for_budget(&self, until: Instant, stats: &mut ScanPage) -> Result<bool> {
+        loop {
+            let wait = match self.conn.quota.take(Utc::now()).await? {
+                Grant::Granted => return Ok(Instant::now() < until),
+                Grant::Wait(wait) => wait,
+            };
             if Instant::now() + wait >= until {
-                return false;
+                return Ok(false);
             }
             info!(
                 wait_ms = wait.as_millis() as u64,
-                per_minute = self.budget.per_minute,
-                "waiting for the Langfuse request budget"
+                "waiting for the shared Langfuse request budget"
             );
             tokio::time::sleep(wait).await;
             stats.waited += wait;
         }
-        Instant::now() < until
     }
 
     /// One request, counted against the budget. An answer that no retry can change (a 4xx
@@ -185,9 +147,8 @@ impl LangfuseScanner {
         until: Instant,
         stats: &mut ScanPage,
     ) -> Result<Attempt<T>> {
-        self.budget.record(Instant::now());
         stats.requests += 1;
-        let response = match self.conn.get(path, query).await {
+        let response = match self.conn.get_granted(path, query).await {
             Ok(response) => response,
             Err(e) => return Ok(Attempt::Failed(e)),
         };
@@ -282,26 +243,5 @@ impl TraceLister for LangfuseScanner {
             LangfuseApi::V2 => self.next_v2(walk, until).await,
             LangfuseApi::Legacy => self.next_legacy(walk, until).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budget_allows_n_per_minute_then_asks_to_wait() {
-        let budget = RequestBudget::new(3);
-        let start = Instant::now();
-        for i in 0..3 {
-            assert_eq!(budget.wait_at(start), Duration::ZERO, "request {i}");
-            budget.record(start + Duration::from_secs(i));
-        }
-        let wait = budget.wait_at(start + Duration::from_secs(10));
-        assert_eq!(wait, Duration::from_secs(50));
-        assert_eq!(
-            budget.wait_at(start + Duration::from_secs(60)),
-            Duration::ZERO
-        );
     }
 }

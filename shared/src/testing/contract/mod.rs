@@ -10,6 +10,7 @@
 mod admin;
 mod budgets;
 mod claims;
+pub mod quota;
 mod settle;
 
 pub use admin::{

@@ -1,12 +1,13 @@
 //! Transient faults retried (a Stripe v1 event's without failing batch-mates, a Langfuse
-//! batch read's for the whole batch); permanent failures recorded and
-//! acknowledged.
+//! batch read's for the whole batch); throttles (429s) deferred as new messages; permanent
+//! failures recorded and acknowledged.
 
 use super::*;
 
-/// One transient fault in a batch of three: the `failed` messages it concerns fail with
-/// their visibility extended (Stripe v1: the one event's; Langfuse: the batch's one usage
-/// read, so all three); the others are billed; the retries bill the rest, once.
+/// One transient fault (not a throttle) in a batch of three: the `failed` messages it
+/// concerns fail with their visibility extended (Stripe v1: the one event's; Langfuse: the
+/// batch's one usage read, so all three); the others are billed; the retries bill the rest,
+/// once.
 async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)) {
     let options = StackOptions::default()
         .var("RETRY_BASE_SECONDS", 6)
@@ -86,18 +87,84 @@ async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)
 }
 
 #[tokio::test]
-async fn stripe_429_is_retried_without_failing_batch_mates() {
-    transient_fault("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
-}
-
-#[tokio::test]
 async fn stripe_500_is_retried_without_failing_batch_mates() {
     transient_fault("s500", 1, |s| s.stripe.fail_next(1, 500)).await;
 }
 
 #[tokio::test]
-async fn langfuse_429_retries_the_batch_read_and_bills_each_once() {
-    transient_fault("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
+async fn stripe_429_defers_its_message_without_failing_batch_mates() {
+    throttle("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
+}
+
+#[tokio::test]
+async fn langfuse_429_defers_the_batch_and_bills_each_once() {
+    throttle("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
+}
+
+/// One 429 in a batch of three: the `deferred` messages it concerns are acknowledged and
+/// sent again as new messages with a delay (receive count back to 1, `deferrals` 1), so a
+/// long throttled backlog never reaches the dead-letter queue; the others are billed; the
+/// deferred come back after their delay and are billed, once.
+async fn throttle(label: &str, deferred: usize, inject: impl Fn(&TestStack)) {
+    let options = StackOptions::default()
+        .var("RETRY_BASE_SECONDS", 2)
+        .var("RETRY_MAX_SECONDS", 8);
+    let stack = TestStack::start_with(label, options).await.expect("stack");
+    let at = now() - Duration::hours(1);
+    for (i, cus) in ["cus_a", "cus_b", "cus_c"].iter().enumerate() {
+        stack
+            .langfuse
+            .add_trace(trace(&format!("t{i}"), cus, 0.01, 2, at));
+    }
+    stack.send_traces(&["t0", "t1", "t2"]).await.expect("send");
+    inject(&stack);
+    let ev = receive_all(&stack, 3).await;
+    let result = stack.invoke_with(&NoFaults, ev.clone()).await;
+    let response = result.as_ref().expect("no crash").clone();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{label}: {response:?}"
+    );
+    let report = stack.esm.complete(&ev, &result).await.expect("complete");
+    assert_eq!(report.deleted, 3, "{label}: every original acknowledged");
+    assert_eq!(stack.stripe.events().len(), 3 - deferred, "{label}");
+
+    // The deferred come back as new messages, first receive, counted once deferred.
+    let back = receive_all(&stack, deferred).await;
+    for record in &back.records {
+        assert_eq!(record.attributes["ApproximateReceiveCount"], "1", "{label}");
+        let count = record.message_attributes["deferrals"]
+            .string_value
+            .as_deref();
+        assert_eq!(count, Some("1"), "{label}");
+    }
+    let result = stack.invoke_with(&NoFaults, back.clone()).await;
+    stack.esm.complete(&back, &result).await.expect("complete");
+    let totals = stack.stripe.totals_by_customer();
+    assert_eq!(
+        totals.values().sum::<u64>(),
+        3 * C_001_2S,
+        "{label}: {totals:?}"
+    );
+    assert_eq!(stack.stripe.events().len(), 3);
+    assert_eq!(stack.dlq_depth().await.expect("dlq"), 0);
+}
+
+/// Receives until `n` messages are in hand (moto may return fewer per receive).
+async fn receive_all(stack: &TestStack, n: usize) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut records = Vec::new();
+    while records.len() < n {
+        let ev = stack
+            .esm
+            .receive(15)
+            .await
+            .expect("receive")
+            .expect("messages");
+        records.extend(ev.records);
+    }
+    let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
+    ev.records = records;
+    ev
 }
 
 #[tokio::test]

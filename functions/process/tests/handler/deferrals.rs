@@ -1,0 +1,153 @@
+//! Deferrals: a message a service asked to wait for (a 429, or the shared Langfuse request
+//! budget spent) goes back to the queue as a new message with a delay and is acknowledged,
+//! so its receive count never grows and no backlog ends in the dead-letter queue.
+
+use super::*;
+use async_trait::async_trait;
+use tracemeter::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
+use tracemeter::ports::usage::UsageByTrace;
+use tracemeter::ports::{Redelivery, UsageSource};
+use tracemeter::{Error, Result};
+
+/// Langfuse answering every read with a 429 that asks for 7 seconds.
+struct Throttled;
+
+fn throttled() -> Error {
+    Error::Transient {
+        service: "langfuse",
+        detail: "GET /api/public/v2/observations answered 429 Too Many Requests".into(),
+        retry_after: Some(std::time::Duration::from_secs(7)),
+    }
+}
+
+#[async_trait]
+impl UsageSource for Throttled {
+    async fn trace_usage(&self, _trace_id: &str) -> Result<Option<TraceUsage>> {
+        Err(throttled())
+    }
+
+    async fn traces_usage(&self, _trace_ids: &[String]) -> Result<UsageByTrace> {
+        Err(throttled())
+    }
+
+    async fn record_billed(&self, _: &str, _: &str, _: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A queue that refuses to take back the message `refused`.
+struct Refusing<'a> {
+    queue: &'a MemoryQueue,
+    refused: &'static str,
+}
+
+#[async_trait]
+impl Redelivery for Refusing<'_> {
+    async fn delay(&self, items: &[(String, i32)]) -> Result<()> {
+        self.queue.delay(items).await
+    }
+
+    async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>> {
+        let (refused, sent): (Vec<Deferral>, Vec<Deferral>) = items
+            .iter()
+            .cloned()
+            .partition(|d| d.message_id == self.refused);
+        self.queue.defer(&sent).await?;
+        Ok(refused.into_iter().map(|d| d.message_id).collect())
+    }
+}
+
+impl World {
+    /// Runs the handler on one batch, reading usage from `usage` and answering SQS through
+    /// `redelivery`.
+    async fn deliver_through(
+        &self,
+        usage: &dyn UsageSource,
+        redelivery: &dyn Redelivery,
+        event: SqsEvent,
+    ) -> SqsBatchResponse {
+        let deps = Deps {
+            config: &self.config,
+            usage,
+            meter: &self.meter,
+            ledger: &self.ledger,
+            redelivery,
+            clock: &*self.clock,
+        };
+        let deadline = self.clock.now() + Duration::seconds(30);
+        process::handle(&deps, event, deadline).await.response
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_read_defers_the_batch_instead_of_failing_it() {
+    // GIVEN three traces and a Langfuse that answers 429 (wait 7 s)
+    let world = World::new();
+    let bodies: Vec<String> = ["t1", "t2", "t3"].iter().map(|id| body(id)).collect();
+
+    // WHEN the batch is processed
+    let response = world
+        .deliver_through(&Throttled, &world.queue, event(&bodies))
+        .await;
+
+    // THEN no message is a batch item failure (each is acknowledged), each went back to the
+    // queue unchanged as a new message, delayed at least the 7 s asked, counted once
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert!(world.queue.delays().is_empty(), "no visibility change");
+    let deferred = world.queue.deferred();
+    assert_eq!(deferred.len(), 3);
+    for (d, b) in deferred.iter().zip(&bodies) {
+        assert_eq!(&d.body, b);
+        assert_eq!(d.deferrals, 1);
+        assert!((8..=900).contains(&d.delay_seconds), "{d:?}");
+    }
+    assert!(world.meter.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_deferred_many_times_waits_longer_and_never_grows_its_receive_count() {
+    // GIVEN a message deferred 6 times already (its attribute says so)
+    let world = World::new();
+    let mut event = event(&[body("t1")]);
+    let mut count = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+    count.string_value = Some("6".into());
+    count.data_type = Some("Number".into());
+    event.records[0]
+        .message_attributes
+        .insert(DEFERRALS_ATTRIBUTE.into(), count);
+
+    // WHEN Langfuse throttles it again
+    let response = world.deliver_through(&Throttled, &world.queue, event).await;
+
+    // THEN it is deferred a 7th time, with the backoff of a 7th attempt (10 s base: 320 s
+    // capped at the configured 300, jittered down to no less than half)
+    assert!(failures(&response).is_empty());
+    let deferred = world.queue.deferred();
+    assert_eq!(deferred[0].deferrals, 7);
+    assert!(
+        (150..=300).contains(&deferred[0].delay_seconds),
+        "{deferred:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deferral_the_queue_refuses_returns_as_a_failure() {
+    // GIVEN a queue that will not take back m1
+    let world = World::new();
+    let refusing = Refusing {
+        queue: &world.queue,
+        refused: "m1",
+    };
+    let bodies: Vec<String> = ["t1", "t2"].iter().map(|id| body(id)).collect();
+
+    // WHEN Langfuse throttles the batch
+    let response = world
+        .deliver_through(&Throttled, &refusing, event(&bodies))
+        .await;
+
+    // THEN m0 is deferred; m1 returns as a batch item failure with its visibility set
+    assert_eq!(failures(&response), vec!["m1".to_string()]);
+    assert_eq!(world.queue.deferred().len(), 1);
+    assert_eq!(world.queue.delays().len(), 1);
+    assert_eq!(world.queue.delays()[0].0, "receipt-m1");
+}

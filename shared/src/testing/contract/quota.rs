@@ -1,0 +1,68 @@
+//! The request budget's contract, for every [`RequestQuota`]: checked on [`MemoryQuota`]
+//! here and on the DynamoDB budget against moto (`tests/tests/it/contract.rs`). Each check
+//! takes a fresh budget of [`CONTRACT_LIMIT`] requests per minute.
+
+use crate::domain::quota::{Grant, SLOT_SECONDS};
+use crate::ports::RequestQuota;
+use chrono::{DateTime, TimeZone, Utc};
+
+/// The budget each check's quota must have.
+pub const CONTRACT_LIMIT: u32 = 5;
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+/// Grants up to the limit within a slot, then asks to wait until the next slot.
+pub async fn the_budget_is_never_exceeded(quota: &dyn RequestQuota) {
+    for i in 0..CONTRACT_LIMIT {
+        let grant = quota.take(t(1)).await.expect("take");
+        assert_eq!(grant, Grant::Granted, "request {i} is within the budget");
+    }
+    match quota.take(t(2)).await.expect("take") {
+        Grant::Wait(wait) => assert_eq!(wait.as_secs(), 8, "until the next slot starts"),
+        Grant::Granted => panic!("a request past the budget was granted"),
+    }
+    // 60 seconds later the first slot is still within the window (7 slots): nothing yet.
+    assert!(matches!(
+        quota.take(t(61)).await.expect("take"),
+        Grant::Wait(_)
+    ));
+    // 70 seconds later it has left the window: the whole budget is back.
+    for _ in 0..CONTRACT_LIMIT {
+        assert_eq!(quota.take(t(70)).await.expect("take"), Grant::Granted);
+    }
+}
+
+/// Requests in earlier slots of the window count against a later slot.
+pub async fn earlier_slots_count(quota: &dyn RequestQuota) {
+    for _ in 0..3 {
+        assert_eq!(quota.take(t(0)).await.expect("take"), Grant::Granted);
+    }
+    let later = t(3 * SLOT_SECONDS);
+    for _ in 0..2 {
+        assert_eq!(quota.take(later).await.expect("take"), Grant::Granted);
+    }
+    assert!(
+        matches!(quota.take(later).await.expect("take"), Grant::Wait(_)),
+        "3 + 2 requests within 60 s spend a budget of 5"
+    );
+}
+
+/// Many instances asking at once never get more than the budget between them.
+pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
+    let takes = quotas
+        .iter()
+        .cycle()
+        .take(CONTRACT_LIMIT as usize * 4)
+        .map(|q| q.take(t(5)));
+    let grants = futures::future::join_all(takes).await;
+    let granted = grants
+        .into_iter()
+        .filter(|g| matches!(g, Ok(Grant::Granted)))
+        .count();
+    assert_eq!(
+        granted, CONTRACT_LIMIT as usize,
+        "exactly the budget, across instances"
+    );
+}

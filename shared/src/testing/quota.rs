@@ -1,0 +1,65 @@
+//! [`MemoryQuota`]: the shared request budget, slot counters in memory, with the same
+//! conditional add as [`crate::adapters::dynamo::DynamoQuota`].
+
+use super::lock;
+use crate::domain::quota::{Grant, earlier_slots, room, slot_of, wait_for_next_slot};
+use crate::error::Result;
+use crate::ports::RequestQuota;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A request budget of `per_minute`, shared by whoever holds it.
+#[derive(Debug)]
+pub struct MemoryQuota {
+    per_minute: u32,
+    slots: Mutex<BTreeMap<i64, u64>>,
+}
+
+impl MemoryQuota {
+    /// At most `per_minute` requests in any 60 seconds.
+    pub fn new(per_minute: u32) -> MemoryQuota {
+        MemoryQuota {
+            per_minute,
+            slots: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Requests granted so far.
+    pub fn granted(&self) -> u64 {
+        lock(&self.slots).values().sum()
+    }
+}
+
+#[async_trait]
+impl RequestQuota for MemoryQuota {
+    async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
+        let slot = slot_of(now);
+        let mut slots = lock(&self.slots);
+        let earlier: u64 = earlier_slots(slot)
+            .map(|s| slots.get(&s).copied().unwrap_or(0))
+            .sum();
+        let used = slots.entry(slot).or_default();
+        if *used < room(self.per_minute, earlier) {
+            *used += 1;
+            Ok(Grant::Granted)
+        } else {
+            Ok(Grant::Wait(wait_for_next_slot(now)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryQuota;
+    use crate::testing::contract::quota::{self, CONTRACT_LIMIT};
+
+    #[tokio::test]
+    async fn the_memory_quota_keeps_the_contract() {
+        quota::the_budget_is_never_exceeded(&MemoryQuota::new(CONTRACT_LIMIT)).await;
+        quota::earlier_slots_count(&MemoryQuota::new(CONTRACT_LIMIT)).await;
+        let shared = MemoryQuota::new(CONTRACT_LIMIT);
+        quota::concurrent_takers_share_one_budget(&[&shared, &shared]).await;
+    }
+}
