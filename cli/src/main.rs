@@ -57,25 +57,15 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let ingest_parts = match ingest_config.as_ref().map(|c| {
-        // A backfill draws from the deployment's shared Langfuse request budget.
-        let quota = DynamoQuota::for_limit(
-            dynamo.clone(),
-            &c.table_name,
-            "langfuse",
-            c.langfuse.requests,
-        );
-        LangfuseScanner::new(c).map(|l| (c, l.with_quota(quota)))
-    }) {
+    let ingest_parts = match ingest_config
+        .as_ref()
+        .map(|c| backfill_parts(c, &dynamo).map(|(lister, store)| (c, lister, store)))
+    {
         Some(Err(e)) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok((c, lister))) => Some((
-            c,
-            lister,
-            DynamoIngestStore::new(dynamo.clone(), &c.table_name),
-        )),
+        Some(Ok(parts)) => Some(parts),
         None => None,
     };
     let ingest_deps = ingest_parts
@@ -98,4 +88,22 @@ async fn main() -> ExitCode {
     };
     let code = execute(&cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await;
     ExitCode::from(code)
+}
+
+/// The backfill's Langfuse scanner, drawing from the deployment's shared request budget, and
+/// ingest's store.
+fn backfill_parts(
+    config: &IngestConfig,
+    dynamo: &aws_sdk_dynamodb::Client,
+) -> tracemeter::Result<(LangfuseScanner, DynamoIngestStore)> {
+    let quota = DynamoQuota::for_limit(
+        dynamo.clone(),
+        &config.table_name,
+        "langfuse",
+        config.langfuse.requests,
+    );
+    Ok((
+        LangfuseScanner::new(config)?.with_quota(quota),
+        DynamoIngestStore::new(dynamo.clone(), &config.table_name),
+    ))
 }
