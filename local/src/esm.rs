@@ -74,8 +74,13 @@ pub fn to_record(msg: &aws_sdk_sqs::types::Message, queue_arn: &str, region: &st
 }
 
 impl EventSourceMapping {
-    /// Receives up to one batch, waiting up to `wait_seconds` for messages. `None` when the
-    /// queue stayed empty.
+    /// Receives up to one batch (`BatchSize`, up to 10,000 as the template allows), waiting up
+    /// to `wait_seconds` for the first messages. `None` when the queue stayed empty.
+    ///
+    /// SQS hands out at most 10 messages per `ReceiveMessage`; like Lambda's poller, the
+    /// mapping keeps receiving until the batch is full. Lambda also waits up to
+    /// `MaximumBatchingWindowInSeconds` for more; locally the batch closes as soon as a
+    /// receive finds nothing more visible, so tests and runs do not wait for the window.
     ///
     /// moto's long polling spins a CPU core for the whole wait, so this polls with
     /// `WaitTimeSeconds=0` and sleeps on the client side between empty receives, 100 ms at
@@ -86,25 +91,9 @@ impl EventSourceMapping {
             + std::time::Duration::from_secs(u64::try_from(wait_seconds).unwrap_or(0));
         let mut pause = std::time::Duration::from_millis(100);
         loop {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(self.batch_size.clamp(1, 10))
-                .wait_time_seconds(0)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .context("ReceiveMessage")?;
-            let messages = out.messages.unwrap_or_default();
-            if !messages.is_empty() {
-                let mut event = SqsEvent::default();
-                event.records = messages
-                    .iter()
-                    .map(|m| to_record(m, &self.queue_arn, &self.region))
-                    .collect();
-                return Ok(Some(event));
+            let first = self.receive_some(10).await?;
+            if !first.is_empty() {
+                return Ok(Some(self.fill(first).await?));
             }
             let now = std::time::Instant::now();
             if now >= deadline {
@@ -113,6 +102,46 @@ impl EventSourceMapping {
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(400));
         }
+    }
+
+    /// Receives more until the batch holds `BatchSize` records or nothing more is visible.
+    async fn fill(&self, mut records: Vec<SqsMessage>) -> Result<SqsEvent> {
+        let size = usize::try_from(self.batch_size.max(1)).unwrap_or(10);
+        while records.len() < size {
+            let more = self.receive_some((size - records.len()).min(10)).await?;
+            if more.is_empty() {
+                break;
+            }
+            records.extend(more);
+        }
+        let mut event = SqsEvent::default();
+        event.records = records;
+        Ok(event)
+    }
+
+    /// One `ReceiveMessage` of up to `max` (1..=10) messages, as Lambda records.
+    async fn receive_some(&self, max: usize) -> Result<Vec<SqsMessage>> {
+        let max = i32::try_from(max)
+            .unwrap_or(10)
+            .min(self.batch_size)
+            .clamp(1, 10);
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .context("ReceiveMessage")?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .iter()
+            .map(|m| to_record(m, &self.queue_arn, &self.region))
+            .collect())
     }
 
     /// Deletes the records that did not fail; on an invocation error deletes nothing.
@@ -182,7 +211,7 @@ impl EventSourceMapping {
         self.complete(&event, &result).await.map(Some)
     }
 
-    /// Approximate counts of the queue: (visible, in flight).
+    /// Approximate counts of the queue: (visible, not yet visible: in flight or delayed).
     pub async fn depth(&self, queue_url: &str) -> Result<(i64, i64)> {
         let out = self
             .sqs
@@ -191,6 +220,9 @@ impl EventSourceMapping {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(
                 aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed,
             )
             .send()
             .await
@@ -204,7 +236,8 @@ impl EventSourceMapping {
         };
         Ok((
             get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
-            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                + get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         ))
     }
 }

@@ -45,6 +45,9 @@ pub struct BenchOptions {
     pub extra_env: Vec<(String, String)>,
     /// Run ingest only (for ingest's memory at large N): no process instances.
     pub ingest_only: bool,
+    /// `SCENARIO=backlog`: a large backlog on Langfuse's Hobby plan (5,000 traces, 30
+    /// requests/min by default), judged on dead letters, 429s and the use of the budget.
+    pub backlog: bool,
 }
 
 /// The benchmark's local stack: moto, the fakes, the counting proxy and the functions'
@@ -286,7 +289,7 @@ async fn largest_item(stack: &TestStack) -> Result<usize> {
 
 /// The benchmark's settings from the environment (`TRACES`, `LANGFUSE_LATENCY_MS`,
 /// `LANGFUSE_RPM`, `CONCURRENCY`, `TIME_LIMIT_SECONDS`, `LANGFUSE_API`, `BENCH_ENV`
-/// as `NAME=value,NAME=value`, `INGEST_ONLY=1`).
+/// as `NAME=value,NAME=value`, `INGEST_ONLY=1`, `SCENARIO=backlog`).
 pub fn options_from_env() -> Result<BenchOptions> {
     fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
         match std::env::var(name) {
@@ -306,14 +309,16 @@ pub fn options_from_env() -> Result<BenchOptions> {
                 .ok_or_else(|| anyhow::anyhow!("BENCH_ENV entry {p:?} is not NAME=value"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let backlog = std::env::var("SCENARIO").is_ok_and(|v| v == "backlog");
     Ok(BenchOptions {
-        traces: num("TRACES", 1_000)?,
+        traces: num("TRACES", if backlog { 5_000 } else { 1_000 })?,
         langfuse_latency: Duration::from_millis(num("LANGFUSE_LATENCY_MS", 20)?),
-        langfuse_rpm: num("LANGFUSE_RPM", 1_000)?,
+        langfuse_rpm: num("LANGFUSE_RPM", if backlog { 30 } else { 1_000 })?,
         concurrency: num("CONCURRENCY", 5)?,
         time_limit: Duration::from_secs(num("TIME_LIMIT_SECONDS", 1_200)?),
         langfuse_api: std::env::var("LANGFUSE_API").unwrap_or_else(|_| "v2".into()),
         extra_env,
         ingest_only: std::env::var("INGEST_ONLY").is_ok_and(|v| v == "1" || v == "true"),
+        backlog,
     })
 }

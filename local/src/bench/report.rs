@@ -195,7 +195,11 @@ impl BenchReport {
             let (cost_lines, total) = self.cost(&d);
             lines.extend(cost_lines);
             lines.push("targets:".into());
-            for (text, ok) in self.targets(&d, total) {
+            let mut targets = self.targets(&d, total);
+            if self.options.backlog {
+                targets.extend(self.backlog_targets());
+            }
+            for (text, ok) in targets {
                 lines.push(format!("  [{}] {text}", if ok { "PASS" } else { "MISS" }));
             }
         }
@@ -419,6 +423,42 @@ impl BenchReport {
             (
                 format!("AWS cost < 2.50 USD per million metered traces: {total:.2}"),
                 total < 2.5,
+            ),
+        ]
+    }
+
+    /// The backlog scenario's targets: every trace billed with no dead letter and no 429, in
+    /// little more than the time the shared budget allows (its full rate is 6/7 of the limit:
+    /// `domain::quota`).
+    fn backlog_targets(&self) -> Vec<(String, bool)> {
+        let (li, li429) = self.langfuse_ingest;
+        let (lp, lp429) = self.langfuse_process;
+        let done = self.metered + self.capped + self.failed;
+        let floor_minutes = (li + lp) as f64 / (f64::from(self.options.langfuse_rpm) * 6.0 / 7.0);
+        let minutes = self.end_to_end.as_secs_f64() / 60.0;
+        vec![
+            (
+                format!(
+                    "backlog: every trace processed, none dead-lettered: {done} of {} processed, {} left, DLQ {}",
+                    self.enqueued, self.left, self.dlq
+                ),
+                self.dlq == 0 && self.left == 0 && done as u64 >= self.enqueued,
+            ),
+            (
+                format!(
+                    "backlog: no Langfuse 429: {} of {} requests",
+                    li429 + lp429,
+                    li + lp
+                ),
+                li429 + lp429 == 0,
+            ),
+            (
+                format!(
+                    "backlog: drained within 1.5x the budget's time: {minutes:.1} min for {} requests at {}/min (at least {floor_minutes:.1} min)",
+                    li + lp,
+                    self.options.langfuse_rpm
+                ),
+                minutes <= 1.5 * floor_minutes.max(1.0),
             ),
         ]
     }
