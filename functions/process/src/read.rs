@@ -76,7 +76,7 @@ pub(crate) async fn read_round(
         .filter(|(w, _)| !usages.contains_key(&w.index))
         .map(|(w, _)| w.trace_id.to_string())
         .collect();
-    let answers = read_usage(deps, &unread).await;
+    let answers = read_usage(deps, inv, &unread).await;
     let with_usage: Vec<_> = to_price
         .into_iter()
         .map(|(w, entry)| {
@@ -102,13 +102,47 @@ pub(crate) async fn read_round(
     staged
 }
 
-/// The batch usage read (none when every usage is known).
-async fn read_usage(deps: &Deps<'_>, trace_ids: &[String]) -> Result<UsageByTrace> {
+/// The batch usage read (none when every usage is known). A short wait for Langfuse (the
+/// shared request budget spent until the next slot, or a 429 asking for seconds) is waited
+/// out when the deadline allows: cheaper than deferring the whole batch, and it keeps the
+/// instances in step with the budget. A longer one is the error (the batch is deferred).
+async fn read_usage(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    trace_ids: &[String],
+) -> Result<UsageByTrace> {
     if trace_ids.is_empty() {
         return Ok(UsageByTrace::new());
     }
-    deps.usage.traces_usage(trace_ids).await
+    loop {
+        let answer = deps.usage.traces_usage(trace_ids).await;
+        let wait = match &answer {
+            Err(
+                e @ tracemeter::Error::Transient {
+                    service: "langfuse",
+                    ..
+                },
+            ) => e.retry_after(),
+            _ => None,
+        };
+        match wait {
+            Some(wait) if wait <= MAX_READ_WAIT && inv.can_start(deps, wait + READ_ESTIMATE) => {
+                tracing::info!(
+                    wait_ms = wait.as_millis() as u64,
+                    traces = trace_ids.len(),
+                    "waiting for Langfuse (request budget or 429)"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            _ => return answer,
+        }
+    }
 }
+
+/// The longest wait for Langfuse a batch read sits out (one budget slot); longer waits defer.
+const MAX_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time a batch read and the rest of its slice are expected to need after a wait.
+const READ_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One trace's part of the batch answer: its usage, `None` when Langfuse does not know it,
 /// or the error of the read.

@@ -9,14 +9,15 @@ use tracemeter::ports::usage::UsageByTrace;
 use tracemeter::ports::{Redelivery, UsageSource};
 use tracemeter::{Error, Result};
 
-/// Langfuse answering every read with a 429 that asks for 7 seconds.
+/// Langfuse answering every read with a 429 that asks for 12 seconds (longer than a read
+/// waits out in-process).
 struct Throttled;
 
 fn throttled() -> Error {
     Error::Transient {
         service: "langfuse",
         detail: "GET /api/public/v2/observations answered 429 Too Many Requests".into(),
-        retry_after: Some(std::time::Duration::from_secs(7)),
+        retry_after: Some(std::time::Duration::from_secs(12)),
     }
 }
 
@@ -81,7 +82,7 @@ impl World {
 
 #[tokio::test]
 async fn a_throttled_read_defers_the_batch_instead_of_failing_it() {
-    // GIVEN three traces and a Langfuse that answers 429 (wait 7 s)
+    // GIVEN three traces and a Langfuse that answers 429 (wait 12 s)
     let world = World::new();
     let bodies: Vec<String> = ["t1", "t2", "t3"].iter().map(|id| body(id)).collect();
 
@@ -91,7 +92,7 @@ async fn a_throttled_read_defers_the_batch_instead_of_failing_it() {
         .await;
 
     // THEN no message is a batch item failure (each is acknowledged), each went back to the
-    // queue unchanged as a new message, delayed at least the 7 s asked, counted once
+    // queue unchanged as a new message, delayed at least the 12 s asked, counted once
     assert!(failures(&response).is_empty(), "{response:?}");
     assert!(world.queue.delays().is_empty(), "no visibility change");
     let deferred = world.queue.deferred();
@@ -99,7 +100,7 @@ async fn a_throttled_read_defers_the_batch_instead_of_failing_it() {
     for (d, b) in deferred.iter().zip(&bodies) {
         assert_eq!(&d.body, b);
         assert_eq!(d.deferrals, 1);
-        assert!((8..=900).contains(&d.delay_seconds), "{d:?}");
+        assert!((13..=900).contains(&d.delay_seconds), "{d:?}");
     }
     assert!(world.meter.events().is_empty());
 }
@@ -150,4 +151,56 @@ async fn a_deferral_the_queue_refuses_returns_as_a_failure() {
     assert_eq!(world.queue.deferred().len(), 1);
     assert_eq!(world.queue.delays().len(), 1);
     assert_eq!(world.queue.delays()[0].0, "receipt-m1");
+}
+
+/// Langfuse whose first read finds the budget spent for a moment (1 s), then answers.
+struct BriefWait<'a> {
+    usage: &'a MemoryUsage,
+    waited: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl UsageSource for BriefWait<'_> {
+    async fn trace_usage(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
+        self.usage.trace_usage(trace_id).await
+    }
+
+    async fn traces_usage(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
+        if !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Transient {
+                service: "langfuse",
+                detail: "the shared Langfuse request budget is spent for now".into(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            });
+        }
+        self.usage.traces_usage(trace_ids).await
+    }
+
+    async fn record_billed(&self, t: &str, i: &str, c: u64) -> Result<()> {
+        self.usage.record_billed(t, i, c).await
+    }
+}
+
+#[tokio::test]
+async fn a_short_wait_for_the_budget_is_sat_out_not_deferred() {
+    // GIVEN two traces, and the request budget spent for one more second
+    let world = World::new();
+    let at = an_hour_ago(&world);
+    world.trace("t1", "cus_1", "0.004", at);
+    world.trace("t2", "cus_2", "0.004", at);
+    let brief = BriefWait {
+        usage: &world.usage,
+        waited: Default::default(),
+    };
+    let bodies: Vec<String> = ["t1", "t2"].iter().map(|id| body(id)).collect();
+
+    // WHEN the batch is processed
+    let response = world
+        .deliver_through(&brief, &world.queue, event(&bodies))
+        .await;
+
+    // THEN the read waited the second out: both billed, nothing deferred or failed
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert!(world.queue.deferred().is_empty());
+    assert_eq!(world.meter.events().len(), 2);
 }

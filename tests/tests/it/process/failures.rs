@@ -93,19 +93,56 @@ async fn stripe_500_is_retried_without_failing_batch_mates() {
 
 #[tokio::test]
 async fn stripe_429_defers_its_message_without_failing_batch_mates() {
-    throttle("s429", 1, |s| s.stripe.fail_next(1, 429)).await;
+    throttle("s429", 1, |s| s.stripe.fail_next(1, 429), |_| ()).await;
 }
 
 #[tokio::test]
-async fn langfuse_429_defers_the_batch_and_bills_each_once() {
-    throttle("l429", 3, |s| s.langfuse.fail_next(1, 429)).await;
+async fn a_langfuse_rate_limit_defers_the_batch_and_bills_each_once() {
+    // Langfuse's window is spent for the next 60 s: longer than a read sits out.
+    throttle(
+        "l429",
+        3,
+        |s| s.langfuse.set_rate_limit(Some(0)),
+        |s| s.langfuse.set_rate_limit(None),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_short_langfuse_429_is_sat_out_within_the_invocation() {
+    let stack = TestStack::start("l429short").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    for (i, cus) in ["cus_a", "cus_b", "cus_c"].iter().enumerate() {
+        stack
+            .langfuse
+            .add_trace(trace(&format!("t{i}"), cus, 0.01, 2, at));
+    }
+    stack.send_traces(&["t0", "t1", "t2"]).await.expect("send");
+    stack.langfuse.fail_next(1, 429); // Retry-After: 1
+    let ev = receive_all(&stack, 3).await;
+    let result = stack.invoke_with(&NoFaults, ev.clone()).await;
+    let response = result.as_ref().expect("no crash").clone();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(
+        stack.stripe.events().len(),
+        3,
+        "billed in the same invocation"
+    );
+    let reads = stack.langfuse.requests();
+    assert_eq!(reads.iter().filter(|r| r.status == 429).count(), 1);
+    assert_eq!(reads.len(), 2, "the 429, then the read that answered");
 }
 
 /// One 429 in a batch of three: the `deferred` messages it concerns are acknowledged and
 /// sent again as new messages with a delay (receive count back to 1, `deferrals` 1), so a
 /// long throttled backlog never reaches the dead-letter queue; the others are billed; the
 /// deferred come back after their delay and are billed, once.
-async fn throttle(label: &str, deferred: usize, inject: impl Fn(&TestStack)) {
+async fn throttle(
+    label: &str,
+    deferred: usize,
+    inject: impl Fn(&TestStack),
+    release: impl Fn(&TestStack),
+) {
     let options = StackOptions::default()
         .var("RETRY_BASE_SECONDS", 2)
         .var("RETRY_MAX_SECONDS", 8);
@@ -128,6 +165,7 @@ async fn throttle(label: &str, deferred: usize, inject: impl Fn(&TestStack)) {
     let report = stack.esm.complete(&ev, &result).await.expect("complete");
     assert_eq!(report.deleted, 3, "{label}: every original acknowledged");
     assert_eq!(stack.stripe.events().len(), 3 - deferred, "{label}");
+    release(&stack);
 
     // The deferred come back as new messages, first receive, counted once deferred.
     let back = receive_all(&stack, deferred).await;
