@@ -173,3 +173,64 @@ async fn a_handler_near_its_deadline_bills_what_it_reaches_and_returns_the_rest(
     }
     assert_eq!(usage_reads(&stack), 1, "the unreached were not read");
 }
+
+/// Cost added to an observation already billed (Langfuse moves its `updatedAt`, not its
+/// `startTime`) is read and billed as a second revision of the difference, through the
+/// fake's HTTP answer and the real batch read.
+#[tokio::test]
+async fn cost_added_to_a_billed_observation_is_billed_as_a_revision() {
+    let stack = TestStack::start("costadd").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-grow", "cus_grow", 0.004, 0, at));
+    let first = stack
+        .invoke_with(&NoFaults, batch(&["t-grow".to_string()], Some(at), "a"))
+        .await
+        .expect("no crash");
+    assert!(first.batch_item_failures.is_empty(), "{first:?}");
+    assert_eq!(stack.stripe.totals_by_customer()["cus_grow"], C_0004);
+
+    // The same observation now costs twice as much, updated 20 minutes ago.
+    let updated = now() - Duration::minutes(20);
+    assert!(stack.langfuse.remove_trace("t-grow"));
+    let grown = FakeObservation::generation(
+        "t-grow-gen",
+        "t-grow",
+        at,
+        at,
+        "gpt-4o-mini",
+        1200,
+        300,
+        0.008,
+    )
+    .raw_field("updatedAt", Some(serde_json::json!(updated.to_rfc3339())));
+    stack.langfuse.add_trace(
+        tracemeter_local::fakes::langfuse::FakeTrace::new("t-grow", at)
+            .meta("stripeCustomerId", "cus_grow")
+            .observation(grown),
+    );
+    let second = stack
+        .invoke_with(
+            &NoFaults,
+            batch(&["t-grow".to_string()], Some(updated), "b"),
+        )
+        .await
+        .expect("no crash");
+    assert!(second.batch_item_failures.is_empty(), "{second:?}");
+    let e = entry(&stack, "t-grow").await;
+    assert_eq!(e.revision, 2, "{e:?}");
+    assert_eq!(stack.stripe.totals_by_customer()["cus_grow"], 2 * C_0004);
+    assert_eq!(stack.stripe.events().len(), 2, "one event per revision");
+
+    // Delivered again, nothing more.
+    stack
+        .invoke_with(
+            &NoFaults,
+            batch(&["t-grow".to_string()], Some(updated), "c"),
+        )
+        .await
+        .expect("no crash");
+    assert_eq!(stack.stripe.events().len(), 2);
+    assert_eq!(e.state, LedgerState::Metered);
+}
