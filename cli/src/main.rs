@@ -4,12 +4,12 @@ use clap::Parser;
 use std::process::ExitCode;
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
-    stripe_reports::StripeReports,
+    stripe_events::StripeEvents, stripe_reports::StripeReports,
 };
 use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
 use tracemeter::clock::SystemClock;
 use tracemeter::config::{AdminConfig, IngestConfig};
-use tracemeter::ports::{DeadLetters, MeterReports};
+use tracemeter::ports::{DeadLetters, MeterErrorReports, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
 use tracemeter_cli::{Cli, Deps, execute};
@@ -36,6 +36,18 @@ async fn main() -> ExitCode {
         .stripe
         .as_ref()
         .map(|(cfg, meter)| StripeReports::new(cfg, meter))
+    {
+        Some(Err(e)) => {
+            eprintln!("tracemeter: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
+    let meter_errors = match config
+        .stripe
+        .as_ref()
+        .map(|(cfg, _)| StripeEvents::new(cfg))
     {
         Some(Err(e)) => {
             eprintln!("tracemeter: {e}");
@@ -84,6 +96,7 @@ async fn main() -> ExitCode {
         queue: &queue,
         dead_letters: dlq.as_ref().map(|d| d as &dyn DeadLetters),
         meter: meter.as_ref().map(|m| m as &dyn MeterReports),
+        meter_errors: meter_errors.as_ref().map(|m| m as &dyn MeterErrorReports),
         ingest: ingest_deps.as_ref(),
         clock: &SystemClock,
         confirm: &Terminal,

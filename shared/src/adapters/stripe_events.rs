@@ -165,7 +165,10 @@ impl MeterErrorReports for StripeEvents {
                 }
                 let event = match event.data {
                     Some(_) => event,
-                    None => self.get(&format!("/v2/core/events/{}", event.id), &[]).await?,
+                    None => {
+                        self.get(&format!("/v2/core/events/{}", event.id), &[])
+                            .await?
+                    }
                 };
                 out.push(report(event));
             }
@@ -219,9 +222,10 @@ mod tests {
 
     #[test]
     fn the_documented_event_reads_as_one_report() {
-        let fixtures: serde_json::Value =
-            serde_json::from_str(include_str!("../../../local/specs/stripe-meter-fixtures.json"))
-                .expect("fixtures");
+        let fixtures: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../local/specs/stripe-meter-fixtures.json"
+        ))
+        .expect("fixtures");
         let event = &fixtures["resources"]["v2.core.event"];
         let parsed: ThinEvent = serde_json::from_value(event.clone()).expect("event");
         let r = report(parsed);

@@ -69,6 +69,15 @@ impl StripeFake {
         }
     }
 
+    /// Creates a customer: its later events count (a planted unknown one becomes known).
+    pub fn create_customer(&self, customer: &str) {
+        let mut st = lock(&self.state);
+        st.validation.unknown.remove(customer);
+        if let Some(known) = st.validation.known.as_mut() {
+            known.insert(customer.to_string());
+        }
+    }
+
     /// Only these customers exist (`None`: every customer not planted unknown, the default).
     pub fn set_known_customers(&self, customers: Option<&[&str]>) {
         lock(&self.state).validation.known =
