@@ -32,29 +32,12 @@ async fn main() -> ExitCode {
         .dlq_url
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
-    let meter = match config
-        .stripe
-        .as_ref()
-        .map(|(cfg, meter)| StripeReports::new(cfg, meter))
-    {
-        Some(Err(e)) => {
+    let (meter, meter_errors) = match stripe_readers(&config) {
+        Ok(readers) => readers,
+        Err(e) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(m)) => Some(m),
-        None => None,
-    };
-    let meter_errors = match config
-        .stripe
-        .as_ref()
-        .map(|(cfg, _)| StripeEvents::new(cfg))
-    {
-        Some(Err(e)) => {
-            eprintln!("tracemeter: {e}");
-            return ExitCode::from(2);
-        }
-        Some(Ok(m)) => Some(m),
-        None => None,
     };
     let ingest_config = match &cli.command {
         Command::Backfill(_) => match IngestConfig::from_env() {
@@ -103,4 +86,18 @@ async fn main() -> ExitCode {
     };
     let code = execute(&cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await;
     ExitCode::from(code)
+}
+
+/// Stripe's summaries and error reports, when `STRIPE_METER_ID` (and the Stripe variables)
+/// are set.
+fn stripe_readers(
+    config: &AdminConfig,
+) -> tracemeter::Result<(Option<StripeReports>, Option<StripeEvents>)> {
+    match &config.stripe {
+        Some((cfg, meter)) => Ok((
+            Some(StripeReports::new(cfg, meter)?),
+            Some(StripeEvents::new(cfg)?),
+        )),
+        None => Ok((None, None)),
+    }
 }

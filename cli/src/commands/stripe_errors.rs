@@ -25,7 +25,8 @@ struct Sample {
     message: String,
     /// The trace and revision the identifier names (ours and readable).
     revision: Option<(String, u32)>,
-    /// `not in ledger`, `delivered`, `rejected`, or the entry's state.
+    /// `not ours`, `hashed: trace unknown`, `not in ledger`, `delivered`, `rejected`, or the
+    /// entry's state (a claim in flight or ambiguous).
     standing: String,
     credits: Option<u64>,
 }
@@ -65,6 +66,10 @@ async fn sample(
         None => None,
     };
     let (standing, credits) = match (&revision, &entry) {
+        // A long or unusual trace id is hashed into its identifier: no way back to the trace.
+        (None, _) if s.identifier.starts_with("tm_h") => {
+            ("hashed: trace unknown".to_string(), None)
+        }
         (None, _) => ("not ours".to_string(), None),
         (Some(_), None) => ("not in ledger".to_string(), None),
         (Some((_, rev)), Some(e)) => standing(e, *rev, &s.identifier),

@@ -137,3 +137,29 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     assert_eq!(rest.body["data"][0]["id"], id);
     assert_eq!(rest.body["next_page_url"], Value::Null);
 }
+
+#[tokio::test]
+async fn an_event_name_without_a_meter_is_reported_as_no_meter_found() {
+    let fake = StripeFake::start(KEY).await;
+    fake.set_meter_event_name(Some("other_meter"));
+    assert_eq!(
+        post(&fake, &form("cus_a", "3", Some("n1")), None)
+            .await
+            .status,
+        200
+    );
+    let listed = thin_events(&fake, "types[]=v1.billing.meter.no_meter_found").await;
+    let event = &listed.body["data"][0];
+    assert_eq!(
+        event["type"], "v1.billing.meter.no_meter_found",
+        "{}",
+        listed.body
+    );
+    assert_eq!(event["related_object"], Value::Null);
+    let kind = &event["data"]["reason"]["error_types"][0];
+    assert_eq!(kind["code"], "no_meter");
+    assert_eq!(kind["sample_errors"][0]["request"]["identifier"], "n1");
+    let other = thin_events(&fake, "types=v1.billing.meter.error_report_triggered").await;
+    assert_eq!(other.body["data"], json!([]));
+    assert_eq!(fake.error_reports().len(), 1);
+}
