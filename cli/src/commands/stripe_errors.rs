@@ -261,3 +261,60 @@ fn applied(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use tracemeter::domain::ledger::PendingClaim;
+    use tracemeter::domain::meter::identifier;
+
+    fn entry(state: LedgerState, revision: u32, reason: Option<&str>) -> LedgerEntry {
+        LedgerEntry {
+            trace_id: "t".into(),
+            state,
+            version: 2,
+            revision,
+            total_credits: 40,
+            billed_credits: 40,
+            capped_credits: 0,
+            customer_id: Some("cus_a".into()),
+            last_observation_at: None,
+            pending: None,
+            reason: reason.map(str::to_string),
+            detail: None,
+            receipted: None,
+        }
+    }
+
+    #[test]
+    fn a_revision_stands_delivered_pending_or_rejected() {
+        let id1 = identifier("t", 1);
+        let metered = entry(LedgerState::Metered, 1, None);
+        assert_eq!(standing(&metered, 1, &id1), ("delivered".into(), Some(40)));
+        let later = entry(LedgerState::Metered, 2, None);
+        assert_eq!(
+            standing(&later, 2, &identifier("t", 2)),
+            ("delivered".into(), None)
+        );
+        assert_eq!(standing(&later, 1, &id1), ("metered".into(), None));
+        let rejected = entry(LedgerState::Failed, 1, Some("stripe_rejected"));
+        assert_eq!(standing(&rejected, 1, &id1), ("rejected".into(), None));
+        let now = Utc::now();
+        let mut claimed = entry(LedgerState::Claimed, 0, None);
+        claimed.pending = Some(PendingClaim {
+            revision: 1,
+            identifier: id1.clone(),
+            customer_id: "cus_a".into(),
+            billable: 7,
+            capped: 0,
+            total_after: 7,
+            event_timestamp: 0,
+            period: "2026-11".into(),
+            claimed_at: now,
+            lease_until: now,
+            receipt: None,
+        });
+        assert_eq!(standing(&claimed, 1, &id1), ("claimed".into(), Some(7)));
+    }
+}
