@@ -2,7 +2,10 @@
 //! `v1.billing.meter.error_report_triggered` and `v1.billing.meter.no_meter_found`, read from
 //! the v2 events API: `GET /v2/core/events` (filters `types` and `created[gte]`, paged with
 //! `page` through `next_page_url`), and `GET /v2/core/events/{id}` for an event listed
-//! without its `data`.
+//! without its `data` (Stripe documents `data` as a field included when the event is
+//! fetched). A sample's `request.identifier` is, in Stripe's words, the request's idempotency
+//! key: tracemeter sends the meter event identifier as both (v1), and the stream has only the
+//! identifier, so either way it names the trace revision.
 
 use super::http;
 use super::stripe::Failure;
