@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 /// settle ambiguous claims, manage budgets and mappings, drain the dead-letter queue.
 ///
 /// Configured like the functions: TABLE_NAME, QUEUE_URL (DLQ_URL for `dlq`; STRIPE_METER_ID
-/// with the Stripe variables for `reconcile`; the ingest function's Langfuse variables for
+/// with the Stripe variables for `reconcile`
+/// and `stripe-errors`; the ingest function's Langfuse variables for
 /// `backfill`), plus the AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
 /// 3 reconcile found drift, 4 a change was not confirmed (nothing done).
 #[derive(Debug, Parser)]
@@ -52,6 +53,21 @@ pub enum Command {
     /// Re-scans a past range of Langfuse through ingest's normal path (its lease, the
     /// ledger's coverage skip) without moving its cursor: what is billed is skipped.
     Backfill(BackfillArgs),
+    /// Stripe's meter error reports (events it accepted, then dropped: e.g. an unknown
+    /// customer), each sample mapped to its ledger entry; --apply records them stripe_rejected
+    /// and gives their credits back. Samples only: reconcile stays the complete check.
+    StripeErrors(StripeErrorsArgs),
+}
+
+/// `stripe-errors`.
+#[derive(Debug, Args)]
+pub struct StripeErrorsArgs {
+    /// Reports created since: RFC 3339, or an age such as 6h, 7d (Stripe keeps 30 days).
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Record the sampled revisions as failed (stripe_rejected), their credits given back.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// `backfill`.

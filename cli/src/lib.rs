@@ -18,7 +18,9 @@ use confirm::Confirm;
 use output::Output;
 use std::io::Write;
 use tracemeter::clock::Clock;
-use tracemeter::ports::{DeadLetters, MeterReports, OperatorLedger, QueueSender};
+use tracemeter::ports::{
+    DeadLetters, MeterErrorReports, MeterReports, OperatorLedger, QueueSender,
+};
 
 /// What the commands work on.
 pub struct Deps<'a> {
@@ -30,6 +32,8 @@ pub struct Deps<'a> {
     pub dead_letters: Option<&'a dyn DeadLetters>,
     /// Stripe's meter event summaries, when `STRIPE_METER_ID` is set.
     pub meter: Option<&'a dyn MeterReports>,
+    /// Stripe's meter error reports, when `STRIPE_METER_ID` is set.
+    pub meter_errors: Option<&'a dyn MeterErrorReports>,
     /// Ingest's adapters (Langfuse, its store, the queue), for `backfill`.
     pub ingest: Option<&'a ingest::Deps<'a>>,
     /// Now.

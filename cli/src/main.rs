@@ -6,12 +6,13 @@ use tracemeter::adapters::{
     dead_letters::SqsDeadLetters,
     dynamo::{DynamoLedger, DynamoQuota},
     sqs::SqsSender,
+    stripe_events::StripeEvents,
     stripe_reports::StripeReports,
 };
 use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
 use tracemeter::clock::SystemClock;
 use tracemeter::config::{AdminConfig, IngestConfig};
-use tracemeter::ports::{DeadLetters, MeterReports};
+use tracemeter::ports::{DeadLetters, MeterErrorReports, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
 use tracemeter_cli::{Cli, Deps, execute};
@@ -34,17 +35,12 @@ async fn main() -> ExitCode {
         .dlq_url
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
-    let meter = match config
-        .stripe
-        .as_ref()
-        .map(|(cfg, meter)| StripeReports::new(cfg, meter))
-    {
-        Some(Err(e)) => {
+    let (meter, meter_errors) = match stripe_readers(&config) {
+        Ok(readers) => readers,
+        Err(e) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(m)) => Some(m),
-        None => None,
     };
     let ingest_config = match &cli.command {
         Command::Backfill(_) => match IngestConfig::from_env() {
@@ -82,6 +78,7 @@ async fn main() -> ExitCode {
         queue: &queue,
         dead_letters: dlq.as_ref().map(|d| d as &dyn DeadLetters),
         meter: meter.as_ref().map(|m| m as &dyn MeterReports),
+        meter_errors: meter_errors.as_ref().map(|m| m as &dyn MeterErrorReports),
         ingest: ingest_deps.as_ref(),
         clock: &SystemClock,
         confirm: &Terminal,
@@ -106,4 +103,18 @@ fn backfill_parts(
         LangfuseScanner::new(config)?.with_quota(quota),
         DynamoIngestStore::new(dynamo.clone(), &config.table_name),
     ))
+}
+
+/// Stripe's summaries and error reports, when `STRIPE_METER_ID` (and the Stripe variables)
+/// are set.
+fn stripe_readers(
+    config: &AdminConfig,
+) -> tracemeter::Result<(Option<StripeReports>, Option<StripeEvents>)> {
+    match &config.stripe {
+        Some((cfg, meter)) => Ok((
+            Some(StripeReports::new(cfg, meter)?),
+            Some(StripeEvents::new(cfg)?),
+        )),
+        None => Ok((None, None)),
+    }
 }

@@ -5,7 +5,8 @@
 use crate::harness::TestStack;
 use anyhow::Result;
 use tracemeter::adapters::{
-    dead_letters::SqsDeadLetters, sqs::SqsSender, stripe_reports::StripeReports,
+    dead_letters::SqsDeadLetters, sqs::SqsSender, stripe_events::StripeEvents,
+    stripe_reports::StripeReports,
 };
 use tracemeter_cli::confirm::Answer;
 use tracemeter_cli::{Deps, execute, parse};
@@ -21,11 +22,13 @@ pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
     let queue = SqsSender::new(stack.sqs.clone(), &r.queue_url);
     let dlq = SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url);
     let meter = StripeReports::new(&stack.config.stripe, FAKE_METER_ID)?;
+    let meter_errors = StripeEvents::new(&stack.config.stripe)?;
     let deps = Deps {
         ledger: &stack.ledger,
         queue: &queue,
         dead_letters: Some(&dlq),
         meter: Some(&meter),
+        meter_errors: Some(&meter_errors),
         ingest: None,
         clock: &stack.clock,
         confirm: &Answer(false),

@@ -7,6 +7,7 @@ mod customer;
 mod dlq;
 mod failures;
 mod reconcile;
+mod stripe_errors;
 mod trace;
 
 use crate::Ctx;
@@ -26,6 +27,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Dlq(cmd) => dlq::run(ctx, cmd).await,
         Command::Reconcile(args) => reconcile::run(ctx, args).await,
         Command::Backfill(args) => backfill::run(ctx, args).await,
+        Command::StripeErrors(args) => stripe_errors::run(ctx, args).await,
     }
 }
 

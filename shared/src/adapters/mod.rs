@@ -7,4 +7,5 @@ pub mod ingest_store;
 pub mod langfuse;
 pub mod sqs;
 pub mod stripe;
+pub mod stripe_events;
 pub mod stripe_reports;

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod message;
 pub mod meter;
+pub mod meter_errors;
 pub mod quota;
 pub mod reconcile;
 pub mod retry;

@@ -5,6 +5,7 @@
 use crate::domain::attention::{AttentionEntry, AttentionQuery};
 use crate::domain::budget::{BudgetPolicy, BudgetUsage};
 use crate::domain::ledger::PendingClaim;
+use crate::domain::meter_errors::Rejection;
 use crate::domain::reconcile::BilledTotals;
 use crate::error::Result;
 use async_trait::async_trait;
@@ -65,6 +66,23 @@ pub trait AmbiguousSettlement: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// Recording what Stripe's asynchronous validation dropped.
+#[async_trait]
+pub trait StripeRejections: Send + Sync {
+    /// The revision `revision` of a trace, whose event `identifier` Stripe accepted and then
+    /// dropped, becomes `failed` (`stripe_rejected`, `detail`) and its credits go back to the
+    /// budget counter they were counted in, in one transaction conditional on the entry's
+    /// version. Exactly once: a second call answers [`Rejection::AlreadyRejected`].
+    async fn reject_delivered(
+        &self,
+        trace_id: &str,
+        revision: u32,
+        identifier: &str,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Rejection>;
+}
+
 /// The operator's items: budget policies and user-to-customer mappings.
 #[async_trait]
 pub trait CustomerAdmin: Send + Sync {
@@ -87,6 +105,7 @@ pub trait OperatorLedger:
     + LedgerInspection
     + LedgerTotals
     + AmbiguousSettlement
+    + StripeRejections
     + CustomerAdmin
 {
 }
@@ -97,6 +116,7 @@ impl<T> OperatorLedger for T where
         + LedgerInspection
         + LedgerTotals
         + AmbiguousSettlement
+        + StripeRejections
         + CustomerAdmin
 {
 }

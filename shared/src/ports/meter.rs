@@ -1,6 +1,7 @@
 //! Stripe: meter events, and what Stripe aggregated of them.
 
 use crate::domain::meter::{Delivery, MeterEvent};
+use crate::domain::meter_errors::MeterErrorReport;
 use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -39,4 +40,11 @@ pub trait MeterReports: Send + Sync {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<u64>;
+}
+
+/// Stripe's asynchronous meter event errors (its error reports, read as thin events).
+#[async_trait]
+pub trait MeterErrorReports: Send + Sync {
+    /// The error reports created at or after `since`, oldest first.
+    async fn error_reports(&self, since: DateTime<Utc>) -> Result<Vec<MeterErrorReport>>;
 }

@@ -12,11 +12,11 @@ pub mod usage;
 
 pub use admin::{
     AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
-    OperatorLedger,
+    OperatorLedger, StripeRejections,
 };
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
-pub use meter::{MeterReports, MeterSink};
+pub use meter::{MeterErrorReports, MeterReports, MeterSink};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use quota::{RequestQuota, Unmetered};
 pub use usage::{TraceLister, UsageByTrace, UsageSource};

@@ -7,6 +7,7 @@ use chrono::Duration;
 use serde_json::Value;
 use tracemeter::adapters::dead_letters::SqsDeadLetters;
 use tracemeter::adapters::sqs::SqsSender;
+use tracemeter::adapters::stripe_events::StripeEvents;
 use tracemeter::adapters::stripe_reports::StripeReports;
 use tracemeter::domain::budget::Period;
 use tracemeter::domain::ledger::LedgerState;
@@ -15,7 +16,7 @@ use tracemeter_cli::confirm::Answer;
 use tracemeter_cli::{Deps, execute, parse};
 use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_local::faults::Step;
-use tracemeter_local::harness::{IngestRig, TestStack};
+use tracemeter_local::harness::{IngestRig, StackOptions, TestStack};
 
 /// The command wired to a stack, answering "no" when asked.
 struct Command<'s> {
@@ -23,6 +24,7 @@ struct Command<'s> {
     queue: SqsSender,
     dlq: SqsDeadLetters,
     meter: StripeReports,
+    errors: StripeEvents,
     ingest: IngestRig,
 }
 
@@ -41,6 +43,7 @@ impl<'s> Command<'s> {
             queue: SqsSender::new(stack.sqs.clone(), &r.queue_url),
             dlq: SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url),
             meter: StripeReports::new(&stack.config.stripe, "mtr_fake").expect("reports"),
+            errors: StripeEvents::new(&stack.config.stripe).expect("events"),
             ingest: stack.ingest(&[]),
         }
     }
@@ -61,6 +64,7 @@ impl<'s> Command<'s> {
             queue: &self.queue,
             dead_letters: Some(&self.dlq),
             meter: Some(&self.meter),
+            meter_errors: Some(&self.errors),
             ingest: Some(&ingest),
             clock: &self.stack.clock,
             confirm: &Answer(false),
@@ -572,4 +576,160 @@ async fn backfill_refinds_a_range_and_bills_nothing_twice() {
         "each trace billed once"
     );
     assert_eq!(cursor(&stack).await, before, "the cursor is not moved");
+}
+
+/// Plants a customer Stripe does not know, bills two of its traces and one of a known
+/// customer; `stripe-errors` shows the error report's samples, `--apply --yes` records them
+/// `stripe_rejected` and gives exactly their credits back, once; `reconcile` then agrees.
+async fn stripe_errors_round_trip(stack: &TestStack, p: &str) {
+    let cli = Command::on(stack);
+    let (ghost, known) = (format!("cus_{p}_ghost"), format!("cus_{p}_ok"));
+    stack.stripe.plant_unknown_customer(&ghost);
+    let at = now() - Duration::hours(1);
+    let ids = [format!("{p}-g1"), format!("{p}-g2"), format!("{p}-k1")];
+    for (id, customer) in ids.iter().zip([&ghost, &ghost, &known]) {
+        stack.langfuse.add_trace(trace(id, customer, 0.004, 0, at));
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stack.send_traces(&refs).await.expect("send");
+    stack.drain(10).await.expect("drain");
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 3, "Stripe accepted every event: {events:?}");
+    let dropped: u64 = events
+        .iter()
+        .filter(|e| e.customer == ghost)
+        .map(|e| e.value)
+        .sum();
+    let kept = counter(stack, &known).await;
+    assert_eq!(counter(stack, &ghost).await, dropped);
+    assert!(dropped > 0 && kept > 0);
+    let month = at.format("%Y-%m").to_string();
+    let drift = cli
+        .run(&["reconcile", "--period", &month, "--customer", &ghost])
+        .await;
+    assert_eq!(drift.code, 3, "Stripe dropped them: {}", drift.out);
+
+    let shown = cli.json(&["stripe-errors", "--since", "1h"]).await;
+    let samples = shown["samples"].as_array().cloned().unwrap_or_default();
+    assert_eq!(samples.len(), 2, "{shown}");
+    let mut traces: Vec<&str> = samples
+        .iter()
+        .filter_map(|s| s["trace_id"].as_str())
+        .collect();
+    traces.sort_unstable();
+    assert_eq!(traces, [ids[0].as_str(), ids[1].as_str()]);
+    for s in &samples {
+        assert_eq!(s["code"], "meter_event_customer_not_found", "{s}");
+        assert_eq!(s["event_type"], "v1.billing.meter.error_report_triggered");
+        assert_eq!(s["standing"], "delivered", "{s}");
+        let id = s["identifier"].as_str().unwrap_or_default();
+        let sent = events.iter().find(|e| e.identifier == id).expect("sent");
+        assert_eq!(s["credits"], sent.value);
+    }
+    let human = cli.run(&["stripe-errors", "--since", "1h"]).await;
+    assert_eq!(human.code, 0, "{}", human.err);
+    assert!(
+        human.out.contains(&format!("tm_{}_r1", ids[0])),
+        "{}",
+        human.out
+    );
+    assert!(human.out.contains("samples"), "{}", human.out);
+
+    let unconfirmed = cli
+        .run(&["stripe-errors", "--since", "1h", "--apply"])
+        .await;
+    assert_eq!(
+        unconfirmed.code, 4,
+        "asked, answered no: {}",
+        unconfirmed.out
+    );
+    assert_eq!(counter(stack, &ghost).await, dropped, "nothing done");
+    let applied = cli
+        .run(&["stripe-errors", "--since", "1h", "--apply", "--yes"])
+        .await;
+    assert_eq!(applied.code, 0, "{}", applied.err);
+    let said = format!("recorded 2 revision(s) as stripe_rejected, {dropped} credits given back");
+    assert!(applied.out.contains(&said), "{}", applied.out);
+    assert_eq!(
+        applied.out.matches(" rejected ").count(),
+        2,
+        "{}",
+        applied.out
+    );
+    assert_eq!(counter(stack, &ghost).await, 0, "given back exactly");
+    assert_eq!(counter(stack, &known).await, kept, "others untouched");
+    let failed = cli
+        .json(&["failures", "list", "--reason", "stripe_rejected"])
+        .await;
+    let mut listed: Vec<&str> = failed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["trace_id"].as_str())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [ids[0].as_str(), ids[1].as_str()]);
+
+    let again = cli
+        .json(&["stripe-errors", "--since", "1h", "--apply", "--yes"])
+        .await;
+    assert_eq!(again["credits_given_back"], 0, "{again}");
+    assert_eq!(again["applied"], serde_json::json!([]));
+    assert!(
+        again["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|s| s["standing"] == "rejected")
+    );
+    assert_eq!(counter(stack, &ghost).await, 0, "once");
+    let clean = cli.json(&["reconcile", "--period", &month]).await;
+    assert_eq!(clean["drift"], false, "{clean}");
+    let e = entry(stack, &ids[0]).await;
+    assert_eq!(
+        (e.state, e.revision, e.billed_credits),
+        (LedgerState::Failed, 1, 0)
+    );
+
+    // The customer is created in Stripe: a replay bills the two traces once, as new revisions.
+    stack.stripe.create_customer(&ghost);
+    let replayed = cli
+        .json(&["replay", "--reason", "stripe_rejected", "--yes"])
+        .await;
+    assert_eq!(replayed["sent"], 2, "{replayed}");
+    stack.drain(10).await.expect("drain");
+    let rebilled: Vec<String> = stack
+        .stripe
+        .events()
+        .into_iter()
+        .filter(|e| e.customer == ghost)
+        .map(|e| e.identifier)
+        .collect();
+    assert_eq!(rebilled.len(), 4, "{rebilled:?}");
+    assert!(
+        rebilled.contains(&format!("tm_{}_r2", ids[0])),
+        "{rebilled:?}"
+    );
+    assert_eq!(counter(stack, &ghost).await, dropped);
+    let after = cli.json(&["reconcile", "--period", &month]).await;
+    assert_eq!(after["drift"], false, "{after}");
+}
+
+#[tokio::test]
+async fn stripe_errors_gives_back_what_stripe_dropped_v1() {
+    let stack = TestStack::start("cli-errors").await.expect("stack");
+    stripe_errors_round_trip(&stack, "ce").await;
+}
+
+#[tokio::test]
+async fn stripe_errors_gives_back_what_stripe_dropped_v2_stream() {
+    let options = StackOptions::default().var("STRIPE_API_MODE", "v2_stream");
+    let stack = TestStack::start_with("cli-errors2", options)
+        .await
+        .expect("stack");
+    stripe_errors_round_trip(&stack, "cs").await;
+    assert!(
+        !stack.stripe.stream_batches().is_empty(),
+        "sent through the stream"
+    );
 }

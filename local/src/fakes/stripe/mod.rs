@@ -20,6 +20,10 @@
 //!
 //! `GET /v1/billing/meters/{id}/event_summaries` sums what was recorded (see `summaries`).
 //!
+//! An event for a customer planted unknown ([`StripeFake::plant_unknown_customer`]) is
+//! accepted and then dropped by the asynchronous validation, and reported through
+//! `GET /v2/core/events` as Stripe's error reports are (see `reports`), in both modes.
+//!
 //! The v2 high-throughput path:
 //! - `POST /v2/billing/meter_event_session` (secret key) issues a session token valid for
 //!   [`StripeFake::set_session_ttl`] (15 minutes by default; [`StripeFake::expire_sessions`]
@@ -46,6 +50,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 mod errors;
+mod reports;
 mod stream;
 mod summaries;
 #[cfg(test)]
@@ -121,6 +126,8 @@ struct StripeState {
     stream_errors: Vec<String>,
     /// Identifiers of recorded events Stripe's asynchronous validation dropped.
     dropped: HashSet<String>,
+    /// Unknown customers and meters, and the error reports (see `reports`).
+    validation: reports::Validation,
 }
 
 type Shared = Arc<Mutex<StripeState>>;
@@ -170,6 +177,7 @@ impl StripeFake {
             stream_batches: Vec::new(),
             stream_errors: Vec::new(),
             dropped: HashSet::new(),
+            validation: reports::Validation::default(),
         }));
         let router = Router::new()
             .fallback(handle)
@@ -329,6 +337,7 @@ async fn process(state: Shared, incoming: Incoming) -> Reply {
         Some(Route::CreateMeterEventSession) => create_session(&state, &incoming),
         Some(Route::MeterEventStream) => meter_event_stream(&state, &incoming).await,
         Some(Route::EventSummaries) => event_summaries(&state, &incoming),
+        Some(Route::Events) => reports::events(&state, &incoming),
         None => (
             stripe_error(
                 404,
@@ -361,6 +370,8 @@ enum Route {
     MeterEventStream,
     /// `GET /v1/billing/meters/{id}/event_summaries`.
     EventSummaries,
+    /// `GET /v2/core/events` and `GET /v2/core/events/{id}` (error reports).
+    Events,
 }
 
 impl Route {
@@ -375,6 +386,9 @@ impl Route {
                 if p.starts_with("/v1/billing/meters/") && p.ends_with("/event_summaries") =>
             {
                 Some(Self::EventSummaries)
+            }
+            (&Method::GET, p) if p == "/v2/core/events" || p.starts_with("/v2/core/events/") => {
+                Some(Self::Events)
             }
             _ => None,
         }

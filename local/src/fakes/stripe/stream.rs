@@ -114,6 +114,7 @@ impl StripeState {
                 )),
                 Ok(e) => {
                     self.identifiers.insert(e.identifier.clone(), now);
+                    self.validate_later(&e);
                     self.events.push(e);
                 }
             }

@@ -208,6 +208,9 @@ impl StripeState {
             timestamp,
             idempotency_key: idempotency_key.map(str::to_owned),
         });
+        if let Some(e) = self.events.last().cloned() {
+            self.validate_later(&e);
+        }
         let mut reply = Reply::json(
             200,
             &json!({

@@ -23,7 +23,7 @@
 //! This file holds the table's few primitives (get, put, conditional update, transaction);
 //! `items` the keys and attribute helpers (the ingest store uses them too); one file per
 //! port implements it: `claims`, `deliveries`, `budgets`, `customers`, and for operators
-//! `review` (the `attention` index), `settle` (ambiguous claims), `admin` (policies, mappings), `totals` (reconciling).
+//! `review` (the `attention` index), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
 
 mod admin;
 mod budgets;
@@ -32,6 +32,7 @@ mod customers;
 mod deliveries;
 mod items;
 mod quota;
+mod rejections;
 mod review;
 mod settle;
 mod totals;

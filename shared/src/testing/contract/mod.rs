@@ -11,6 +11,7 @@ mod admin;
 mod budgets;
 mod claims;
 pub mod quota;
+mod rejections;
 mod settle;
 
 pub use admin::{
@@ -26,6 +27,7 @@ pub use claims::{
     invalid_batches_are_errors, note_seen_moves_the_newest_observation_forward_only,
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
+pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
     mark_ambiguous_keeps_the_pending_revision, mark_metered_only_when_claimed,
@@ -111,6 +113,7 @@ macro_rules! ledger_contract_tests {
             ambiguous_claims_settle_once,
             operator_items_are_written_and_removed,
             totals_count_delivered_and_in_flight_credits,
+            stripe_rejections_give_the_budget_back_once,
         );
         $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
     };

@@ -8,12 +8,14 @@
 //!
 //! One file per port: [`claims`] (`ClaimStore`), [`deliveries`] (`DeliveryStore`),
 //! [`budgets`] (`BudgetStore`, `CustomerDirectory`), and for operators [`admin`]
-//! (`AttentionIndex`, `AmbiguousSettlement`, `CustomerAdmin`).
+//! (`AttentionIndex`, `AmbiguousSettlement`, `CustomerAdmin`), [`rejections`]
+//! (`StripeRejections`).
 
 mod admin;
 mod budgets;
 mod claims;
 mod deliveries;
+mod rejections;
 
 use super::lock;
 use crate::domain::budget::BudgetPolicy;
@@ -74,6 +76,8 @@ pub struct StoredTrace {
     pub detail: Option<String>,
     /// `identifiers`: the delivered identifiers marked or folded into the item.
     pub identifiers: BTreeSet<String>,
+    /// `rejected`: identifiers recorded as dropped by Stripe's asynchronous validation.
+    pub rejected: BTreeSet<String>,
     /// `failures`: how many times a failure was recorded before any claim.
     pub failures: u64,
     /// `updated_at` of the writes that leave a `reason` (failures, ambiguity, settling): the
@@ -100,6 +104,7 @@ impl StoredTrace {
             reason: None,
             detail: None,
             identifiers: BTreeSet::new(),
+            rejected: BTreeSet::new(),
             failures: 0,
             updated_at: None,
         }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::fakes::stripe::stream::rfc3339;
 
-async fn new_session(fake: &StripeFake) -> Answer {
+pub(super) async fn new_session(fake: &StripeFake) -> Answer {
     send(
         reqwest::Client::new()
             .post(format!(
@@ -14,7 +14,7 @@ async fn new_session(fake: &StripeFake) -> Answer {
     .await
 }
 
-async fn stream(fake: &StripeFake, token: &str, events: Value) -> Answer {
+pub(super) async fn stream(fake: &StripeFake, token: &str, events: Value) -> Answer {
     send(
         reqwest::Client::new()
             .post(format!("{}/v2/billing/meter_event_stream", fake.base_url()))
@@ -24,7 +24,7 @@ async fn stream(fake: &StripeFake, token: &str, events: Value) -> Answer {
     .await
 }
 
-fn stream_event(identifier: &str, customer: &str, value: &str) -> Value {
+pub(super) fn stream_event(identifier: &str, customer: &str, value: &str) -> Value {
     json!({
         "event_name": "llm_credits",
         "identifier": identifier,
