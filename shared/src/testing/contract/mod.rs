@@ -10,6 +10,7 @@
 mod admin;
 mod budgets;
 mod claims;
+mod events;
 mod settle;
 
 pub use admin::{
@@ -24,6 +25,9 @@ pub use claims::{
     concurrent_claims_never_lose_an_increment, first_claim_writes_the_entry_and_counts_the_budget,
     invalid_batches_are_errors, note_seen_moves_the_newest_observation_forward_only,
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
+};
+pub use events::{
+    budget_event, budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
 };
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
@@ -106,6 +110,8 @@ macro_rules! ledger_contract_tests {
             record_failure_keeps_a_state_and_bumps_the_version,
             alerts_are_recorded_once,
             set_exceeded_raises_the_flag,
+            budget_events_are_recorded_once_per_key,
+            clearing_the_flag_records_its_event_once,
             failed_and_ambiguous_entries_are_found,
             ambiguous_claims_settle_once,
             operator_items_are_written_and_removed,
