@@ -289,7 +289,6 @@ impl PipeEmulator {
                         .source(&self.spec.source)
                         .detail_type(detail_type)
                         .detail(detail.to_string())
-                        .resources(&self.stream_arn)
                         .build(),
                 );
             }
@@ -311,5 +310,56 @@ impl PipeEmulator {
             }
         }
         Ok(entries.len())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> PipeSpec {
+        let pipes = PipeSpec::from_template(&Template::load().unwrap()).unwrap();
+        assert_eq!(pipes.len(), 1, "{pipes:?}");
+        pipes.into_iter().next().unwrap()
+    }
+
+    fn record(name: &str, image: Value) -> Value {
+        let keys = json!({"pk": image["pk"], "sk": image["sk"]});
+        json!({"eventName": name, "dynamodb": {"Keys": keys, "NewImage": image}})
+    }
+
+    #[test]
+    fn the_templates_pipe_forwards_budget_event_inserts_only() {
+        let spec = spec();
+        assert_eq!(
+            (spec.table.as_str(), spec.source.as_str()),
+            ("LedgerTable", "tracemeter")
+        );
+        let item = json!({
+            "pk": {"S": "BUDGET#cus_1"}, "sk": {"S": "LIMIT#2026-11#REACHED#150"},
+            "detail_type": {"S": "Budget Limit Reached"}, "customer_id": {"S": "cus_1"},
+            "period": {"S": "2026-11"}, "used": {"N": "150"}, "limit": {"N": "150"},
+            "percent": {"N": "100"}, "mode": {"S": "hard"}, "at": {"S": "2026-11-29T10:00:00.000Z"},
+        });
+        let (detail_type, detail) = spec
+            .entry(&record("INSERT", item.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(detail_type, "Budget Limit Reached");
+        assert_eq!(
+            detail,
+            json!({"customer": "cus_1", "period": "2026-11", "used": "150", "limit": "150",
+                "percent": "100", "mode": "hard", "at": "2026-11-29T10:00:00.000Z"})
+        );
+        assert_eq!(spec.entry(&record("MODIFY", item.clone())).unwrap(), None);
+        assert_eq!(spec.entry(&record("REMOVE", item)).unwrap(), None);
+        let counter = json!({"pk": {"S": "BUDGET#cus_1"}, "sk": {"S": "PERIOD#2026-11"},
+            "used": {"N": "150"}, "exceeded": {"BOOL": true}});
+        assert_eq!(spec.entry(&record("INSERT", counter)).unwrap(), None);
+        let trace = json!({"pk": {"S": "TRACE#t"}, "sk": {"S": "LEDGER"},
+            "detail_type": {"S": "Budget Limit Reached"}});
+        assert_eq!(spec.entry(&record("INSERT", trace)).unwrap(), None);
     }
 }
