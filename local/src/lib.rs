@@ -6,8 +6,9 @@
 //!   loop ([`drain`]), the Lambda Runtime API emulator ([`runtime_api`]) and a function binary
 //!   run under it ([`function`]), the counting / fault-injecting proxy in front of moto
 //!   ([`counting_proxy`]), fault injection ([`faults`]), the secret-scanning log writer
-//!   ([`logscan`]), the DynamoDB write meter ([`write_meter`]), and a stack per test
-//!   ([`harness`]).
+//!   ([`logscan`]), the DynamoDB write meter ([`write_meter`]), a stack per test
+//!   ([`harness`]), the EventBridge pipe of budget events ([`pipe`]) and a ledger that dies
+//!   right after a budget event ([`ledger_faults`]).
 //! - The runners: `make run` / `make serve` ([`runner`], with [`workload`], [`summary`] and
 //!   [`progress`]), the benchmark ([`bench`]) and the reliability suite ([`chaos`]); their
 //!   binaries are in `src/bin`.
@@ -23,8 +24,10 @@ pub mod fakes;
 pub mod faults;
 pub mod function;
 pub mod harness;
+pub mod ledger_faults;
 pub mod logscan;
 pub mod operator;
+pub mod pipe;
 pub mod progress;
 pub mod runner;
 pub mod runtime_api;

@@ -1,47 +1,99 @@
-//! Budget alerts: THE one path that writes them, for the processor after it counted credits
-//! and for an operator who changed a budget. One alert record per threshold crossed (a
-//! conditional put: exactly once, however many callers race) with one
-//! `budget threshold crossed` log line, and the exceeded flag at a hard limit.
+//! Budget alerts and events: THE one path that writes them, for the processor after it
+//! counted credits and for an operator who changed a budget.
+//!
+//! Each event is one item written once (a conditional put, or a transaction with the flag it
+//! changes): a threshold crossed (per period and threshold), a hard limit reached (per period
+//! and limit value, then the exceeded flag), a hard limit raised above usage again (per
+//! period and new limit, in one transaction with clearing the flag). The table's stream
+//! carries each new item to EventBridge (template.yaml: `BudgetEventsPipe`), so an event
+//! follows its write even when the function dies right after it. Each comes with one log
+//! line.
 
 use crate::Result;
-use crate::domain::budget::{BudgetMode, BudgetPolicy};
+use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage};
+use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::ports::BudgetStore;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-/// Checks a customer's period against its policy; the thresholds this call recorded.
+/// Checks a customer's period against its policy; the events this call recorded.
 pub async fn check(
     store: &dyn BudgetStore,
     customer_id: &str,
     period: &str,
     policy: &BudgetPolicy,
     now: DateTime<Utc>,
-) -> Result<Vec<u32>> {
+) -> Result<Vec<BudgetEvent>> {
     let Some(limit) = policy.limit else {
         return Ok(Vec::new());
     };
     let usage = store.budget_usage(customer_id, period).await?;
+    let event = |kind| BudgetEvent {
+        customer_id: customer_id.to_string(),
+        period: period.to_string(),
+        kind,
+        used: usage.used,
+        limit,
+        mode: policy.mode,
+        at: now,
+    };
     let mut recorded = Vec::new();
-    for threshold in policy.thresholds_reached(usage.used) {
-        if store
-            .record_alert(customer_id, period, threshold, usage, limit, now)
-            .await?
-        {
-            warn!(
-                alert = "budget_threshold",
-                customer = customer_id,
-                period,
-                threshold_pct = threshold,
-                used = usage.used,
-                limit,
-                mode = policy.mode.as_str(),
-                "budget threshold crossed"
-            );
-            recorded.push(threshold);
+    for percent in policy.thresholds_reached(usage.used) {
+        let crossed = event(BudgetEventKind::ThresholdCrossed { percent });
+        if store.record_budget_event(&crossed).await? {
+            recorded.push(logged(crossed));
         }
     }
-    if policy.mode == BudgetMode::Hard && usage.used >= limit && !usage.exceeded {
-        store.set_exceeded(customer_id, period, now).await?;
+    if policy.mode == BudgetMode::Hard {
+        if usage.used >= limit {
+            let reached = event(BudgetEventKind::LimitReached);
+            if store.record_budget_event(&reached).await? {
+                recorded.push(logged(reached));
+            }
+            raise_flag(store, &usage, customer_id, period, now).await?;
+        } else if usage.exceeded {
+            let cleared = event(BudgetEventKind::LimitCleared);
+            if store.clear_exceeded(&cleared).await? {
+                recorded.push(logged(cleared));
+            }
+        }
     }
     Ok(recorded)
+}
+
+/// The exceeded flag at a hard limit (the claim raises it itself when it caps credits).
+async fn raise_flag(
+    store: &dyn BudgetStore,
+    usage: &BudgetUsage,
+    customer_id: &str,
+    period: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if usage.exceeded {
+        return Ok(());
+    }
+    store.set_exceeded(customer_id, period, now).await
+}
+
+/// The event's log line, once, by the caller that recorded it.
+fn logged(event: BudgetEvent) -> BudgetEvent {
+    let (alert, message) = match event.kind {
+        BudgetEventKind::ThresholdCrossed { .. } => {
+            ("budget_threshold", "budget threshold crossed")
+        }
+        BudgetEventKind::LimitReached => ("budget_limit_reached", "budget limit reached"),
+        BudgetEventKind::LimitCleared => ("budget_limit_cleared", "budget limit cleared"),
+    };
+    warn!(
+        alert,
+        detail_type = event.kind.detail_type(),
+        customer = event.customer_id.as_str(),
+        period = event.period.as_str(),
+        threshold_pct = event.percent(),
+        used = event.used,
+        limit = event.limit,
+        mode = event.mode.as_str(),
+        "{message}"
+    );
+    event
 }

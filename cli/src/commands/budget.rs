@@ -1,5 +1,6 @@
 //! `budget set`, `budget show`, `budget list`. Setting a budget checks the current period's
-//! alerts through the same path as the processor (`tracemeter::alerts::check`).
+//! alerts and events through the same path as the processor (`tracemeter::alerts::check`):
+//! raising a hard limit above usage clears the exceeded flag with its `Budget Limit Cleared`.
 
 use crate::Ctx;
 use crate::args::{BudgetCommand, BudgetSetArgs};
@@ -7,6 +8,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{fields, or_dash, table};
 use serde_json::{Value, json};
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+use tracemeter::domain::budget_event::{BudgetEvent, BudgetEventKind};
 
 /// Runs a `budget` verb.
 pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &BudgetCommand) -> CliResult {
@@ -79,8 +81,11 @@ async fn set(ctx: &mut Ctx<'_, '_>, args: &BudgetSetArgs) -> CliResult {
     }
     let now = ctx.deps.clock.now();
     let period = policy.period.key(now);
-    let alerts = tracemeter::alerts::check(ledger, customer, &period, &policy, now).await?;
-    let value = json!({"customer_id": customer, "changed": changed, "period": period, "new_alerts": alerts});
+    let events = tracemeter::alerts::check(ledger, customer, &period, &policy, now).await?;
+    let alerts = thresholds(&events);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.detail_type()).collect();
+    let value = json!({"customer_id": customer, "changed": changed, "period": period,
+        "new_alerts": alerts, "new_events": kinds});
     ctx.out.report(&value, || {
         let done = match changed {
             true => format!("{customer}'s budget is {}\n", describe(&policy)),
@@ -90,10 +95,22 @@ async fn set(ctx: &mut Ctx<'_, '_>, args: &BudgetSetArgs) -> CliResult {
             ),
         };
         format!(
-            "{done}alerts recorded now for {period}: {}\n",
-            or_dash(Some(format!("{alerts:?}")).filter(|_| !alerts.is_empty()))
+            "{done}alerts recorded now for {period}: {}\nevents: {}\n",
+            or_dash(Some(format!("{alerts:?}")).filter(|_| !alerts.is_empty())),
+            or_dash(Some(kinds.join(", ")).filter(|k| !k.is_empty()))
         )
     })
+}
+
+/// The thresholds among the events recorded.
+fn thresholds(events: &[BudgetEvent]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            BudgetEventKind::ThresholdCrossed { percent } => Some(percent),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A customer's counter in `period` as JSON and as a remaining-credits figure.

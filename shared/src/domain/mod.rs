@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod budget;
+pub mod budget_event;
 pub mod claim;
 pub mod credits;
 pub mod customer;

@@ -3,6 +3,7 @@
 //! four, for the handler that needs them together.
 
 use crate::domain::budget::{BudgetPolicy, BudgetUsage};
+use crate::domain::budget_event::BudgetEvent;
 use crate::domain::claim::{ClaimBatch, ClaimResult, FailureKey};
 use crate::domain::ledger::{LedgerEntry, PendingClaim};
 use crate::error::{FailureReason, Result};
@@ -90,16 +91,17 @@ pub trait BudgetStore: Send + Sync {
     async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>>;
     /// A budget counter.
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage>;
-    /// Records that a threshold was crossed. True only for the one caller that created it.
-    async fn record_alert(
-        &self,
-        customer_id: &str,
-        period: &str,
-        threshold: u32,
-        usage: BudgetUsage,
-        limit: u64,
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
+    /// Records a budget event: one item per customer, period and event key (the threshold,
+    /// or the limit value reached), created by a conditional put. True only for the one
+    /// caller that created it; the item is the event (the table's stream carries it on).
+    async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool>;
+    /// Clears the exceeded flag of `event`'s period when its usage is under `event.limit`
+    /// (the new hard limit), storing that limit on the counter, and records the
+    /// `LimitCleared` event in the same transaction. True only for the one caller that
+    /// recorded the event; false when the flag was not raised or usage is not under the
+    /// limit. A clearing to a limit whose event this period already has clears the flag
+    /// without a second event (and is false).
+    async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool>;
     /// Sets the exceeded flag an LLM gateway can read.
     async fn set_exceeded(&self, customer_id: &str, period: &str, now: DateTime<Utc>)
     -> Result<()>;

@@ -129,3 +129,64 @@ async fn a_gateway_reads_the_standing_before_and_after_the_hard_limit() {
     let other = standing(&db, table, "cus_other", "month", at).await;
     assert_eq!(other, fresh);
 }
+
+#[tokio::test]
+async fn raising_a_reached_hard_limit_lets_the_gateway_allow_spending_again() {
+    let stack = TestStack::start("gateway-raise").await.expect("stack");
+    let policy = BudgetPolicy {
+        limit: Some(150),
+        period: Period::Month,
+        mode: BudgetMode::Hard,
+        thresholds: vec![100],
+    };
+    let put = stack.ledger.put_budget_policy("cus_gr", &policy).await;
+    put.expect("policy");
+    let db =
+        aws_sdk_dynamodb::Client::new(&tracemeter_local::stack::sdk_config(&stack.endpoint).await);
+    let table = stack.resources.table_name.as_str();
+    let at = now() - Duration::minutes(30);
+    let ask = || standing(&db, table, "cus_gr", "month", at);
+    for id in ["t-gr-1", "t-gr-2"] {
+        stack.langfuse.add_trace(trace(id, "cus_gr", 0.004, 0, at));
+    }
+    stack
+        .send_traces(&["t-gr-1", "t-gr-2"])
+        .await
+        .expect("send");
+    stack.drain(10).await.expect("drained");
+    let reached = Standing {
+        allowed: false,
+        used: 150,
+        limit: Some(150),
+    };
+    assert_eq!(ask().await, reached);
+
+    // WHEN the operator raises the limit above usage THEN the flag is down and the counter
+    // shows the new limit, through the same GetItem contract.
+    let set = ["budget", "set", "cus_gr", "--limit", "400", "--yes"];
+    let (code, out) = tracemeter_local::operator::run(&stack, &set)
+        .await
+        .expect("budget set");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Budget Limit Cleared"), "{out}");
+    let raised = Standing {
+        allowed: true,
+        used: 150,
+        limit: Some(400),
+    };
+    assert_eq!(ask().await, raised);
+    // WHEN usage reaches the new limit THEN the gateway stops the customer again.
+    let ids: Vec<String> = (3..6).map(|i| format!("t-gr-{i}")).collect();
+    for id in &ids {
+        stack.langfuse.add_trace(trace(id, "cus_gr", 0.004, 0, at));
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stack.send_traces(&refs).await.expect("send");
+    stack.drain(10).await.expect("drained");
+    let again = Standing {
+        allowed: false,
+        used: 400,
+        limit: Some(400),
+    };
+    assert_eq!(ask().await, again);
+}

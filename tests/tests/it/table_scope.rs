@@ -11,6 +11,28 @@ use tracemeter_local::stack::template_path;
 /// Role -> item family (`TRACE#`, ...) -> DynamoDB actions granted on it.
 type Scope = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
+/// The "family" of a grant on the table's stream (`!GetAtt LedgerTable.StreamArn`): its
+/// records, not the table's items; the stream has no `dynamodb:LeadingKeys`.
+const STREAM: &str = "STREAM";
+/// The actions that read a stream (and nothing of the table).
+const STREAM_ACTIONS: [&str; 4] = [
+    "DescribeStream",
+    "GetRecords",
+    "GetShardIterator",
+    "ListStreams",
+];
+
+/// Whether a statement's `Resource` is the ledger table's stream, and only that.
+fn is_ledger_stream(resource: &Value) -> bool {
+    match resource {
+        Value::Tagged(t) => {
+            t.tag.to_string().trim_start_matches('!') == "GetAtt"
+                && t.value.as_str() == Some("LedgerTable.StreamArn")
+        }
+        _ => false,
+    }
+}
+
 /// What each function's code does on the table, by item family (and nothing more).
 fn needed() -> Scope {
     let grant = |families: &[&str], actions: &[&str]| {
@@ -34,10 +56,14 @@ fn needed() -> Scope {
     ingest.extend(grant(&["QUOTA#"], &["BatchGetItem", "UpdateItem"]));
     let mut gateway: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     gateway.extend(grant(&["BUDGET#", "CUSTOMER#"], &["GetItem"]));
+    // The budget events pipe reads the table's stream, never an item.
+    let pipe: BTreeMap<String, BTreeSet<String>> =
+        grant(&[STREAM], &STREAM_ACTIONS).into_iter().collect();
     BTreeMap::from([
         ("ProcessFunctionRole".to_string(), process),
         ("IngestFunctionRole".to_string(), ingest),
         ("GatewayBudgetReadPolicy".to_string(), gateway),
+        ("BudgetEventsPipeRole".to_string(), pipe),
     ])
 }
 
@@ -58,6 +84,16 @@ fn statement_scope(role: &str, st: &Value) -> Result<Vec<(String, String)>, Stri
         .collect();
     if actions.is_empty() {
         return Ok(Vec::new());
+    }
+    let stream_only = actions.iter().all(|a| {
+        let action = a.trim_start_matches("dynamodb:");
+        STREAM_ACTIONS.contains(&action)
+    });
+    if stream_only && is_ledger_stream(&st["Resource"]) {
+        return Ok(actions
+            .into_iter()
+            .map(|a| (STREAM.to_string(), a))
+            .collect());
     }
     let keys = strings(&st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
     if keys.is_empty() {
@@ -220,6 +256,23 @@ fn over_broad_templates_are_refused() {
                 .push(Value::String("TRACE#*".into()));
         },
         "GatewayBudgetReadPolicy: dynamodb:GetItem on TRACE# items is not needed",
+    );
+    // The pipe reading items of the table, not only its stream.
+    refuses(
+        &|r| {
+            let st = statement(r, "BudgetEventsPipeRole", "LedgerStreamRead");
+            let actions = st["Action"].as_sequence_mut().unwrap();
+            actions.push(Value::String("dynamodb:GetItem".into()));
+        },
+        "BudgetEventsPipeRole/LedgerStreamRead: table access without a dynamodb:LeadingKeys",
+    );
+    // Stream actions on the table's ARN are table access.
+    refuses(
+        &|r| {
+            let st = statement(r, "BudgetEventsPipeRole", "LedgerStreamRead");
+            st["Resource"] = serde_yaml::from_str("!GetAtt LedgerTable.Arn").unwrap();
+        },
+        "BudgetEventsPipeRole/LedgerStreamRead: table access without a dynamodb:LeadingKeys",
     );
     // A role that lost what its function needs.
     refuses(

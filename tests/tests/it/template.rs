@@ -1,9 +1,10 @@
 //! The project's own files read as the tools read them: template.yaml's IAM (least
-//! privilege), the events/ fixtures, env.local.json.
+//! privilege) and budget events wiring, the events/ fixtures, env.local.json.
 
 #![allow(clippy::unwrap_used)]
 
 use serde_yaml::Value;
+use tracemeter::domain::budget_event::BudgetEventKind;
 use tracemeter_local::stack::{
     INGEST_FUNCTION, PROCESS_FUNCTION, Template, intrinsic, repo_root, template_path,
 };
@@ -163,4 +164,53 @@ fn local_env_file_covers_the_template_variables() {
         !ingest.keys().any(|k| k.starts_with("STRIPE_")),
         "{ingest:?}"
     );
+}
+
+/// Budget events: the table streams new images to the pipe; the example rule matches every
+/// budget detail-type and publishes to the topic, which lets only that rule publish; the email
+/// subscription exists only with an address; and the pipe's detail-types are the rule's.
+#[test]
+fn budget_events_flow_from_the_table_to_the_topic() {
+    let text = std::fs::read_to_string(template_path()).unwrap();
+    let root: Value = serde_yaml::from_str(&text).unwrap();
+    let res = &root["Resources"];
+    assert_eq!(
+        res["LedgerTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
+        "NEW_IMAGE"
+    );
+    let pipe = &res["BudgetEventsPipe"]["Properties"];
+    assert_eq!(
+        pipe["TargetParameters"]["EventBridgeEventBusParameters"]["Source"],
+        "tracemeter"
+    );
+    let rule = &res["BudgetEventsRule"]["Properties"];
+    let pattern: serde_json::Value = serde_json::to_value(&rule["EventPattern"]).unwrap();
+    assert_eq!(pattern["source"], serde_json::json!(["tracemeter"]));
+    let kinds = [
+        "Budget Threshold Crossed",
+        "Budget Limit Reached",
+        "Budget Limit Cleared",
+    ];
+    assert_eq!(pattern["detail-type"], serde_json::json!(kinds));
+    let target = &rule["Targets"][0]["Arn"];
+    assert_eq!(
+        intrinsic(target),
+        Some(("Ref", &Value::from("BudgetEventsTopic")))
+    );
+    let st = &res["BudgetEventsTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(st["Action"], "sns:Publish");
+    let source = &st["Condition"]["ArnEquals"]["aws:SourceArn"];
+    assert_eq!(intrinsic(source).map(|(k, _)| k), Some("Fn::GetAtt"));
+    let subscription = &res["BudgetEventsEmailSubscription"];
+    assert_eq!(subscription["Condition"], "HasBudgetEventsEmail");
+    assert_eq!(root["Parameters"]["BudgetEventsEmail"]["Default"], "");
+    // Every detail-type the code writes is one the rule lets through.
+    for kind in [
+        BudgetEventKind::ThresholdCrossed { percent: 50 },
+        BudgetEventKind::LimitReached,
+        BudgetEventKind::LimitCleared,
+    ] {
+        assert!(kinds.contains(&kind.detail_type()), "{kind:?}");
+    }
 }

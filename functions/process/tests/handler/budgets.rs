@@ -47,6 +47,16 @@ async fn a_batch_shares_the_hard_limit_in_trace_order() {
         .map(|a| a.threshold_pct)
         .collect();
     assert_eq!(thresholds, vec![50, 80, 100]);
+    // AND one `Budget Limit Reached` event, at the limit, whatever comes after
+    world.meter(&reversed).await;
+    let events: Vec<(&str, u64, u64)> = world
+        .ledger
+        .budget_events()
+        .iter()
+        .map(|e| (e.kind.detail_type(), e.used, e.limit))
+        .filter(|e| e.0 != "Budget Threshold Crossed")
+        .collect();
+    assert_eq!(events, vec![("Budget Limit Reached", 550, 550)]);
 }
 
 #[tokio::test]

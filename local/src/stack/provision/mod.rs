@@ -128,15 +128,18 @@ impl Provisioning<'_> {
     async fn create_tables(&mut self) -> Result<BTreeMap<String, String>> {
         let mut tables = BTreeMap::new();
         for (id, resource) in self.template.resources_of_type("AWS::DynamoDB::Table") {
-            let (name, arn) =
-                create_table(&self.dynamodb, self.template, &self.resolver, id, resource)
-                    .await
-                    .with_context(|| format!("creating table {id}"))?;
-            self.resolver.attributes.insert(
-                id.to_string(),
-                BTreeMap::from([("Ref".to_string(), name.clone()), ("Arn".to_string(), arn)]),
-            );
-            tables.insert(id.to_string(), name);
+            let table = create_table(&self.dynamodb, self.template, &self.resolver, id, resource)
+                .await
+                .with_context(|| format!("creating table {id}"))?;
+            let mut attributes = BTreeMap::from([
+                ("Ref".to_string(), table.name.clone()),
+                ("Arn".to_string(), table.arn),
+            ]);
+            if let Some(stream) = table.stream_arn {
+                attributes.insert("StreamArn".to_string(), stream);
+            }
+            self.resolver.attributes.insert(id.to_string(), attributes);
+            tables.insert(id.to_string(), table.name);
         }
         Ok(tables)
     }

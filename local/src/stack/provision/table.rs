@@ -5,27 +5,34 @@ use super::Template;
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ProvisionedThroughput, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ProvisionedThroughput, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification,
 };
 use serde_yaml::Value;
 
-/// Creates table `id`; returns its name and ARN.
+/// A table created.
+pub(super) struct CreatedTable {
+    pub(super) name: String,
+    pub(super) arn: String,
+    /// Its stream's ARN, when the template gives it a `StreamSpecification`.
+    pub(super) stream_arn: Option<String>,
+}
+
+/// Creates table `id`.
 pub(super) async fn create_table(
     dynamodb: &aws_sdk_dynamodb::Client,
     template: &Template,
     resolver: &Resolver,
     id: &str,
     resource: &Value,
-) -> Result<(String, String)> {
+) -> Result<CreatedTable> {
     let props = resource
         .get("Properties")
         .ok_or_else(|| anyhow!("{id} has no Properties"))?;
-    for unsupported in ["LocalSecondaryIndexes", "StreamSpecification"] {
-        if props.get(unsupported).is_some() {
-            bail!(
-                "{id}.{unsupported} is not supported by the local stack yet: add it to stack/provision.rs"
-            );
-        }
+    if props.get("LocalSecondaryIndexes").is_some() {
+        bail!(
+            "{id}.LocalSecondaryIndexes is not supported by the local stack yet: add it to stack/provision/table.rs"
+        );
     }
     let name = match props.get("TableName") {
         Some(v) => resolver.string(template, v)?,
@@ -59,17 +66,45 @@ pub(super) async fn create_table(
     if billing == "PROVISIONED" {
         request = request.provisioned_throughput(throughput(props, id)?);
     }
+    if let Some(spec) = stream(props, id)? {
+        request = request.stream_specification(spec);
+    }
     let created = request
         .send()
         .await
         .with_context(|| format!("CreateTable {name}"))?;
-    let arn = created
-        .table_description()
+    let description = created.table_description();
+    let arn = description
         .and_then(|d| d.table_arn())
         .ok_or_else(|| anyhow!("CreateTable {name} returned no table ARN"))?
         .to_string();
+    let stream_arn = description
+        .and_then(|d| d.latest_stream_arn())
+        .map(str::to_string);
     set_time_to_live(dynamodb, &name, id, props).await?;
-    Ok((name, arn))
+    Ok(CreatedTable {
+        name,
+        arn,
+        stream_arn,
+    })
+}
+
+/// The table's `StreamSpecification` (CloudFormation enables the stream when it names a
+/// view type).
+fn stream(props: &Value, id: &str) -> Result<Option<StreamSpecification>> {
+    let Some(spec) = props.get("StreamSpecification") else {
+        return Ok(None);
+    };
+    let view = spec
+        .get("StreamViewType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("{id}.StreamSpecification has no StreamViewType"))?;
+    Ok(Some(
+        StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::from(view))
+            .build()?,
+    ))
 }
 
 /// `(AttributeName, <kind>)` of every element of the table's `list` property.

@@ -1,17 +1,18 @@
-//! Budgets: a customer's policy, the per-period counter, alerts recorded once per
-//! threshold, and the exceeded flag.
+//! Budgets: a customer's policy, the per-period counter, budget events recorded once each
+//! (threshold crossed, limit reached, limit cleared), and the exceeded flag.
 
 use super::DynamoLedger;
 use super::items::{
-    Item, SERVICE, alert_key, budget_key, condition_held, get_s, get_u64, key_item, ms, n,
+    Item, SERVICE, budget_event_key, budget_key, condition_held, get_s, get_u64, key_item, ms, n,
     policy_key, s,
 };
 use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::error::{Error, Result};
 use crate::ports::BudgetStore;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::HashMap;
 
 impl DynamoLedger {
@@ -57,32 +58,57 @@ impl BudgetStore for DynamoLedger {
         )
     }
 
-    async fn record_alert(
-        &self,
-        customer_id: &str,
-        period: &str,
-        threshold: u32,
-        usage: BudgetUsage,
-        limit: u64,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let mut item = key_item(alert_key(customer_id, period, threshold));
-        item.insert("customer_id".into(), s(customer_id));
-        item.insert("period".into(), s(period));
-        item.insert("threshold_pct".into(), n(threshold));
-        item.insert("used".into(), n(usage.used));
-        item.insert("limit".into(), n(limit));
-        item.insert("created_at".into(), ms(now));
+    async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(event_item(event)))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", "pk")
             .send()
             .await;
         condition_held("PutItem", result)
+    }
+
+    async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
+        let (customer, period) = (event.customer_id.as_str(), event.period.as_str());
+        let clear = self.tx_update(
+            budget_key(customer, period),
+            CLEAR,
+            Some(CLEAR_WHEN),
+            clear_values(event.limit),
+        )?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event_item(event)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .build()
+            .map_err(|e| Error::transient(SERVICE, format!("building a put: {e}")))?;
+        let put = TransactWriteItem::builder().put(put).build();
+        let Some(reasons) = self.transact(vec![clear, put]).await? else {
+            return Ok(true);
+        };
+        let failed = |i: usize| {
+            reasons
+                .get(i)
+                .is_some_and(|r| r.0 == "ConditionalCheckFailed")
+        };
+        if failed(1) && !failed(0) {
+            // This period already had its event for that limit: clear the flag alone.
+            let key = budget_key(customer, period);
+            self.update(key, CLEAR, Some(CLEAR_WHEN), clear_values(event.limit))
+                .await?;
+            return Ok(false);
+        }
+        if failed(0) {
+            return Ok(false);
+        }
+        Err(Error::transient(
+            SERVICE,
+            format!("clearing the exceeded flag of {customer} {period}: {reasons:?}"),
+        ))
     }
 
     async fn set_exceeded(
@@ -103,6 +129,42 @@ impl BudgetStore for DynamoLedger {
         .await
         .map(|_| ())
     }
+}
+
+/// Clearing the flag: the new limit goes on the counter (a gateway reads it there).
+const CLEAR: &str = "SET #exceeded = :false, #limit = :limit REMOVE #exceeded_at";
+/// Only a raised flag, and only under the new limit.
+const CLEAR_WHEN: &str = "#exceeded = :true AND (attribute_not_exists(#used) OR #used < :limit)";
+
+fn clear_values(limit: u64) -> Item {
+    HashMap::from([
+        (":false".into(), AttributeValue::Bool(false)),
+        (":true".into(), AttributeValue::Bool(true)),
+        (":limit".into(), n(limit)),
+    ])
+}
+
+/// A budget event's item: its key, what the pipe's input template reads (`detail_type`,
+/// `customer_id`, `period`, `used`, `limit`, `percent`, `mode`, `at`), and for a threshold
+/// the `threshold_pct` the operator's `budget show` lists.
+fn event_item(event: &BudgetEvent) -> Item {
+    let mut item = key_item(budget_event_key(event));
+    item.insert("detail_type".into(), s(event.kind.detail_type()));
+    item.insert("customer_id".into(), s(&event.customer_id));
+    item.insert("period".into(), s(&event.period));
+    if let BudgetEventKind::ThresholdCrossed { percent } = event.kind {
+        item.insert("threshold_pct".into(), n(percent));
+    }
+    item.insert("used".into(), n(event.used));
+    item.insert("limit".into(), n(event.limit));
+    item.insert("percent".into(), n(event.percent()));
+    item.insert("mode".into(), s(event.mode.as_str()));
+    item.insert(
+        "at".into(),
+        s(event.at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    );
+    item.insert("created_at".into(), ms(event.at));
+    item
 }
 
 /// A budget policy item, read back (`customer_id` names it in errors).

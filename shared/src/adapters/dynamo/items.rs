@@ -1,5 +1,6 @@
 //! Keys of every item in the table, and the attribute helpers all its adapters share.
 
+use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::error::{Error, Result};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -25,6 +26,22 @@ pub fn alert_key(customer: &str, period: &str, pct: u32) -> (String, String) {
         format!("BUDGET#{customer}"),
         format!("ALERT#{period}#{pct:03}"),
     )
+}
+/// Key of a budget event's item: a threshold crossed is the alert record of its threshold;
+/// a hard limit reached and a limit cleared are one item per period and limit value.
+pub fn budget_event_key(event: &BudgetEvent) -> (String, String) {
+    let (customer, period, limit) = (&event.customer_id, &event.period, event.limit);
+    match event.kind {
+        BudgetEventKind::ThresholdCrossed { percent } => alert_key(customer, period, percent),
+        BudgetEventKind::LimitReached => (
+            format!("BUDGET#{customer}"),
+            format!("LIMIT#{period}#REACHED#{limit}"),
+        ),
+        BudgetEventKind::LimitCleared => (
+            format!("BUDGET#{customer}"),
+            format!("LIMIT#{period}#CLEARED#{limit}"),
+        ),
+    }
 }
 /// Key of a customer's budget policy.
 pub fn policy_key(customer: &str) -> (String, String) {

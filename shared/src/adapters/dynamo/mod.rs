@@ -5,7 +5,9 @@
 //! | trace ledger entry | `TRACE#<trace id>` | `LEDGER` |
 //! | malformed message | `MESSAGE#<message id>` | `FAILED` |
 //! | budget counter | `BUDGET#<customer>` | `PERIOD#<period key>` |
-//! | budget alert | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
+//! | budget alert (event `Budget Threshold Crossed`) | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
+//! | event `Budget Limit Reached` | `BUDGET#<customer>` | `LIMIT#<period key>#REACHED#<limit>` |
+//! | event `Budget Limit Cleared` | `BUDGET#<customer>` | `LIMIT#<period key>#CLEARED#<new limit>` |
 //! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
@@ -40,8 +42,8 @@ mod totals;
 pub use claims::parse_entry;
 pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};
 pub use items::{
-    alert_key, budget_key, get_s, get_u64, message_key, n, policy_key, receipt_delivered,
-    receipt_key, s, trace_key, user_key,
+    alert_key, budget_event_key, budget_key, get_s, get_u64, message_key, n, policy_key,
+    receipt_delivered, receipt_key, s, trace_key, user_key,
 };
 pub use quota::{DynamoQuota, quota_key};
 pub use review::ATTENTION_INDEX;

@@ -1,9 +1,11 @@
 //! Contract checks of the operator's ports: the attention index, settling ambiguous claims,
 //! policies and mappings written and removed.
 
+use super::events::budget_event;
 use super::{PERIOD, claim, claim_all, counted, entry, next_claim, now, totals};
 use crate::domain::attention::{AMBIGUOUS_REASON, AttentionQuery};
-use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use crate::domain::budget_event::BudgetEventKind;
 use crate::domain::claim::{ClaimResult, Expect, FailureKey};
 use crate::domain::ledger::{LedgerState, PendingClaim};
 use crate::error::FailureReason;
@@ -198,16 +200,11 @@ pub async fn operator_items_are_written_and_removed(ledger: &dyn OperatorLedger)
         None
     );
 
-    let used = BudgetUsage {
-        used: 450,
-        capped: 0,
-        exceeded: false,
-    };
-    for pct in [90, 50] {
-        let rec = ledger
-            .record_alert("cus_k22", PERIOD, pct, used, 500, now())
-            .await;
-        assert!(rec.expect("record_alert"));
+    for percent in [90, 50] {
+        let kind = BudgetEventKind::ThresholdCrossed { percent };
+        let event = budget_event("cus_k22", kind, 450, 500, now());
+        let rec = ledger.record_budget_event(&event).await;
+        assert!(rec.expect("record_budget_event"));
     }
     let alerts = ledger
         .budget_alerts("cus_k22", PERIOD)

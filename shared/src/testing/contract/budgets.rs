@@ -1,24 +1,29 @@
 //! Contract checks of budgets: alerts, the exceeded flag, policies and user mappings.
 
+use super::events::budget_event;
 use super::{PERIOD, Seeding, claim, claim_all, now, usage};
-use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use crate::domain::budget_event::BudgetEventKind;
 use crate::domain::claim::{ClaimResult, Expect};
 use crate::ports::Ledger;
 
-/// `record_alert` is true only for the call that creates the alert of a customer, period and
+/// `record_budget_event` is true only for the call that creates the alert of a customer, period and
 /// threshold.
 pub async fn alerts_are_recorded_once(ledger: &dyn Ledger) {
     let t = now();
-    let at = |used: u64| BudgetUsage {
-        used,
-        capped: 0,
-        exceeded: false,
-    };
     let alert = |customer: &'static str, period: &'static str, pct: u32, used: u64| async move {
+        let mut event = budget_event(
+            customer,
+            BudgetEventKind::ThresholdCrossed { percent: pct },
+            used,
+            1_000,
+            t,
+        );
+        event.period = period.to_string();
         ledger
-            .record_alert(customer, period, pct, at(used), 1_000, t)
+            .record_budget_event(&event)
             .await
-            .expect("record_alert")
+            .expect("record_budget_event")
     };
     assert!(alert("cus_k15", PERIOD, 50, 500).await, "first");
     assert!(!alert("cus_k15", PERIOD, 50, 600).await, "only once");

@@ -10,6 +10,7 @@
 mod admin;
 mod budgets;
 mod claims;
+mod events;
 pub mod quota;
 mod rejections;
 mod settle;
@@ -28,6 +29,9 @@ pub use claims::{
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
 pub use rejections::stripe_rejections_give_the_budget_back_once;
+pub use events::{
+    budget_event, budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
+};
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
     mark_ambiguous_keeps_the_pending_revision, mark_metered_only_when_claimed,
@@ -109,6 +113,8 @@ macro_rules! ledger_contract_tests {
             record_failure_keeps_a_state_and_bumps_the_version,
             alerts_are_recorded_once,
             set_exceeded_raises_the_flag,
+            budget_events_are_recorded_once_per_key,
+            clearing_the_flag_records_its_event_once,
             failed_and_ambiguous_entries_are_found,
             ambiguous_claims_settle_once,
             operator_items_are_written_and_removed,

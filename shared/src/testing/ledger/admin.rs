@@ -5,6 +5,7 @@ use super::MemoryLedger;
 use crate::domain::attention::{AttentionEntry, AttentionQuery};
 use crate::domain::budget::BudgetPolicy;
 use crate::domain::budget::BudgetUsage;
+use crate::domain::budget_event::BudgetEventKind;
 use crate::domain::ledger::{LedgerState, PendingClaim};
 use crate::domain::reconcile::{BilledTotals, add};
 use crate::error::{FailureReason, Result};
@@ -88,13 +89,18 @@ impl CustomerAdmin for MemoryLedger {
     }
 
     async fn budget_alerts(&self, customer_id: &str, period: &str) -> Result<Vec<u32>> {
-        Ok(self
+        let mut pcts: Vec<u32> = self
             .state()
-            .alerts
-            .keys()
-            .filter(|(c, p, _)| c == customer_id && p == period)
-            .map(|(_, _, pct)| *pct)
-            .collect())
+            .events
+            .values()
+            .filter(|e| e.customer_id == customer_id && e.period == period)
+            .filter_map(|e| match e.kind {
+                BudgetEventKind::ThresholdCrossed { percent } => Some(percent),
+                _ => None,
+            })
+            .collect();
+        pcts.sort_unstable();
+        Ok(pcts)
     }
 
     async fn map_user(&self, user_id: &str, customer_id: &str) -> Result<()> {

@@ -1,7 +1,9 @@
-//! `BudgetStore` and `CustomerDirectory`: policies, counters, alerts, user mappings.
+//! `BudgetStore` and `CustomerDirectory`: policies, counters, budget events, user mappings.
 
-use super::{Alert, MemoryLedger, ms};
+use super::{MemoryLedger, ms};
+use crate::adapters::dynamo::budget_event_key;
 use crate::domain::budget::{BudgetPolicy, BudgetUsage};
+use crate::domain::budget_event::BudgetEvent;
 use crate::error::Result;
 use crate::ports::{BudgetStore, CustomerDirectory};
 use async_trait::async_trait;
@@ -35,29 +37,47 @@ impl BudgetStore for MemoryLedger {
         })
     }
 
-    async fn record_alert(
-        &self,
-        customer_id: &str,
-        period: &str,
-        threshold: u32,
-        usage: BudgetUsage,
-        limit: u64,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let key = (customer_id.to_string(), period.to_string(), threshold);
+    async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
+        let key = budget_event_key(event);
         let mut state = self.state();
-        if state.alerts.contains_key(&key) {
+        if state.events.contains_key(&key) {
             return Ok(false);
         }
-        state.alerts.insert(
+        let at = ms(event.at);
+        state.events.insert(
             key,
-            Alert {
-                customer_id: customer_id.to_string(),
-                period: period.to_string(),
-                threshold_pct: threshold,
-                used: usage.used,
-                limit,
-                created_at: ms(now),
+            BudgetEvent {
+                at,
+                ..event.clone()
+            },
+        );
+        Ok(true)
+    }
+
+    async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
+        let key = (event.customer_id.clone(), event.period.clone());
+        let mut state = self.state();
+        // As the transaction's condition: a raised flag, and usage under the new limit.
+        let limit = i128::from(event.limit);
+        let Some(counter) = state
+            .counters
+            .get_mut(&key)
+            .filter(|c| c.exceeded && c.used.is_none_or(|u| u < limit))
+        else {
+            return Ok(false);
+        };
+        counter.exceeded = false;
+        counter.limit = Some(event.limit);
+        let key = budget_event_key(event);
+        if state.events.contains_key(&key) {
+            return Ok(false);
+        }
+        let at = ms(event.at);
+        state.events.insert(
+            key,
+            BudgetEvent {
+                at,
+                ..event.clone()
             },
         );
         Ok(true)

@@ -19,6 +19,7 @@ mod rejections;
 
 use super::lock;
 use crate::domain::budget::BudgetPolicy;
+use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::domain::claim::BilledUsage;
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use chrono::{DateTime, Utc};
@@ -37,7 +38,9 @@ struct State {
     messages: BTreeMap<String, FailedMessage>,
     receipts: BTreeMap<String, BTreeSet<String>>,
     counters: BTreeMap<(String, String), Counter>,
-    alerts: BTreeMap<(String, String, u32), Alert>,
+    /// Budget events by their item's key (`budget_event_key`): one per key, as the
+    /// conditional put keeps them.
+    events: BTreeMap<(String, String), BudgetEvent>,
     policies: BTreeMap<String, BudgetPolicy>,
     users: BTreeMap<String, String>,
 }
@@ -162,6 +165,23 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
 }
 
+impl Alert {
+    /// The alert record of a `Budget Threshold Crossed` event.
+    fn of(event: &BudgetEvent) -> Option<Alert> {
+        let BudgetEventKind::ThresholdCrossed { percent } = event.kind else {
+            return None;
+        };
+        Some(Alert {
+            customer_id: event.customer_id.clone(),
+            period: event.period.clone(),
+            threshold_pct: percent,
+            used: event.used,
+            limit: event.limit,
+            created_at: event.at,
+        })
+    }
+}
+
 /// A malformed message's record (`MESSAGE#<id>` / `FAILED`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedMessage {
@@ -242,9 +262,20 @@ impl MemoryLedger {
         self.state().counters.get(&key).cloned()
     }
 
-    /// Every alert record, by customer, period and threshold.
+    /// Every alert record (a `Budget Threshold Crossed` event), by customer, period and
+    /// threshold.
     pub fn alerts(&self) -> Vec<Alert> {
-        self.state().alerts.values().cloned().collect()
+        let mut alerts: Vec<Alert> = self.state().events.values().filter_map(Alert::of).collect();
+        alerts.sort_by(|a, b| {
+            let key = |a: &Alert| (a.customer_id.clone(), a.period.clone(), a.threshold_pct);
+            key(a).cmp(&key(b))
+        });
+        alerts
+    }
+
+    /// Every budget event recorded (each once), by item key.
+    pub fn budget_events(&self) -> Vec<BudgetEvent> {
+        self.state().events.values().cloned().collect()
     }
 
     /// The identifiers a receipt records as delivered (`None`: no such receipt).
