@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod meter;
 pub mod queue;
+pub mod secrets;
 pub mod usage;
 
 pub use admin::{
@@ -17,4 +18,5 @@ pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::{MeterReports, MeterSink};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
+pub use secrets::SecretSource;
 pub use usage::{TraceLister, UsageByTrace, UsageSource};

@@ -8,7 +8,8 @@
 //! - [`scan`]: the ingest scanner, its request budget and its retries.
 //! - `parse.rs`: answers into data, and the cost and latency rules both generations share.
 //!
-//! Both readers share one `Connection`: the HTTP client, the base URL and the keys.
+//! Both readers share one `Connection`: the HTTP client, the base URL and the keys (a
+//! [`Credential`]: read from their secret, and read again after a 401).
 
 mod batch;
 mod legacy;
@@ -24,8 +25,9 @@ pub use v2::{
     ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
 };
 
+use super::credential::Credential;
 use super::http;
-use crate::config::{LangfuseApi, LangfuseConfig, Secret};
+use crate::config::{LangfuseApi, LangfuseConfig, LangfuseKeys};
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
 use crate::ports::usage::{UsageByTrace, UsageSource, per_trace};
@@ -42,18 +44,16 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 struct Connection {
     http: reqwest::Client,
     base_url: String,
-    public_key: String,
-    secret_key: Secret,
+    keys: Credential<LangfuseKeys>,
     api: LangfuseApi,
 }
 
 impl Connection {
-    fn new(cfg: &LangfuseConfig) -> Result<Connection> {
+    fn new(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) -> Result<Connection> {
         Ok(Connection {
             http: http::client(cfg.timeout)?,
             base_url: cfg.base_url.clone(),
-            public_key: cfg.public_key.clone(),
-            secret_key: cfg.secret_key.clone(),
+            keys,
             api: cfg.api,
         })
     }
@@ -70,12 +70,9 @@ impl Connection {
         self.send(request.json(body)).await
     }
 
+    /// Sends with the keys (a 401 re-reads them once: see [`Credential::send`]).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        request
-            .basic_auth(&self.public_key, Some(self.secret_key.expose()))
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))
+        self.keys.send(SERVICE, request).await
     }
 
     fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
@@ -95,7 +92,7 @@ async fn status_error(what: &str, response: reqwest::Response) -> Error {
         .await
         .unwrap_or_default();
     let hint = match status.as_u16() {
-        401 | 403 => " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)",
+        401 | 403 => " (check the Langfuse keys: LANGFUSE_SECRET_ARN's secret)",
         404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
         429 => " (rate limited)",
         _ => "",
@@ -120,10 +117,10 @@ impl std::fmt::Debug for LangfuseClient {
 }
 
 impl LangfuseClient {
-    /// Builds the client from configuration.
-    pub fn new(cfg: &LangfuseConfig) -> Result<LangfuseClient> {
+    /// Builds the client from configuration and the keys ([`Credential::load`]).
+    pub fn new(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) -> Result<LangfuseClient> {
         Ok(LangfuseClient {
-            conn: Connection::new(cfg)?,
+            conn: Connection::new(cfg, keys)?,
         })
     }
 
