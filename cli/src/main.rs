@@ -2,13 +2,15 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use tracemeter::adapters::{credential::Credential, secrets::SecretsManagerSource};
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
     stripe_reports::StripeReports,
 };
 use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
 use tracemeter::clock::SystemClock;
-use tracemeter::config::{AdminConfig, IngestConfig};
+use tracemeter::config::{AdminConfig, IngestConfig, StripeConfig};
+use tracemeter::ports::SecretSource;
 use tracemeter::ports::{DeadLetters, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
@@ -32,11 +34,12 @@ async fn main() -> ExitCode {
         .dlq_url
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
-    let meter = match config
-        .stripe
-        .as_ref()
-        .map(|(cfg, meter)| StripeReports::new(cfg, meter))
-    {
+    let secrets = SecretsManagerSource::shared(&aws);
+    let meter = match &config.stripe {
+        Some((cfg, meter)) => Some(stripe_reports(cfg, meter, secrets.clone()).await),
+        None => None,
+    };
+    let meter = match meter {
         Some(Err(e)) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
@@ -55,10 +58,11 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let ingest_parts = match ingest_config
-        .as_ref()
-        .map(|c| LangfuseScanner::new(c).map(|l| (c, l)))
-    {
+    let lister = match &ingest_config {
+        Some(c) => Some(scanner(c, secrets).await.map(|l| (c, l))),
+        None => None,
+    };
+    let ingest_parts = match lister {
         Some(Err(e)) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
@@ -90,4 +94,21 @@ async fn main() -> ExitCode {
     };
     let code = execute(&cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await;
     ExitCode::from(code)
+}
+
+/// The Stripe reader, its key read from its secret (or `STRIPE_SECRET_KEY` in development).
+async fn stripe_reports(
+    cfg: &StripeConfig,
+    meter: &str,
+    secrets: std::sync::Arc<dyn SecretSource>,
+) -> tracemeter::Result<StripeReports> {
+    StripeReports::new(cfg, Credential::load(&cfg.key, secrets).await?, meter)
+}
+
+/// The Langfuse scanner of `backfill`, its keys read from their secret.
+async fn scanner(
+    cfg: &IngestConfig,
+    secrets: std::sync::Arc<dyn SecretSource>,
+) -> tracemeter::Result<LangfuseScanner> {
+    LangfuseScanner::new(cfg, Credential::load(&cfg.langfuse.keys, secrets).await?)
 }

@@ -4,7 +4,8 @@ use chrono::Utc;
 use ingest::{Deps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
+    credential::Credential, ingest_store::DynamoIngestStore, langfuse::LangfuseScanner,
+    secrets::SecretsManagerSource, sqs::SqsSender,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
@@ -17,7 +18,10 @@ async fn main() -> Result<(), Error> {
     let aws = aws_config::load_from_env().await;
     let store = DynamoIngestStore::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
     let queue = SqsSender::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
-    let lister = LangfuseScanner::new(&config)?;
+    // The Langfuse keys are read from their secret now (cold start), and again after a 401.
+    let secrets = SecretsManagerSource::shared(&aws);
+    let keys = Credential::load(&config.langfuse.keys, secrets).await?;
+    let lister = LangfuseScanner::new(&config, keys)?;
     let deps = Deps {
         config: &config,
         lister: &lister,

@@ -5,7 +5,8 @@ use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
 use tracemeter::adapters::{
-    dynamo::DynamoLedger, langfuse::LangfuseClient, sqs::SqsRedelivery, stripe::StripeClient,
+    credential::Credential, dynamo::DynamoLedger, langfuse::LangfuseClient,
+    secrets::SecretsManagerSource, sqs::SqsRedelivery, stripe::StripeClient,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::ProcessConfig;
@@ -18,8 +19,12 @@ async fn main() -> Result<(), Error> {
     let aws = aws_config::load_from_env().await;
     let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
     let redelivery = SqsRedelivery::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
-    let usage = LangfuseClient::new(&config.langfuse)?;
-    let meter = StripeClient::new(&config.stripe)?;
+    // The keys are read from their secrets now (cold start), and again after a 401.
+    let secrets = SecretsManagerSource::shared(&aws);
+    let langfuse_keys = Credential::load(&config.langfuse.keys, secrets.clone()).await?;
+    let stripe_key = Credential::load(&config.stripe.key, secrets).await?;
+    let usage = LangfuseClient::new(&config.langfuse, langfuse_keys)?;
+    let meter = StripeClient::new(&config.stripe, stripe_key)?;
     let deps = Deps {
         config: &config,
         usage: &usage,

@@ -147,7 +147,10 @@ impl<K: Key> Credential<K> {
     /// secret read again. `None` when there is none (plain variables, the secret unchanged).
     pub async fn refresh(&self, seen: u64) -> Result<Option<Current<K>>> {
         let Origin::Stored {
-            variable, id, source, ..
+            variable,
+            id,
+            source,
+            ..
         } = &self.inner.origin
         else {
             return Ok(None);
@@ -237,7 +240,10 @@ impl<K> Credential<K> {
     }
 }
 
-async fn send(service: &'static str, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+async fn send(
+    service: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response> {
     request
         .send()
         .await

@@ -33,7 +33,10 @@ impl SecretSource for Store {
         self.reads.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         if id != "arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-AbCdEf" {
-            return Err(Error::transient("secretsmanager", format!("no secret {id}")));
+            return Err(Error::transient(
+                "secretsmanager",
+                format!("no secret {id}"),
+            ));
         }
         Ok(Secret::new(self.value.lock().expect("lock").clone()))
     }
@@ -55,7 +58,9 @@ fn key(raw: &str) -> StripeKey {
 #[tokio::test]
 async fn the_secret_is_read_once_at_load_and_once_per_rotation() {
     let store = Store::holding(r#"{"secret_key": "sk_test_A"}"#);
-    let cred = Credential::load(&stored(), store.clone()).await.expect("load");
+    let cred = Credential::load(&stored(), store.clone())
+        .await
+        .expect("load");
     assert_eq!(store.reads(), 1);
     assert_eq!(cred.current().key, key("sk_test_A"));
     assert_eq!(cred.current().generation, 1);
@@ -77,7 +82,9 @@ async fn the_secret_is_read_once_at_load_and_once_per_rotation() {
 #[tokio::test]
 async fn concurrent_refusals_read_the_secret_once() {
     let store = Store::holding(r#"{"secret_key": "sk_test_A"}"#);
-    let cred = Credential::load(&stored(), store.clone()).await.expect("load");
+    let cred = Credential::load(&stored(), store.clone())
+        .await
+        .expect("load");
     store.set(r#"{"secret_key": "sk_test_B"}"#);
     let refreshes = (0..16).map(|_| cred.refresh(1));
     let results = futures::future::join_all(refreshes).await;
@@ -85,14 +92,23 @@ async fn concurrent_refusals_read_the_secret_once() {
         let r = r.expect("refresh").expect("newer");
         assert_eq!((r.key, r.generation), (key("sk_test_B"), 2));
     }
-    assert_eq!(store.reads(), 2, "one read at load, one for all 16 refusals");
+    assert_eq!(
+        store.reads(),
+        2,
+        "one read at load, one for all 16 refusals"
+    );
 }
 
 #[tokio::test]
 async fn an_unchanged_secret_is_not_read_again_at_once() {
     let store = Store::holding(r#"{"secret_key": "sk_test_A"}"#);
-    let cred = Credential::load(&stored(), store.clone()).await.expect("load");
-    assert!(cred.refresh(1).await.expect("refresh").is_none(), "same key");
+    let cred = Credential::load(&stored(), store.clone())
+        .await
+        .expect("load");
+    assert!(
+        cred.refresh(1).await.expect("refresh").is_none(),
+        "same key"
+    );
     assert_eq!(store.reads(), 2);
     for _ in 0..10 {
         assert!(cred.refresh(1).await.expect("refresh").is_none());
@@ -129,7 +145,10 @@ async fn bad_secrets_are_named_by_arn_never_shown() {
             .await
             .expect_err(value)
             .to_string();
-        assert!(err.contains("STRIPE_SECRET_ARN") && err.contains(ARN), "{err}");
+        assert!(
+            err.contains("STRIPE_SECRET_ARN") && err.contains(ARN),
+            "{err}"
+        );
         assert!(!err.contains("leak"), "{err}");
     }
     let missing = KeySource::<StripeKey>::Stored {
@@ -140,12 +159,18 @@ async fn bad_secrets_are_named_by_arn_never_shown() {
         .await
         .expect_err("missing")
         .to_string();
-    assert!(err.contains("STRIPE_SECRET_ARN") && err.contains("other"), "{err}");
+    assert!(
+        err.contains("STRIPE_SECRET_ARN") && err.contains("other"),
+        "{err}"
+    );
     let cred = Credential::load(&stored(), Store::holding(r#"{"secret_key": "sk_test_A"}"#))
         .await
         .expect("load");
     let shown = format!("{cred:?} {:?}", cred.current().key);
-    assert!(!shown.contains("sk_test_A") && shown.contains(ARN), "{shown}");
+    assert!(
+        !shown.contains("sk_test_A") && shown.contains(ARN),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
@@ -156,8 +181,14 @@ async fn langfuse_secrets_hold_both_keys() {
     .expect("parse");
     assert_eq!(keys.public_key, "pk-lf-1");
     assert_eq!(keys.secret_key.expose(), "sk-lf-1");
-    for bad in [r#"{"public_key": "pk-lf-1"}"#, r#"{"public_key": "", "secret_key": "s"}"#] {
+    for bad in [
+        r#"{"public_key": "pk-lf-1"}"#,
+        r#"{"public_key": "", "secret_key": "s"}"#,
+    ] {
         let err = LangfuseKeys::parse(&Secret::new(bad)).expect_err(bad);
-        assert!(err.contains("public_key") && !err.contains("pk-lf-1"), "{err}");
+        assert!(
+            err.contains("public_key") && !err.contains("pk-lf-1"),
+            "{err}"
+        );
     }
 }

@@ -25,9 +25,9 @@ impl SecretsManagerSource {
     /// A shared source built from an SDK configuration (the callers need no Secrets Manager
     /// crate of their own).
     pub fn shared(aws: &aws_config::SdkConfig) -> Arc<dyn SecretSource> {
-        Arc::new(SecretsManagerSource::new(aws_sdk_secretsmanager::Client::new(
-            aws,
-        )))
+        Arc::new(SecretsManagerSource::new(
+            aws_sdk_secretsmanager::Client::new(aws),
+        ))
     }
 }
 

@@ -130,7 +130,11 @@ pub(super) fn stripe(env: &Env<'_>) -> Result<KeySource<StripeKey>> {
 }
 
 /// The secret named by `variable`, checked; an error when a plain-key variable is set too.
-fn stored<K>(env: &Env<'_>, variable: &'static str, plain: &[&str]) -> Result<Option<KeySource<K>>> {
+fn stored<K>(
+    env: &Env<'_>,
+    variable: &'static str,
+    plain: &[&str],
+) -> Result<Option<KeySource<K>>> {
     let Some(id) = env.optional(variable) else {
         return Ok(None);
     };

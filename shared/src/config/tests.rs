@@ -302,7 +302,11 @@ mod secrets {
     /// The deployed form: secret ARNs, no key in any variable.
     fn stored() -> HashMap<&'static str, &'static str> {
         let mut vars = base();
-        for plain in ["LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "STRIPE_SECRET_KEY"] {
+        for plain in [
+            "LANGFUSE_PUBLIC_KEY",
+            "LANGFUSE_SECRET_KEY",
+            "STRIPE_SECRET_KEY",
+        ] {
             vars.remove(plain);
         }
         vars.insert("LANGFUSE_SECRET_ARN", LANGFUSE_ARN);
@@ -330,7 +334,9 @@ mod secrets {
         let mut vars = stored();
         vars.insert("STRIPE_SECRET_ARN", "tracemeter/stripe");
         let by_name = load(&vars).expect("a secret name is accepted");
-        assert!(matches!(by_name.stripe.key, KeySource::Stored { ref id, .. } if id == "tracemeter/stripe"));
+        assert!(
+            matches!(by_name.stripe.key, KeySource::Stored { ref id, .. } if id == "tracemeter/stripe")
+        );
     }
 
     #[test]
@@ -343,7 +349,9 @@ mod secrets {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(cfg.langfuse.keys, KeySource::Plain { ref key, .. } if key.public_key == "pk-lf-test"));
+        assert!(
+            matches!(cfg.langfuse.keys, KeySource::Plain { ref key, .. } if key.public_key == "pk-lf-test")
+        );
     }
 
     #[test]
@@ -376,7 +384,11 @@ mod secrets {
 
     #[test]
     fn a_foreign_arn_is_refused() {
-        for bad in ["arn:aws:s3:::bucket", "arn:aws:ssm:eu-west-1:1:parameter/x", "arn:aws"] {
+        for bad in [
+            "arn:aws:s3:::bucket",
+            "arn:aws:ssm:eu-west-1:1:parameter/x",
+            "arn:aws",
+        ] {
             let mut vars = stored();
             vars.insert("STRIPE_SECRET_ARN", bad);
             let err = load(&vars).expect_err(bad).to_string();
@@ -388,8 +400,8 @@ mod secrets {
     fn ingest_takes_only_the_langfuse_secret() {
         let mut vars = stored();
         vars.retain(|name, _| !name.starts_with("STRIPE_"));
-        let cfg = IngestConfig::from_lookup(&|k| vars.get(k).map(|v| v.to_string()))
-            .expect("valid");
+        let cfg =
+            IngestConfig::from_lookup(&|k| vars.get(k).map(|v| v.to_string())).expect("valid");
         assert!(matches!(cfg.langfuse.keys, KeySource::Stored { .. }));
     }
 }

@@ -40,7 +40,8 @@ impl<'s> Command<'s> {
             stack,
             queue: SqsSender::new(stack.sqs.clone(), &r.queue_url),
             dlq: SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url),
-            meter: StripeReports::new(&stack.config.stripe, "mtr_fake").expect("reports"),
+            meter: StripeReports::new(&stack.config.stripe, stack.stripe_key.clone(), "mtr_fake")
+                .expect("reports"),
             ingest: stack.ingest(&[]),
         }
     }

@@ -10,6 +10,7 @@ mod cost;
 mod gateway;
 mod ingest;
 mod process;
+mod secrets;
 mod stream;
 mod table_scope;
 mod template;
