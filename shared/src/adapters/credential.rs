@@ -3,10 +3,11 @@
 //!
 //! [`Credential::send`] is the one place a key is put on a request. On a 401 it asks for a
 //! newer key ([`Credential::refresh`]) and sends the same request once more (same body, same
-//! `Idempotency-Key`: safe to repeat); a second 401, or none newer, is an error naming the
-//! secret (its ARN or the variables), never the value. Concurrent 401s re-read the secret
-//! once: a refresh only reads when the key it saw is still the current one. A re-read that
-//! finds the same key is not repeated for [`UNCHANGED_COOLDOWN`].
+//! `Idempotency-Key`: safe to repeat). A 401 that stays (or no newer key) is returned as it
+//! is, so each caller keeps its own handling of a refusal, marked with [`Refused`]: what to
+//! check, the secret by ARN (never the value), for the caller's error. Concurrent 401s re-read
+//! the secret once: a refresh only reads when the key it saw is still the current one. A
+//! re-read that finds the same key is not repeated for [`UNCHANGED_COOLDOWN`].
 
 use super::http;
 use crate::config::{KeySource, LangfuseKeys, Secret, StripeKey};
@@ -17,6 +18,16 @@ use std::time::{Duration, Instant};
 
 /// After a re-read that found the key unchanged, 401s do not re-read it for this long.
 pub const UNCHANGED_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// On a 401 response a newer key did not cure: what to check (the secret's ARN and variable,
+/// or the plain variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// What to check, when `response` is a 401 [`Credential::send`] could not cure.
+pub fn refused(response: &reqwest::Response) -> Option<&str> {
+    response.extensions().get::<Refused>().map(|r| r.0.as_str())
+}
 
 /// A key type: parsed from its secret's value, and put on a request.
 pub trait Key: Clone + PartialEq + Send + Sync + 'static {
@@ -190,8 +201,7 @@ impl<K: Key> Credential<K> {
     }
 
     /// Sends `request` with the key; on a 401, once more with a newer key if there is one.
-    /// A 401 that stays is a transient error (so nothing is dropped while an operator fixes
-    /// the secret) that names the secret to check.
+    /// A 401 that stays comes back marked [`Refused`].
     pub async fn send(
         &self,
         service: &'static str,
@@ -208,25 +218,21 @@ impl<K: Key> Credential<K> {
             None => None,
         };
         let (Some(renewed), Some(again)) = (renewed, again) else {
-            return Err(self.refused(service, &response));
+            return Ok(self.refused(response));
         };
         let response = send(service, renewed.key.authorize(again)).await?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(self.refused(service, &response));
+            return Ok(self.refused(response));
         }
         Ok(response)
     }
 
-    /// What to check after a 401 that a newer key did not cure.
-    fn refused(&self, service: &'static str, response: &reqwest::Response) -> Error {
-        Error::transient(
-            service,
-            format!(
-                "{} answered 401 Unauthorized: the key was refused; check {}",
-                response.url().path(),
-                self.describe()
-            ),
-        )
+    /// Marks a 401 that a newer key did not cure with what to check, and says so in the log.
+    fn refused(&self, mut response: reqwest::Response) -> reqwest::Response {
+        let check = self.describe();
+        tracing::warn!(path = response.url().path(), check = %check, "key refused (401)");
+        response.extensions_mut().insert(Refused(check));
+        response
     }
 }
 

@@ -13,7 +13,7 @@
 //! The secret key is a [`Credential`]: a 401 to a request made with it re-reads the key from
 //! its secret and resends the same request once.
 
-use super::credential::Credential;
+use super::credential::{self, Credential};
 use super::http;
 use crate::config::{Secret, StripeApiMode, StripeConfig, StripeKey};
 use crate::domain::meter::{Delivery, MeterEvent};
@@ -90,6 +90,8 @@ pub(crate) struct Failure {
     message: String,
     should_retry: Option<bool>,
     retry_after: Option<std::time::Duration>,
+    /// What to check after a refused key ([`credential::Refused`]).
+    check: Option<String>,
 }
 
 impl Failure {
@@ -101,6 +103,7 @@ impl Failure {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.eq_ignore_ascii_case("true"));
         let retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+        let check = credential::refused(&response).map(str::to_string);
         let body = http::read_limited(SERVICE, response, 64 * 1024)
             .await
             .unwrap_or_default();
@@ -119,6 +122,7 @@ impl Failure {
             message,
             should_retry,
             retry_after,
+            check,
         }
     }
 
@@ -135,10 +139,10 @@ impl Failure {
             // server errors: try again later.
             409 | 429 | 500..=599 => transient(detail),
             // Bad credentials or permissions: an operator fixes them; keep the message.
-            401 | 403 => Error::transient(
-                SERVICE,
-                format!("{detail} (check the Stripe key: STRIPE_SECRET_ARN's secret)"),
-            ),
+            401 | 403 => {
+                let check = self.check.as_deref().unwrap_or("the Stripe key");
+                Error::transient(SERVICE, format!("{detail} (check {check})"))
+            }
             _ if self.should_retry == Some(true) => transient(detail),
             400..=499 => Error::permanent(FailureReason::StripeRejected, detail),
             _ => Error::transient(SERVICE, detail),

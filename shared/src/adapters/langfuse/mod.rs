@@ -25,7 +25,7 @@ pub use v2::{
     ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
 };
 
-use super::credential::Credential;
+use super::credential::{self, Credential};
 use super::http;
 use crate::config::{LangfuseApi, LangfuseConfig, LangfuseKeys};
 use crate::domain::usage::TraceUsage;
@@ -88,15 +88,16 @@ impl Connection {
 async fn status_error(what: &str, response: reqwest::Response) -> Error {
     let status = response.status();
     let retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+    let hint = match (status.as_u16(), credential::refused(&response)) {
+        (401, Some(check)) => format!(" (the key was refused: check {check})"),
+        (401 | 403, _) => " (check the Langfuse keys)".to_string(),
+        (404, _) => " (check LANGFUSE_BASE_URL and LANGFUSE_API)".to_string(),
+        (429, _) => " (rate limited)".to_string(),
+        _ => String::new(),
+    };
     let body = http::read_limited(SERVICE, response, 64 * 1024)
         .await
         .unwrap_or_default();
-    let hint = match status.as_u16() {
-        401 | 403 => " (check the Langfuse keys: LANGFUSE_SECRET_ARN's secret)",
-        404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
-        429 => " (rate limited)",
-        _ => "",
-    };
     Error::Transient {
         service: SERVICE,
         detail: format!("{what} answered {status}{hint}: {}", http::excerpt(&body)),
