@@ -208,6 +208,37 @@ async fn concurrent_401s_re_read_the_stripe_secret_once() {
     assert_eq!(stack.dlq_depth().await.expect("dlq"), 0);
 }
 
+/// The v2 meter event stream: its session is created with the secret key, so a rotated key
+/// is re-read when the next session is refused; the events are billed once.
+#[tokio::test]
+async fn the_v2_stream_session_uses_the_rotated_key() {
+    let options = StackOptions::default().var("STRIPE_API_MODE", "v2_stream");
+    let (proxy, stack) = counted_stack("secret-stream", options).await;
+    let at = now() - Duration::hours(1);
+    stack
+        .langfuse
+        .add_trace(trace("t-stream", "cus_stream", 0.004, 0, at));
+    stack
+        .secrets
+        .rotate_stripe(ROTATED_STRIPE_KEY)
+        .await
+        .expect("rotate");
+    stack.stripe.rotate_secret_key(ROTATED_STRIPE_KEY);
+    proxy.reset();
+    stack.send_traces(&["t-stream"]).await.expect("send");
+    stack.drain(10).await.expect("drain");
+    let requests = stack.stripe.requests();
+    let sessions: Vec<u16> = requests
+        .iter()
+        .filter(|r| r.path == "/v2/billing/meter_event_session")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(sessions, [401, 200], "the session request, resent once");
+    assert_eq!(secret_reads(&proxy), 1);
+    assert_eq!(stack.stripe.sessions_created(), 1);
+    assert_eq!(stack.stripe.events().len(), 1);
+}
+
 /// Langfuse: a rotated key pair is used after one 401; a key the secret does not hold is an
 /// error naming the secret by ARN, after one re-read, and never showing a key.
 #[tokio::test]
