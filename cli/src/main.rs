@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tracemeter::adapters::{credential::Credential, secrets::SecretsManagerSource};
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, dynamo::DynamoLedger, sqs::SqsSender,
@@ -35,17 +36,12 @@ async fn main() -> ExitCode {
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
     let secrets = SecretsManagerSource::shared(&aws);
-    let meter = match &config.stripe {
-        Some((cfg, meter)) => Some(stripe_reports(cfg, meter, secrets.clone()).await),
-        None => None,
-    };
-    let meter = match meter {
-        Some(Err(e)) => {
+    let meter = match stripe_reports(config.stripe.as_ref(), secrets.clone()).await {
+        Ok(m) => m,
+        Err(e) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(m)) => Some(m),
-        None => None,
     };
     let ingest_config = match &cli.command {
         Command::Backfill(_) => match IngestConfig::from_env() {
@@ -58,22 +54,17 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let lister = match &ingest_config {
-        Some(c) => Some(scanner(c, secrets).await.map(|l| (c, l))),
-        None => None,
-    };
-    let ingest_parts = match lister {
-        Some(Err(e)) => {
+    let lister = match scanner(ingest_config.as_ref(), secrets).await {
+        Ok(l) => l,
+        Err(e) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok((c, lister))) => Some((
-            c,
-            lister,
-            DynamoIngestStore::new(dynamo.clone(), &c.table_name),
-        )),
-        None => None,
     };
+    let ingest_parts = ingest_config.as_ref().zip(lister).map(|(c, lister)| {
+        let store = DynamoIngestStore::new(dynamo.clone(), &c.table_name);
+        (c, lister, store)
+    });
     let ingest_deps = ingest_parts
         .as_ref()
         .map(|(config, lister, store)| ingest::Deps {
@@ -96,19 +87,27 @@ async fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The Stripe reader, its key read from its secret (or `STRIPE_SECRET_KEY` in development).
+/// The Stripe reader (when configured), its key read from its secret (or
+/// `STRIPE_SECRET_KEY` in development).
 async fn stripe_reports(
-    cfg: &StripeConfig,
-    meter: &str,
-    secrets: std::sync::Arc<dyn SecretSource>,
-) -> tracemeter::Result<StripeReports> {
-    StripeReports::new(cfg, Credential::load(&cfg.key, secrets).await?, meter)
+    stripe: Option<&(StripeConfig, String)>,
+    secrets: Arc<dyn SecretSource>,
+) -> tracemeter::Result<Option<StripeReports>> {
+    let Some((cfg, meter)) = stripe else {
+        return Ok(None);
+    };
+    let key = Credential::load(&cfg.key, secrets).await?;
+    StripeReports::new(cfg, key, meter).map(Some)
 }
 
-/// The Langfuse scanner of `backfill`, its keys read from their secret.
+/// The Langfuse scanner of `backfill` (when needed), its keys read from their secret.
 async fn scanner(
-    cfg: &IngestConfig,
-    secrets: std::sync::Arc<dyn SecretSource>,
-) -> tracemeter::Result<LangfuseScanner> {
-    LangfuseScanner::new(cfg, Credential::load(&cfg.langfuse.keys, secrets).await?)
+    cfg: Option<&IngestConfig>,
+    secrets: Arc<dyn SecretSource>,
+) -> tracemeter::Result<Option<LangfuseScanner>> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let keys = Credential::load(&cfg.langfuse.keys, secrets).await?;
+    LangfuseScanner::new(cfg, keys).map(Some)
 }

@@ -174,7 +174,7 @@ impl TestStack {
         let moto_sdk = stack::sdk_config(&endpoint).await;
         let secrets = store_keys(&moto_sdk, &resources.prefix, &mut env).await?;
         let config = ProcessConfig::from_lookup(&|name| env.get(name).cloned())?;
-        let source = SecretsManagerSource::shared(&sdk);
+        let source = secrets_source(&sdk);
         let langfuse_keys = Credential::load(&config.langfuse.keys, source.clone()).await?;
         let stripe_key = Credential::load(&config.stripe.key, source).await?;
         let dynamo_writes = WriteMeter::default();
@@ -330,6 +330,21 @@ fn function_env(
         ("RETRY_BASE_SECONDS".into(), "1".into()),
         ("RETRY_MAX_SECONDS".into(), "2".into()),
     ])
+}
+
+/// The in-process adapters' secret source: through the stack's AWS endpoint (a counting or
+/// fault-injecting proxy sees the reads), with more attempts than the SDK's default 3, as the
+/// chaos run's proxy injects AWS faults from the start.
+fn secrets_source(
+    sdk: &aws_config::SdkConfig,
+) -> std::sync::Arc<dyn tracemeter::ports::SecretSource> {
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(6);
+    let config = aws_sdk_secretsmanager::config::Builder::from(sdk)
+        .retry_config(retry)
+        .build();
+    std::sync::Arc::new(SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::from_conf(config),
+    ))
 }
 
 /// Moves the keys out of `env` into the stack's secrets in moto (the fakes' keys, or the real
