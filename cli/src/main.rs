@@ -2,6 +2,8 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::sync::Arc;
+use tracemeter::adapters::{credential::Credential, secrets::SecretsManagerSource};
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters,
     dynamo::{DynamoLedger, DynamoQuota},
@@ -11,7 +13,8 @@ use tracemeter::adapters::{
 };
 use tracemeter::adapters::{ingest_store::DynamoIngestStore, langfuse::LangfuseScanner};
 use tracemeter::clock::SystemClock;
-use tracemeter::config::{AdminConfig, IngestConfig};
+use tracemeter::config::{AdminConfig, IngestConfig, StripeConfig};
+use tracemeter::ports::SecretSource;
 use tracemeter::ports::{DeadLetters, MeterErrorReports, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
@@ -35,7 +38,9 @@ async fn main() -> ExitCode {
         .dlq_url
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
-    let (meter, meter_errors) = match stripe_readers(&config) {
+    let secrets = SecretsManagerSource::shared(&aws);
+    let (meter, meter_errors) = match stripe_readers(config.stripe.as_ref(), secrets.clone()).await
+    {
         Ok(readers) => readers,
         Err(e) => {
             eprintln!("tracemeter: {e}");
@@ -53,17 +58,17 @@ async fn main() -> ExitCode {
         _ => None,
     };
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let ingest_parts = match ingest_config
-        .as_ref()
-        .map(|c| backfill_parts(c, &dynamo).map(|(lister, store)| (c, lister, store)))
-    {
-        Some(Err(e)) => {
+    let lister = match scanner(ingest_config.as_ref(), secrets, &dynamo).await {
+        Ok(l) => l,
+        Err(e) => {
             eprintln!("tracemeter: {e}");
             return ExitCode::from(2);
         }
-        Some(Ok(parts)) => Some(parts),
-        None => None,
     };
+    let ingest_parts = ingest_config.as_ref().zip(lister).map(|(c, lister)| {
+        let store = DynamoIngestStore::new(dynamo.clone(), &c.table_name);
+        (c, lister, store)
+    });
     let ingest_deps = ingest_parts
         .as_ref()
         .map(|(config, lister, store)| ingest::Deps {
@@ -87,34 +92,38 @@ async fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The backfill's Langfuse scanner, drawing from the deployment's shared request budget, and
-/// ingest's store.
-fn backfill_parts(
-    config: &IngestConfig,
-    dynamo: &aws_sdk_dynamodb::Client,
-) -> tracemeter::Result<(LangfuseScanner, DynamoIngestStore)> {
-    let quota = DynamoQuota::for_limit(
-        dynamo.clone(),
-        &config.table_name,
-        "langfuse",
-        config.langfuse.requests,
-    );
+/// Stripe's summaries and error reports (when `STRIPE_METER_ID` and the Stripe variables
+/// are set), the key read from its secret (or `STRIPE_SECRET_KEY` in development).
+async fn stripe_readers(
+    stripe: Option<&(StripeConfig, String)>,
+    secrets: Arc<dyn SecretSource>,
+) -> tracemeter::Result<(Option<StripeReports>, Option<StripeEvents>)> {
+    let Some((cfg, meter)) = stripe else {
+        return Ok((None, None));
+    };
+    let key = Credential::load(&cfg.key, secrets).await?;
     Ok((
-        LangfuseScanner::new(config)?.with_quota(quota),
-        DynamoIngestStore::new(dynamo.clone(), &config.table_name),
+        Some(StripeReports::new(cfg, key.clone(), meter)?),
+        Some(StripeEvents::new(cfg, key)?),
     ))
 }
 
-/// Stripe's summaries and error reports, when `STRIPE_METER_ID` (and the Stripe variables)
-/// are set.
-fn stripe_readers(
-    config: &AdminConfig,
-) -> tracemeter::Result<(Option<StripeReports>, Option<StripeEvents>)> {
-    match &config.stripe {
-        Some((cfg, meter)) => Ok((
-            Some(StripeReports::new(cfg, meter)?),
-            Some(StripeEvents::new(cfg)?),
-        )),
-        None => Ok((None, None)),
-    }
+/// The Langfuse scanner of `backfill` (when needed), its keys read from their secret,
+/// drawing from the deployment's shared request budget.
+async fn scanner(
+    cfg: Option<&IngestConfig>,
+    secrets: Arc<dyn SecretSource>,
+    dynamo: &aws_sdk_dynamodb::Client,
+) -> tracemeter::Result<Option<LangfuseScanner>> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let keys = Credential::load(&cfg.langfuse.keys, secrets).await?;
+    let quota = DynamoQuota::for_limit(
+        dynamo.clone(),
+        &cfg.table_name,
+        "langfuse",
+        cfg.langfuse.requests,
+    );
+    Ok(Some(LangfuseScanner::new(cfg, keys)?.with_quota(quota)))
 }

@@ -29,11 +29,13 @@ pub struct Function {
     pub busy: Duration,
     /// What the function wrote to stdout (its log lines and metric documents), line by line.
     stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What it wrote to stderr (also passed on to this process's stderr).
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Function {
-    /// Starts `binary` as function `name` with exactly `env` (plus the Lambda variables),
-    /// polling a Runtime API emulator of its own.
+    /// Starts `binary` as function `name` with exactly `env` (plus the Lambda variables, and
+    /// `RUST_LOG=warn` unless `env` sets it), polling a Runtime API emulator of its own.
     pub async fn spawn(
         name: &'static str,
         binary: &Path,
@@ -42,6 +44,7 @@ impl Function {
     ) -> Result<Function> {
         let api = RuntimeApi::start().await?;
         let spawned = Instant::now();
+        let log_level = env.get("RUST_LOG").map_or("warn", String::as_str);
         let child = tokio::process::Command::new(binary)
             .env_clear()
             .envs(env.iter())
@@ -53,18 +56,24 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "local")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut child = child;
         let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(collect_lines(out, stdout.clone()));
+            tokio::spawn(collect_lines(out, stdout.clone(), false));
+        }
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(collect_lines(err, stderr.clone(), true));
         }
         Ok(Function {
             stdout,
+            stderr,
             child,
             name,
             api,
@@ -105,6 +114,14 @@ impl Function {
     /// The lines the function wrote to stdout so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The lines the function wrote to stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -179,14 +196,18 @@ pub fn scheduled_event() -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Reads a child's stdout into `lines` until it closes.
+/// Reads a child's output into `lines` until it closes (`echo`: also to our stderr).
 async fn collect_lines(
-    out: tokio::process::ChildStdout,
+    out: impl tokio::io::AsyncRead + Unpin,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    echo: bool,
 ) {
     use tokio::io::AsyncBufReadExt;
     let mut reader = tokio::io::BufReader::new(out).lines();
     while let Ok(Some(line)) = reader.next_line().await {
+        if echo {
+            eprintln!("{line}");
+        }
         lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
 }

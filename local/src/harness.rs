@@ -6,22 +6,24 @@ use crate::esm::{EventSourceMapping, PollReport};
 use crate::fakes::langfuse::LangfuseFake;
 use crate::fakes::stripe::StripeFake;
 use crate::faults::{Crash, Faults, NoFaults};
-use crate::stack::{self, LocalResources, Moto, ProvisionOverrides};
+use crate::stack::{self, LocalResources, LocalSecrets, Moto, ProvisionOverrides};
 use crate::write_meter::WriteMeter;
 use anyhow::Result;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use process::Deps;
 use std::collections::HashMap;
+use tracemeter::adapters::credential::Credential;
 use tracemeter::adapters::dynamo::{DynamoLedger, DynamoQuota};
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
 use tracemeter::adapters::langfuse::LangfuseClient;
 use tracemeter::adapters::langfuse::scan::LangfuseScanner;
+use tracemeter::adapters::secrets::SecretsManagerSource;
 use tracemeter::adapters::sqs::SqsRedelivery;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::OffsetClock;
-use tracemeter::config::{IngestConfig, ProcessConfig};
+use tracemeter::config::{IngestConfig, LangfuseKeys, ProcessConfig, StripeKey};
 use tracemeter::ports::QueueSender;
 
 /// Langfuse public key used by the fakes.
@@ -45,8 +47,14 @@ pub struct TestStack {
     pub stripe: StripeFake,
     /// Typed configuration, as the function reads it.
     pub config: ProcessConfig,
-    /// The environment the functions would get.
+    /// The environment the functions would get: the secrets' ARNs, no key.
     pub env: HashMap<String, String>,
+    /// The Langfuse and Stripe secrets in moto (rotate them here).
+    pub secrets: LocalSecrets,
+    /// The Langfuse keys the in-process adapters use, read from their secret.
+    pub langfuse_keys: Credential<LangfuseKeys>,
+    /// The Stripe key the in-process adapters use, read from its secret.
+    pub stripe_key: Credential<StripeKey>,
     /// The DynamoDB adapter.
     pub ledger: DynamoLedger,
     /// The stack's own DynamoDB client (the same interceptor as the adapter's): what the
@@ -156,30 +164,19 @@ impl TestStack {
         let sdk = stack::sdk_config(&client_endpoint).await;
         let langfuse = LangfuseFake::start(LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY).await;
         let stripe = StripeFake::start(STRIPE_SECRET_KEY).await;
-        let mut env: HashMap<String, String> = HashMap::from([
-            ("LANGFUSE_BASE_URL".into(), langfuse.base_url()),
-            ("LANGFUSE_PUBLIC_KEY".into(), LANGFUSE_PUBLIC_KEY.into()),
-            ("LANGFUSE_SECRET_KEY".into(), LANGFUSE_SECRET_KEY.into()),
-            ("LANGFUSE_API".into(), "v2".into()),
-            ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
-            ("LANGFUSE_REQUESTS_PER_MINUTE".into(), "unlimited".into()),
-            ("STRIPE_API_BASE".into(), stripe.base_url()),
-            ("STRIPE_METER_EVENTS_BASE".into(), stripe.base_url()),
-            ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
-            ("STRIPE_METER_EVENT_NAME".into(), METER_EVENT_NAME.into()),
-            ("STRIPE_TIMEOUT_MS".into(), "3000".into()),
-            ("TABLE_NAME".into(), resources.table_name.clone()),
-            ("QUEUE_URL".into(), resources.queue_url.clone()),
-            ("RETRY_BASE_SECONDS".into(), "1".into()),
-            ("RETRY_MAX_SECONDS".into(), "2".into()),
-        ]);
+        let mut env = function_env(&langfuse, &stripe, &resources);
         for (k, v) in stack::safe_aws_env(&client_endpoint) {
             env.insert(k.to_string(), v);
         }
         for (k, v) in options.env {
             env.insert(k, v);
         }
+        let moto_sdk = stack::sdk_config(&endpoint).await;
+        let secrets = store_keys(&moto_sdk, &resources.prefix, &mut env).await?;
         let config = ProcessConfig::from_lookup(&|name| env.get(name).cloned())?;
+        let source = secrets_source(&sdk);
+        let langfuse_keys = Credential::load(&config.langfuse.keys, source.clone()).await?;
+        let stripe_key = Credential::load(&config.stripe.key, source).await?;
         let dynamo_writes = WriteMeter::default();
         let dynamo = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
@@ -198,15 +195,17 @@ impl TestStack {
         };
         Ok(TestStack {
             endpoint,
-            langfuse_client: LangfuseClient::new(&config.langfuse)?.with_quota(
-                DynamoQuota::for_limit(
+            langfuse_client: LangfuseClient::new(&config.langfuse, langfuse_keys.clone())?
+                .with_quota(DynamoQuota::for_limit(
                     dynamo.clone(),
                     &resources.table_name,
                     "langfuse",
                     config.langfuse.requests,
-                ),
-            ),
-            stripe_client: StripeClient::new(&config.stripe)?,
+                )),
+            stripe_client: StripeClient::new(&config.stripe, stripe_key.clone())?,
+            secrets,
+            langfuse_keys,
+            stripe_key,
             resources,
             langfuse,
             stripe,
@@ -258,7 +257,7 @@ impl TestStack {
         IngestRig {
             store: DynamoIngestStore::new(self.dynamo.clone(), &config.table_name),
             sqs: SqsSender::new(self.sqs.clone(), &config.queue_url),
-            lister: LangfuseScanner::new(&config)
+            lister: LangfuseScanner::new(&config, self.langfuse_keys.clone())
                 .unwrap_or_else(|e| panic!("Langfuse scanner: {e}"))
                 .with_quota(DynamoQuota::for_limit(
                     self.dynamo.clone(),
@@ -317,6 +316,65 @@ impl TestStack {
         let (visible, in_flight) = self.esm.depth(&self.resources.dlq_url).await?;
         Ok(visible + in_flight)
     }
+}
+
+/// The functions' variables on this stack, with the fakes' keys (moved into the secrets by
+/// [`store_keys`] before any function sees them).
+fn function_env(
+    langfuse: &LangfuseFake,
+    stripe: &StripeFake,
+    resources: &LocalResources,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("LANGFUSE_BASE_URL".into(), langfuse.base_url()),
+        ("LANGFUSE_PUBLIC_KEY".into(), LANGFUSE_PUBLIC_KEY.into()),
+        ("LANGFUSE_SECRET_KEY".into(), LANGFUSE_SECRET_KEY.into()),
+        ("LANGFUSE_API".into(), "v2".into()),
+        ("LANGFUSE_TIMEOUT_MS".into(), "3000".into()),
+        ("LANGFUSE_REQUESTS_PER_MINUTE".into(), "unlimited".into()),
+        ("STRIPE_API_BASE".into(), stripe.base_url()),
+        ("STRIPE_METER_EVENTS_BASE".into(), stripe.base_url()),
+        ("STRIPE_SECRET_KEY".into(), STRIPE_SECRET_KEY.into()),
+        ("STRIPE_METER_EVENT_NAME".into(), METER_EVENT_NAME.into()),
+        ("STRIPE_TIMEOUT_MS".into(), "3000".into()),
+        ("TABLE_NAME".into(), resources.table_name.clone()),
+        ("QUEUE_URL".into(), resources.queue_url.clone()),
+        ("RETRY_BASE_SECONDS".into(), "1".into()),
+        ("RETRY_MAX_SECONDS".into(), "2".into()),
+    ])
+}
+
+/// The in-process adapters' secret source: through the stack's AWS endpoint (a counting or
+/// fault-injecting proxy sees the reads), with more attempts than the SDK's default 3, as the
+/// chaos run's proxy injects AWS faults from the start.
+fn secrets_source(
+    sdk: &aws_config::SdkConfig,
+) -> std::sync::Arc<dyn tracemeter::ports::SecretSource> {
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(6);
+    let config = aws_sdk_secretsmanager::config::Builder::from(sdk)
+        .retry_config(retry)
+        .build();
+    std::sync::Arc::new(SecretsManagerSource::new(
+        aws_sdk_secretsmanager::Client::from_conf(config),
+    ))
+}
+
+/// Moves the keys out of `env` into the stack's secrets in moto (the fakes' keys, or the real
+/// services' test keys a local run was given) and puts the secrets' ARNs in their place, as
+/// the template does: no key in any function variable.
+async fn store_keys(
+    sdk: &aws_config::SdkConfig,
+    prefix: &str,
+    env: &mut HashMap<String, String>,
+) -> Result<LocalSecrets> {
+    let mut take = |name: &str| env.remove(name).unwrap_or_default();
+    let (public_key, secret_key) = (take("LANGFUSE_PUBLIC_KEY"), take("LANGFUSE_SECRET_KEY"));
+    let stripe_key = take("STRIPE_SECRET_KEY");
+    let secrets =
+        LocalSecrets::create(sdk, prefix, (&public_key, &secret_key), &stripe_key).await?;
+    env.insert("LANGFUSE_SECRET_ARN".into(), secrets.langfuse_arn.clone());
+    env.insert("STRIPE_SECRET_ARN".into(), secrets.stripe_arn.clone());
+    Ok(secrets)
 }
 
 /// Logs of the code under test, captured per test (shown when a test fails) and scanned for

@@ -21,8 +21,12 @@ pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
     let r = &stack.resources;
     let queue = SqsSender::new(stack.sqs.clone(), &r.queue_url);
     let dlq = SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url);
-    let meter = StripeReports::new(&stack.config.stripe, FAKE_METER_ID)?;
-    let meter_errors = StripeEvents::new(&stack.config.stripe)?;
+    let meter = StripeReports::new(
+        &stack.config.stripe,
+        stack.stripe_key.clone(),
+        FAKE_METER_ID,
+    )?;
+    let meter_errors = StripeEvents::new(&stack.config.stripe, stack.stripe_key.clone())?;
     let deps = Deps {
         ledger: &stack.ledger,
         queue: &queue,

@@ -12,7 +12,7 @@ use tracemeter::domain::ingest::Direction;
 /// Scans the range once; what the ledger covers is skipped, the rest is enqueued.
 pub(super) async fn run(ctx: &mut Ctx<'_, '_>, args: &BackfillArgs) -> CliResult {
     let deps = ctx.deps.ingest.ok_or_else(|| {
-        tracemeter::Error::Config("backfill needs the ingest function's Langfuse variables (LANGFUSE_BASE_URL, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY)".into())
+        tracemeter::Error::Config("backfill needs the ingest function's Langfuse variables (LANGFUSE_BASE_URL, LANGFUSE_SECRET_ARN)".into())
     })?;
     let now = ctx.deps.clock.now();
     let (from, to) = (parse_since(&args.from, now)?, parse_since(&args.to, now)?);

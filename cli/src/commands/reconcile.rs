@@ -16,7 +16,7 @@ const FRESHNESS: &str = "Stripe aggregates meter events asynchronously: events o
 pub(super) async fn run(ctx: &mut Ctx<'_, '_>, args: &ReconcileArgs) -> CliResult {
     let meter = ctx.deps.meter.ok_or_else(|| {
         tracemeter::Error::Config(
-            "STRIPE_METER_ID is not set; reconcile needs it and the Stripe variables (STRIPE_SECRET_KEY, STRIPE_METER_EVENT_NAME)".into(),
+            "STRIPE_METER_ID is not set; reconcile needs it and the Stripe variables (STRIPE_SECRET_ARN, STRIPE_METER_EVENT_NAME)".into(),
         )
     })?;
     let period = ReconcilePeriod::parse(&args.period).ok_or_else(|| {

@@ -4,7 +4,8 @@ use chrono::Utc;
 use ingest::{Deps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    dynamo::DynamoQuota, ingest_store::DynamoIngestStore, langfuse::LangfuseScanner, sqs::SqsSender,
+    credential::Credential, dynamo::DynamoQuota, ingest_store::DynamoIngestStore,
+    langfuse::LangfuseScanner, secrets::SecretsManagerSource, sqs::SqsSender,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
@@ -24,7 +25,10 @@ async fn main() -> Result<(), Error> {
         "langfuse",
         config.langfuse.requests,
     );
-    let lister = LangfuseScanner::new(&config)?.with_quota(quota);
+    // The Langfuse keys are read from their secret now (cold start), and again after a 401.
+    let secrets = SecretsManagerSource::shared(&aws);
+    let keys = Credential::load(&config.langfuse.keys, secrets).await?;
+    let lister = LangfuseScanner::new(&config, keys)?.with_quota(quota);
     let deps = Deps {
         config: &config,
         lister: &lister,

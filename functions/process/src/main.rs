@@ -5,8 +5,10 @@ use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
 use tracemeter::adapters::{
+    credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota},
     langfuse::LangfuseClient,
+    secrets::SecretsManagerSource,
     sqs::SqsRedelivery,
     stripe::StripeClient,
 };
@@ -28,8 +30,12 @@ async fn main() -> Result<(), Error> {
         "langfuse",
         config.langfuse.requests,
     );
-    let usage = LangfuseClient::new(&config.langfuse)?.with_quota(quota);
-    let meter = StripeClient::new(&config.stripe)?;
+    // The keys are read from their secrets now (cold start), and again after a 401.
+    let secrets = SecretsManagerSource::shared(&aws);
+    let langfuse_keys = Credential::load(&config.langfuse.keys, secrets.clone()).await?;
+    let stripe_key = Credential::load(&config.stripe.key, secrets).await?;
+    let usage = LangfuseClient::new(&config.langfuse, langfuse_keys)?.with_quota(quota);
+    let meter = StripeClient::new(&config.stripe, stripe_key)?;
     let deps = Deps {
         config: &config,
         usage: &usage,

@@ -12,7 +12,7 @@ pub const FIXTURE_TRACES: [&str; 2] = ["trace-001", "trace-002"];
 
 /// Keeps the local stack up for `cargo lambda watch` / `invoke`: seeds the fixtures' traces
 /// (settled, billable), writes the functions' environment to `env_file` (`NAME=value` lines,
-/// loopback only), and waits for Ctrl-C / SIGTERM; then prints what the Stripe fake
+/// loopback only; the keys as secret ARNs in moto's Secrets Manager, never the keys), and waits for Ctrl-C / SIGTERM; then prints what the Stripe fake
 /// received and stops everything.
 pub async fn serve(env_file: &Path) -> Result<()> {
     let stack = TestStack::start_with(
@@ -63,6 +63,10 @@ pub async fn serve(env_file: &Path) -> Result<()> {
         env_file.display()
     );
     println!("seeded traces: {}", FIXTURE_TRACES.join(", "));
+    println!(
+        "secrets (moto Secrets Manager; for env.local.json): LANGFUSE_SECRET_ARN={} STRIPE_SECRET_ARN={}",
+        stack.secrets.langfuse_arn, stack.secrets.stripe_arn
+    );
     println!(
         "operator command: set -a; . {}; set +a; cargo run -q -p tracemeter-cli -- reconcile --period {}",
         env_file.display(),

@@ -1,5 +1,7 @@
 //! Which outside services a local run talks to (the fakes, or real Langfuse / Stripe test
 //! mode), and the functions' configuration passed through from the caller's environment.
+//! Keys passed through (the real services') are stored in the stack's secrets in moto, like
+//! the fakes' keys: the functions get only the secrets' ARNs.
 
 use crate::harness::StackOptions;
 use anyhow::{Result, bail};

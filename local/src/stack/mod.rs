@@ -1,5 +1,6 @@
 //! The local AWS stack as a library: a moto server on 127.0.0.1 and the DynamoDB tables and SQS
-//! queues that `template.yaml` defines, created in it exactly as the template says.
+//! queues that `template.yaml` defines, created in it exactly as the template says, and the
+//! Langfuse and Stripe secrets the functions read (moto's Secrets Manager, [`LocalSecrets`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -22,12 +23,14 @@
 
 mod moto;
 mod provision;
+mod secrets;
 mod template;
 
 pub use moto::Moto;
 pub use provision::{
     LocalQueue, LocalResources, ProvisionOverrides, provision, provision_template,
 };
+pub use secrets::LocalSecrets;
 pub use template::{SqsEventSource, Template, intrinsic};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

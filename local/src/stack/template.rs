@@ -385,10 +385,9 @@ mod tests {
         let env = t.function_env(PROCESS_FUNCTION).unwrap();
         for name in [
             "LANGFUSE_BASE_URL",
-            "LANGFUSE_PUBLIC_KEY",
-            "LANGFUSE_SECRET_KEY",
+            "LANGFUSE_SECRET_ARN",
             "LANGFUSE_API",
-            "STRIPE_SECRET_KEY",
+            "STRIPE_SECRET_ARN",
             "STRIPE_METER_EVENT_NAME",
             "TABLE_NAME",
             "QUEUE_URL",

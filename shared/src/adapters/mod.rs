@@ -1,10 +1,12 @@
 //! One small adapter per outside system.
 
+pub mod credential;
 pub mod dead_letters;
 pub mod dynamo;
 pub mod http;
 pub mod ingest_store;
 pub mod langfuse;
+pub mod secrets;
 pub mod sqs;
 pub mod stripe;
 pub mod stripe_events;

@@ -9,9 +9,13 @@
 //!   validated asynchronously: a 200 means accepted; identifiers dedup the same way (a repeat
 //!   is dropped by Stripe and reported later, never billed twice). An expired token (401
 //!   `billing_meter_event_session_expired`) is renewed once and the request resent.
+//!
+//! The secret key is a [`Credential`]: a 401 to a request made with it re-reads the key from
+//! its secret and resends the same request once.
 
+use super::credential::{self, Credential};
 use super::http;
-use crate::config::{Secret, StripeApiMode, StripeConfig};
+use crate::config::{Secret, StripeApiMode, StripeConfig, StripeKey};
 use crate::domain::meter::{Delivery, MeterEvent};
 use crate::error::{Error, FailureReason, Result};
 use crate::ports::MeterSink;
@@ -35,7 +39,7 @@ pub struct StripeClient {
     api_base: String,
     meter_events_base: String,
     mode: StripeApiMode,
-    secret_key: Secret,
+    key: Credential<StripeKey>,
     event_name: String,
     session: Arc<tokio::sync::Mutex<Option<Session>>>,
 }
@@ -86,6 +90,8 @@ pub(crate) struct Failure {
     message: String,
     should_retry: Option<bool>,
     retry_after: Option<std::time::Duration>,
+    /// What to check after a refused key ([`credential::Refused`]).
+    check: Option<String>,
 }
 
 impl Failure {
@@ -97,6 +103,7 @@ impl Failure {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.eq_ignore_ascii_case("true"));
         let retry_after = http::retry_after(response.headers(), Utc::now().timestamp());
+        let check = credential::refused(&response).map(str::to_string);
         let body = http::read_limited(SERVICE, response, 64 * 1024)
             .await
             .unwrap_or_default();
@@ -115,6 +122,7 @@ impl Failure {
             message,
             should_retry,
             retry_after,
+            check,
         }
     }
 
@@ -136,7 +144,10 @@ impl Failure {
             // server errors: try again later.
             409 | 429 | 500..=599 => transient(detail),
             // Bad credentials or permissions: an operator fixes them; keep the message.
-            401 | 403 => Error::transient(SERVICE, format!("{detail} (check STRIPE_SECRET_KEY)")),
+            401 | 403 => {
+                let check = self.check.as_deref().unwrap_or("the Stripe key");
+                Error::transient(SERVICE, format!("{detail} (check {check})"))
+            }
             _ if self.should_retry == Some(true) => transient(detail),
             400..=499 => Error::permanent(FailureReason::StripeRejected, detail),
             _ => Error::transient(SERVICE, detail),
@@ -145,14 +156,14 @@ impl Failure {
 }
 
 impl StripeClient {
-    /// Builds the client from configuration.
-    pub fn new(cfg: &StripeConfig) -> Result<StripeClient> {
+    /// Builds the client from configuration and the key ([`Credential::load`]).
+    pub fn new(cfg: &StripeConfig, key: Credential<StripeKey>) -> Result<StripeClient> {
         Ok(StripeClient {
             http: http::client(cfg.timeout)?,
             api_base: cfg.api_base.clone(),
             meter_events_base: cfg.meter_events_base.clone(),
             mode: cfg.api_mode,
-            secret_key: cfg.secret_key.clone(),
+            key,
             event_name: cfg.meter_event_name.clone(),
             session: Arc::default(),
         })
@@ -175,15 +186,14 @@ impl StripeClient {
             ("identifier", event.identifier.clone()),
             ("timestamp", event.timestamp.to_string()),
         ];
-        let response = self
+        // A 401 re-reads the key and resends this same request (same identifier and
+        // Idempotency-Key): safe to repeat.
+        let request = self
             .http
             .post(format!("{}/v1/billing/meter_events", self.api_base))
-            .bearer_auth(self.secret_key.expose())
             .header("Idempotency-Key", &event.identifier)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))?;
+            .form(&form);
+        let response = self.key.send(SERVICE, request).await?;
         if response.status().is_success() {
             return Ok(Delivery::Recorded);
         }
@@ -206,15 +216,12 @@ impl StripeClient {
         {
             return Ok(s.token.clone());
         }
-        let response = self
+        let request = self
             .http
             .post(format!("{}/v2/billing/meter_event_session", self.api_base))
-            .bearer_auth(self.secret_key.expose())
             .header("Stripe-Version", V2_API_VERSION)
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))?;
+            .json(&serde_json::json!({}));
+        let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
             // Whatever went wrong, it is not the events' fault: retry them later.
             let failure = Failure::read(response).await;

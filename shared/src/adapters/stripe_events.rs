@@ -7,9 +7,10 @@
 //! key: tracemeter sends the meter event identifier as both (v1), and the stream has only the
 //! identifier, so either way it names the trace revision.
 
+use super::credential::Credential;
 use super::http;
 use super::stripe::Failure;
-use crate::config::{Secret, StripeConfig};
+use crate::config::{StripeConfig, StripeKey};
 use crate::domain::meter_errors::{
     ERROR_REPORT_TRIGGERED, MeterErrorReport, MeterErrorSample, NO_METER_FOUND,
 };
@@ -33,7 +34,7 @@ const MAX_PAGES: usize = 500;
 pub struct StripeEvents {
     http: reqwest::Client,
     api_base: String,
-    secret_key: Secret,
+    key: Credential<StripeKey>,
 }
 
 impl std::fmt::Debug for StripeEvents {
@@ -100,12 +101,12 @@ struct SampleRequest {
 }
 
 impl StripeEvents {
-    /// With the Stripe variables (`STRIPE_API_BASE`, `STRIPE_SECRET_KEY`).
-    pub fn new(cfg: &StripeConfig) -> Result<StripeEvents> {
+    /// With the Stripe variables (`STRIPE_API_BASE`) and the Stripe key.
+    pub fn new(cfg: &StripeConfig, key: Credential<StripeKey>) -> Result<StripeEvents> {
         Ok(StripeEvents {
             http: http::client(cfg.timeout)?,
             api_base: cfg.api_base.clone(),
-            secret_key: cfg.secret_key.clone(),
+            key,
         })
     }
 
@@ -115,15 +116,12 @@ impl StripeEvents {
         path_and_query: &str,
         query: &[(&str, String)],
     ) -> Result<T> {
-        let response = self
+        let request = self
             .http
             .get(format!("{}{path_and_query}", self.api_base))
-            .bearer_auth(self.secret_key.expose())
             .header("Stripe-Version", EVENTS_API_VERSION)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))?;
+            .query(query);
+        let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
             return Err(Failure::read(response).await.error("meter error events"));
         }

@@ -1,9 +1,10 @@
 //! Stripe, read side: a customer's meter event summaries
 //! (`GET /v1/billing/meters/{meter}/event_summaries`, paginated with `starting_after`).
 
+use super::credential::Credential;
 use super::http;
 use super::stripe::Failure;
-use crate::config::{Secret, StripeConfig};
+use crate::config::{StripeConfig, StripeKey};
 use crate::error::{Error, Result};
 use crate::ports::MeterReports;
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ const SERVICE: &str = "stripe";
 pub struct StripeReports {
     http: reqwest::Client,
     api_base: String,
-    secret_key: Secret,
+    key: Credential<StripeKey>,
     meter_id: String,
 }
 
@@ -44,12 +45,16 @@ struct Summary {
 }
 
 impl StripeReports {
-    /// For the meter `meter_id` (`STRIPE_METER_ID`, `mtr_...`).
-    pub fn new(cfg: &StripeConfig, meter_id: impl Into<String>) -> Result<StripeReports> {
+    /// For the meter `meter_id` (`STRIPE_METER_ID`, `mtr_...`), with the Stripe key.
+    pub fn new(
+        cfg: &StripeConfig,
+        key: Credential<StripeKey>,
+        meter_id: impl Into<String>,
+    ) -> Result<StripeReports> {
         Ok(StripeReports {
             http: http::client(cfg.timeout)?,
             api_base: cfg.api_base.clone(),
-            secret_key: cfg.secret_key.clone(),
+            key,
             meter_id: meter_id.into(),
         })
     }
@@ -59,14 +64,8 @@ impl StripeReports {
             "{}/v1/billing/meters/{}/event_summaries",
             self.api_base, self.meter_id
         );
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(self.secret_key.expose())
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))?;
+        let request = self.http.get(url).query(query);
+        let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
             let what = format!("meter event summaries of meter {}", self.meter_id);
             return Err(Failure::read(response).await.error(&what));

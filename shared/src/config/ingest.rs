@@ -8,7 +8,7 @@ use crate::error::Result;
 /// The ingest function's whole configuration.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// Langfuse (`LANGFUSE_BASE_URL`, `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY`,
+    /// Langfuse (`LANGFUSE_BASE_URL`, `LANGFUSE_SECRET_ARN` or the development keys,
     /// `LANGFUSE_API`, `LANGFUSE_TIMEOUT_MS`).
     pub langfuse: LangfuseConfig,
     /// `TABLE_NAME`: the ledger table, which also holds ingest's lease and cursor.

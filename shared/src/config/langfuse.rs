@@ -1,6 +1,7 @@
 //! The Langfuse variables, read by both functions.
 
-use super::env::{Env, Secret};
+use super::env::Env;
+use super::keys::{self, KeySource, LangfuseKeys};
 use crate::domain::quota::RequestLimit;
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -19,10 +20,9 @@ pub enum LangfuseApi {
 pub struct LangfuseConfig {
     /// `LANGFUSE_BASE_URL`, e.g. `https://cloud.langfuse.com`.
     pub base_url: String,
-    /// `LANGFUSE_PUBLIC_KEY`.
-    pub public_key: String,
-    /// `LANGFUSE_SECRET_KEY`.
-    pub secret_key: Secret,
+    /// `LANGFUSE_SECRET_ARN` (a secret with `public_key` and `secret_key`), or for local
+    /// development `LANGFUSE_PUBLIC_KEY` and `LANGFUSE_SECRET_KEY`.
+    pub keys: KeySource<LangfuseKeys>,
     /// `LANGFUSE_API` (`v2` or `legacy`, default `v2`).
     pub api: LangfuseApi,
     /// `LANGFUSE_TIMEOUT_MS` (default 10000).
@@ -51,8 +51,7 @@ impl LangfuseConfig {
         };
         Ok(LangfuseConfig {
             base_url: env.url("LANGFUSE_BASE_URL", None)?,
-            public_key: env.required("LANGFUSE_PUBLIC_KEY")?,
-            secret_key: Secret::new(env.required("LANGFUSE_SECRET_KEY")?),
+            keys: keys::langfuse(env)?,
             api,
             timeout: env.timeout_ms("LANGFUSE_TIMEOUT_MS")?,
             score_enabled: scores

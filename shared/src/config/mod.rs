@@ -1,7 +1,8 @@
 //! Typed configuration, read once at cold start from environment variables.
 //!
 //! A missing or malformed value fails at start with a message that names the variable.
-//! Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
+//! Secrets are wrapped in [`Secret`], whose `Debug` never shows them; the Langfuse and Stripe
+//! keys come from Secrets Manager ([`KeySource`]), read by the adapters, not from variables.
 //!
 //! - [`ProcessConfig`]: the process function (Langfuse, Stripe, pricing, budgets, tuning).
 //! - [`IngestConfig`]: the ingest function (Langfuse, settling, scan tuning; no Stripe).
@@ -10,6 +11,7 @@
 mod admin;
 mod env;
 mod ingest;
+mod keys;
 mod langfuse;
 mod process;
 mod stripe;
@@ -19,6 +21,7 @@ mod tests;
 pub use admin::AdminConfig;
 pub use env::{Secret, is_loopback_host, validate_url};
 pub use ingest::IngestConfig;
+pub use keys::{KeySource, LangfuseKeys, StripeKey};
 pub use langfuse::{LangfuseApi, LangfuseConfig};
 pub use process::{CustomerRules, ProcessConfig, ProcessTuning};
 pub use stripe::{StripeApiMode, StripeConfig};

@@ -1,6 +1,7 @@
 //! The Stripe variables (the process function only: ingest holds no Stripe secret).
 
-use super::env::{Env, Secret};
+use super::env::Env;
+use super::keys::{self, KeySource, StripeKey};
 use crate::error::{Error, Result};
 use std::time::Duration;
 
@@ -25,8 +26,9 @@ pub struct StripeConfig {
     /// `STRIPE_METER_EVENTS_BASE`: the host of the v2 meter event stream (default
     /// `https://meter-events.stripe.com`).
     pub meter_events_base: String,
+    /// `STRIPE_SECRET_ARN` (a secret with `secret_key`), or for local development
     /// `STRIPE_SECRET_KEY`.
-    pub secret_key: Secret,
+    pub key: KeySource<StripeKey>,
     /// `STRIPE_METER_EVENT_NAME`.
     pub meter_event_name: String,
     /// `STRIPE_TIMEOUT_MS` (default 10000).
@@ -36,13 +38,7 @@ pub struct StripeConfig {
 impl StripeConfig {
     /// Reads the Stripe variables.
     pub(super) fn read(env: &Env<'_>) -> Result<StripeConfig> {
-        let stripe_key = env.required("STRIPE_SECRET_KEY")?;
-        if !(stripe_key.starts_with("sk_") || stripe_key.starts_with("rk_")) {
-            return Err(Error::Config(
-                "STRIPE_SECRET_KEY is not valid: expected a Stripe secret or restricted key (sk_... or rk_...)"
-                    .to_string(),
-            ));
-        }
+        let key = keys::stripe(env)?;
         let api_mode = match env.optional("STRIPE_API_MODE").as_deref() {
             None | Some("v1") => StripeApiMode::V1,
             Some("v2_stream") => StripeApiMode::V2Stream,
@@ -59,7 +55,7 @@ impl StripeConfig {
                 "STRIPE_METER_EVENTS_BASE",
                 Some("https://meter-events.stripe.com"),
             )?,
-            secret_key: Secret::new(stripe_key),
+            key,
             meter_event_name: env.required("STRIPE_METER_EVENT_NAME")?,
             timeout: env.timeout_ms("STRIPE_TIMEOUT_MS")?,
         })

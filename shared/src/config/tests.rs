@@ -295,3 +295,118 @@ mod ingest {
         }
     }
 }
+
+mod secrets {
+    use super::*;
+
+    const LANGFUSE_ARN: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tracemeter/langfuse-AbCdEf";
+    const STRIPE_ARN: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tracemeter/stripe-GhIjKl";
+
+    /// The deployed form: secret ARNs, no key in any variable.
+    fn stored() -> HashMap<&'static str, &'static str> {
+        let mut vars = base();
+        for plain in [
+            "LANGFUSE_PUBLIC_KEY",
+            "LANGFUSE_SECRET_KEY",
+            "STRIPE_SECRET_KEY",
+        ] {
+            vars.remove(plain);
+        }
+        vars.insert("LANGFUSE_SECRET_ARN", LANGFUSE_ARN);
+        vars.insert("STRIPE_SECRET_ARN", STRIPE_ARN);
+        vars
+    }
+
+    #[test]
+    fn secret_arns_name_where_the_keys_are() {
+        let cfg = load(&stored()).expect("valid");
+        assert_eq!(
+            cfg.langfuse.keys,
+            KeySource::Stored {
+                variable: "LANGFUSE_SECRET_ARN",
+                id: LANGFUSE_ARN.into()
+            }
+        );
+        assert_eq!(
+            cfg.stripe.key,
+            KeySource::Stored {
+                variable: "STRIPE_SECRET_ARN",
+                id: STRIPE_ARN.into()
+            }
+        );
+        let mut vars = stored();
+        vars.insert("STRIPE_SECRET_ARN", "tracemeter/stripe");
+        let by_name = load(&vars).expect("a secret name is accepted");
+        assert!(
+            matches!(by_name.stripe.key, KeySource::Stored { ref id, .. } if id == "tracemeter/stripe")
+        );
+    }
+
+    #[test]
+    fn plain_keys_remain_for_development() {
+        let cfg = load(&base()).expect("valid");
+        match cfg.stripe.key {
+            KeySource::Plain { variables, key } => {
+                assert_eq!(variables, "STRIPE_SECRET_KEY");
+                assert_eq!(key.expose(), "sk_test_secret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(cfg.langfuse.keys, KeySource::Plain { ref key, .. } if key.public_key == "pk-lf-test")
+        );
+    }
+
+    #[test]
+    fn an_arn_and_a_plain_key_together_are_refused_naming_both() {
+        for (arn, plain, value) in [
+            ("LANGFUSE_SECRET_ARN", "LANGFUSE_PUBLIC_KEY", "pk-lf-test"),
+            ("LANGFUSE_SECRET_ARN", "LANGFUSE_SECRET_KEY", "sk-lf-secret"),
+            ("STRIPE_SECRET_ARN", "STRIPE_SECRET_KEY", "sk_test_secret"),
+        ] {
+            let mut vars = stored();
+            vars.insert(plain, value);
+            let err = load(&vars).expect_err(plain).to_string();
+            assert!(err.contains(arn) && err.contains(plain), "{err}");
+            assert!(!err.contains(value), "no key echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn neither_names_the_secret_variable() {
+        for (gone, named) in [
+            ("LANGFUSE_SECRET_ARN", "LANGFUSE_PUBLIC_KEY"),
+            ("STRIPE_SECRET_ARN", "STRIPE_SECRET_KEY"),
+        ] {
+            let mut vars = stored();
+            vars.remove(gone);
+            let err = load(&vars).expect_err(gone).to_string();
+            assert!(err.contains(gone) && err.contains(named), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_arn_is_refused() {
+        for bad in [
+            "arn:aws:s3:::bucket",
+            "arn:aws:ssm:eu-west-1:1:parameter/x",
+            "arn:aws",
+        ] {
+            let mut vars = stored();
+            vars.insert("STRIPE_SECRET_ARN", bad);
+            let err = load(&vars).expect_err(bad).to_string();
+            assert!(err.contains("STRIPE_SECRET_ARN"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ingest_takes_only_the_langfuse_secret() {
+        let mut vars = stored();
+        vars.retain(|name, _| !name.starts_with("STRIPE_"));
+        let cfg =
+            IngestConfig::from_lookup(&|k| vars.get(k).map(|v| v.to_string())).expect("valid");
+        assert!(matches!(cfg.langfuse.keys, KeySource::Stored { .. }));
+    }
+}

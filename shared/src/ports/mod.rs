@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod meter;
 pub mod queue;
 pub mod quota;
+pub mod secrets;
 pub mod usage;
 
 pub use admin::{
@@ -19,4 +20,5 @@ pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledg
 pub use meter::{MeterErrorReports, MeterReports, MeterSink};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use quota::{RequestQuota, Unmetered};
+pub use secrets::SecretSource;
 pub use usage::{TraceLister, UsageByTrace, UsageSource};

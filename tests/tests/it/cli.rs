@@ -42,8 +42,10 @@ impl<'s> Command<'s> {
             stack,
             queue: SqsSender::new(stack.sqs.clone(), &r.queue_url),
             dlq: SqsDeadLetters::new(stack.sqs.clone(), &r.dlq_url, &r.queue_url),
-            meter: StripeReports::new(&stack.config.stripe, "mtr_fake").expect("reports"),
-            errors: StripeEvents::new(&stack.config.stripe).expect("events"),
+            meter: StripeReports::new(&stack.config.stripe, stack.stripe_key.clone(), "mtr_fake")
+                .expect("reports"),
+            errors: StripeEvents::new(&stack.config.stripe, stack.stripe_key.clone())
+                .expect("events"),
             ingest: stack.ingest(&[]),
         }
     }

@@ -11,6 +11,7 @@ mod events;
 mod gateway;
 mod ingest;
 mod process;
+mod secrets;
 mod stream;
 mod table_scope;
 mod template;

@@ -1,12 +1,13 @@
 //! Least privilege on the ledger table, by item family: each role may touch only the key
-//! prefixes (`dynamodb:LeadingKeys`) and actions its function uses. Checked on template.yaml
-//! as written, and on planted over-broad templates the check must refuse.
+//! prefixes (`dynamodb:LeadingKeys`) and actions its function uses; and on the secrets: each
+//! role may only `GetSecretValue` the secrets its function reads. Checked on template.yaml as
+//! written, and on planted over-broad templates the check must refuse.
 
 #![allow(clippy::unwrap_used)]
 
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use tracemeter_local::stack::template_path;
+use tracemeter_local::stack::{intrinsic, template_path};
 
 /// Role -> item family (`TRACE#`, ...) -> DynamoDB actions granted on it.
 type Scope = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
@@ -282,5 +283,135 @@ fn over_broad_templates_are_refused() {
             *keys = Value::Sequence(vec![Value::String("CUSTOMER#*".into())]);
         },
         "dynamodb:GetItem on USER# items is missing",
+    );
+}
+
+/// Role -> the secret parameters (`!Ref <Name>SecretArn`) it may read.
+type SecretScope = BTreeMap<String, BTreeSet<String>>;
+
+/// The secrets each function reads: process both, ingest Langfuse's only, nobody else any.
+fn secrets_needed() -> SecretScope {
+    let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    BTreeMap::from([
+        (
+            "ProcessFunctionRole".to_string(),
+            set(&["LangfuseSecretArn", "StripeSecretArn"]),
+        ),
+        (
+            "IngestFunctionRole".to_string(),
+            set(&["LangfuseSecretArn"]),
+        ),
+    ])
+}
+
+/// Every refusal of the Secrets Manager grants in `root`: actions other than GetSecretValue,
+/// resources other than a `!Ref` to a secret parameter, and grants unlike [`secrets_needed`].
+fn secret_violations(root: &Value) -> Vec<String> {
+    let mut granted: SecretScope = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (name, resource) in root["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let documents: Vec<&Value> = match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => resource["Properties"]["Policies"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| &p["PolicyDocument"])
+                .collect(),
+            Some("AWS::IAM::ManagedPolicy") => vec![&resource["Properties"]["PolicyDocument"]],
+            _ => continue,
+        };
+        for st in documents
+            .iter()
+            .flat_map(|d| d["Statement"].as_sequence().unwrap())
+        {
+            let sid = st["Sid"].as_str().unwrap_or("?");
+            let actions = strings(&st["Action"]);
+            if !actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+                continue;
+            }
+            if actions != ["secretsmanager:GetSecretValue"] {
+                refused.push(format!(
+                    "{name}/{sid}: {actions:?}: only secretsmanager:GetSecretValue, alone"
+                ));
+            }
+            let resources: Vec<&Value> = match &st["Resource"] {
+                Value::Sequence(v) => v.iter().collect(),
+                v => vec![v],
+            };
+            for r in resources {
+                match intrinsic(r) {
+                    Some(("Ref", Value::String(p))) if p.ends_with("SecretArn") => {
+                        granted
+                            .entry(name.to_string())
+                            .or_default()
+                            .insert(p.clone());
+                    }
+                    _ => refused.push(format!(
+                        "{name}/{sid}: resource {r:?} is not one secret's ARN parameter"
+                    )),
+                }
+            }
+        }
+    }
+    let needed = secrets_needed();
+    for role in needed.keys().chain(granted.keys()).collect::<BTreeSet<_>>() {
+        let (want, have) = (needed.get(role), granted.get(role));
+        if want != have {
+            refused.push(format!("{role}: reads secrets {have:?}, needs {want:?}"));
+        }
+    }
+    refused
+}
+
+#[test]
+fn each_role_reads_only_its_own_secrets() {
+    assert_eq!(secret_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn over_broad_secret_grants_are_refused() {
+    let refuses = |plant: &dyn Fn(&mut Value), expected: &str| {
+        let mut root = template();
+        plant(&mut root);
+        let found = secret_violations(&root);
+        assert!(
+            found.iter().any(|v| v.contains(expected)),
+            "expected a refusal containing {expected:?}, got {found:?}"
+        );
+    };
+    // Any secret of the account.
+    refuses(
+        &|r| {
+            let st = statement(r, "IngestFunctionRole", "ReadLangfuseSecret");
+            st["Resource"] = Value::String("arn:aws:secretsmanager:*:*:secret:*".into());
+        },
+        "is not one secret's ARN parameter",
+    );
+    // Ingest reading the Stripe key.
+    refuses(
+        &|r| {
+            let st = statement(r, "IngestFunctionRole", "ReadLangfuseSecret");
+            st["Resource"] =
+                serde_yaml::from_str("[!Ref LangfuseSecretArn, !Ref StripeSecretArn]").unwrap();
+        },
+        "IngestFunctionRole: reads secrets",
+    );
+    // More than reading.
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "ReadOwnSecrets");
+            let actions = st["Action"].as_sequence_mut().unwrap();
+            actions.push(Value::String("secretsmanager:PutSecretValue".into()));
+        },
+        "only secretsmanager:GetSecretValue",
+    );
+    // The process function without the Stripe secret.
+    refuses(
+        &|r| {
+            let st = statement(r, "ProcessFunctionRole", "ReadOwnSecrets");
+            st["Resource"] = serde_yaml::from_str("!Ref LangfuseSecretArn").unwrap();
+        },
+        "ProcessFunctionRole: reads secrets",
     );
 }

@@ -85,12 +85,75 @@ fn iam_statements_name_their_actions_and_resources() {
     assert!(
         t.function_env(PROCESS_FUNCTION)
             .unwrap()
-            .contains_key("STRIPE_SECRET_KEY")
+            .contains_key("STRIPE_SECRET_ARN")
     );
     assert!(
         !t.function_env(INGEST_FUNCTION)
             .unwrap()
-            .contains_key("STRIPE_SECRET_KEY")
+            .contains_key("STRIPE_SECRET_ARN")
+    );
+}
+
+/// The keys never pass through the template: the functions get the secrets' ARNs (from the
+/// `*SecretArn` parameters) and read the keys at run time; no variable holds a key or a
+/// `{{resolve:secretsmanager}}` reference, and no output names a secret.
+#[test]
+fn secrets_reach_the_functions_as_arns_only() {
+    let text = std::fs::read_to_string(template_path()).unwrap();
+    assert!(
+        !text.contains("resolve:secretsmanager"),
+        "a dynamic reference to a secret"
+    );
+    let t = Template::load().unwrap();
+    let expect: [(&str, &[(&str, &str)]); 2] = [
+        (
+            PROCESS_FUNCTION,
+            &[
+                ("LANGFUSE_SECRET_ARN", "LangfuseSecretArn"),
+                ("STRIPE_SECRET_ARN", "StripeSecretArn"),
+            ],
+        ),
+        (
+            INGEST_FUNCTION,
+            &[("LANGFUSE_SECRET_ARN", "LangfuseSecretArn")],
+        ),
+    ];
+    for (function, secrets) in expect {
+        let env = t.function_env(function).unwrap();
+        for (name, parameter) in secrets {
+            let (kind, arg) =
+                intrinsic(&env[*name]).unwrap_or_else(|| panic!("{function}: {name}"));
+            assert_eq!(
+                (kind, arg.as_str()),
+                ("Ref", Some(*parameter)),
+                "{function}: {name}"
+            );
+        }
+        let arns: Vec<&String> = env.keys().filter(|k| k.ends_with("_SECRET_ARN")).collect();
+        assert_eq!(arns.len(), secrets.len(), "{function}: {arns:?}");
+        for name in env.keys() {
+            assert!(!name.ends_with("_KEY"), "{function}: a key variable {name}");
+        }
+    }
+    let root: Value = serde_yaml::from_str(&text).unwrap();
+    for parameter in ["LangfuseSecretArn", "StripeSecretArn"] {
+        let p = &root["Parameters"][parameter];
+        assert_eq!(p["Type"].as_str(), Some("String"), "{parameter}");
+        assert!(
+            p.get("Default").is_none(),
+            "{parameter}: the ARN is the deployer's"
+        );
+        assert!(
+            p["AllowedPattern"]
+                .as_str()
+                .unwrap()
+                .contains(":secretsmanager:")
+        );
+    }
+    let outputs = serde_yaml::to_string(&root["Outputs"]).unwrap();
+    assert!(
+        !outputs.contains("Secret"),
+        "an output names a secret: {outputs}"
     );
 }
 

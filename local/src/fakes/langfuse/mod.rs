@@ -144,6 +144,14 @@ impl LangfuseFake {
 
     server_handle_methods!();
 
+    /// Rotates the accepted key pair: from now on only `public_key:secret_key` is accepted;
+    /// a request with the old pair gets Langfuse's 401.
+    pub fn rotate_keys(&self, public_key: &str, secret_key: &str) {
+        let mut state = lock(&self.state);
+        state.public_key = public_key.to_owned();
+        state.secret_key = secret_key.to_owned();
+    }
+
     /// Adds a trace, replacing any trace with the same id. Its observations get its id as
     /// `trace_id`.
     pub fn add_trace(&self, mut trace: FakeTrace) {

@@ -200,6 +200,13 @@ impl StripeFake {
 
     server_handle_methods!();
 
+    /// Rolls the secret key: from now on only `secret_key` is accepted, and a request with
+    /// the old one gets Stripe's 401 `Invalid API Key provided` (sessions already issued
+    /// stay valid until they expire).
+    pub fn rotate_secret_key(&self, secret_key: &str) {
+        lock(&self.state).secret_key = secret_key.to_owned();
+    }
+
     /// Limits authenticated requests per fixed 1-second window (None: unlimited, the default);
     /// over it → 429 `rate_limit` with `Stripe-Should-Retry: true`.
     pub fn set_rate_limit(&self, per_second: Option<u32>) {

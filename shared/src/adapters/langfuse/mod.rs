@@ -8,9 +8,9 @@
 //! - [`scan`]: the ingest scanner, its request budget and its retries.
 //! - `parse.rs`: answers into data, and the cost and latency rules both generations share.
 //!
-//! Both readers share one `Connection`: the HTTP client, the base URL, the keys and the
-//! deployment's shared request budget (`domain::quota`), which every request draws from
-//! before it is sent.
+//! Both readers share one `Connection`: the HTTP client, the base URL, the keys (a
+//! [`Credential`]: read from their secret, and read again after a 401) and the deployment's
+//! shared request budget (`domain::quota`), which every request draws from before it is sent.
 
 mod batch;
 mod legacy;
@@ -26,8 +26,9 @@ pub use v2::{
     ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,
 };
 
+use super::credential::{self, Credential};
 use super::http;
-use crate::config::{LangfuseApi, LangfuseConfig, Secret};
+use crate::config::{LangfuseApi, LangfuseConfig, LangfuseKeys};
 use crate::domain::quota::Grant;
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
@@ -52,19 +53,17 @@ const DEFAULT_429_WAIT: Duration = Duration::from_secs(5);
 struct Connection {
     http: reqwest::Client,
     base_url: String,
-    public_key: String,
-    secret_key: Secret,
+    keys: Credential<LangfuseKeys>,
     api: LangfuseApi,
     quota: Arc<dyn RequestQuota>,
 }
 
 impl Connection {
-    fn new(cfg: &LangfuseConfig) -> Result<Connection> {
+    fn new(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) -> Result<Connection> {
         Ok(Connection {
             http: http::client(cfg.timeout)?,
             base_url: cfg.base_url.clone(),
-            public_key: cfg.public_key.clone(),
-            secret_key: cfg.secret_key.clone(),
+            keys,
             api: cfg.api,
             quota: Arc::new(crate::ports::Unmetered),
         })
@@ -102,12 +101,9 @@ impl Connection {
         self.send(request.json(body)).await
     }
 
+    /// Sends with the keys (a 401 re-reads them once: see [`Credential::send`]).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        request
-            .basic_auth(&self.public_key, Some(self.secret_key.expose()))
-            .send()
-            .await
-            .map_err(|e| http::transport(SERVICE, e))
+        self.keys.send(SERVICE, request).await
     }
 
     fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
@@ -127,15 +123,16 @@ async fn status_error(what: &str, response: reqwest::Response) -> Error {
         // A 429 always asks to wait, even when it does not say how long.
         retry_after = retry_after.or(Some(DEFAULT_429_WAIT));
     }
+    let hint = match (status.as_u16(), credential::refused(&response)) {
+        (401, Some(check)) => format!(" (the key was refused: check {check})"),
+        (401 | 403, _) => " (check the Langfuse keys)".to_string(),
+        (404, _) => " (check LANGFUSE_BASE_URL and LANGFUSE_API)".to_string(),
+        (429, _) => " (rate limited)".to_string(),
+        _ => String::new(),
+    };
     let body = http::read_limited(SERVICE, response, 64 * 1024)
         .await
         .unwrap_or_default();
-    let hint = match status.as_u16() {
-        401 | 403 => " (check LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY)",
-        404 => " (check LANGFUSE_BASE_URL and LANGFUSE_API)",
-        429 => " (rate limited)",
-        _ => "",
-    };
     Error::Transient {
         service: SERVICE,
         detail: format!("{what} answered {status}{hint}: {}", http::excerpt(&body)),
@@ -156,10 +153,10 @@ impl std::fmt::Debug for LangfuseClient {
 }
 
 impl LangfuseClient {
-    /// Builds the client from configuration.
-    pub fn new(cfg: &LangfuseConfig) -> Result<LangfuseClient> {
+    /// Builds the client from configuration and the keys ([`Credential::load`]).
+    pub fn new(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) -> Result<LangfuseClient> {
         Ok(LangfuseClient {
-            conn: Connection::new(cfg)?,
+            conn: Connection::new(cfg, keys)?,
         })
     }
 

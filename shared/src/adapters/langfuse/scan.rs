@@ -70,10 +70,13 @@ pub(super) fn millisecond() -> chrono::Duration {
 }
 
 impl LangfuseScanner {
-    /// Builds the scanner from the ingest configuration.
-    pub fn new(cfg: &IngestConfig) -> Result<LangfuseScanner> {
+    /// Builds the scanner from the ingest configuration and the Langfuse keys.
+    pub fn new(
+        cfg: &IngestConfig,
+        keys: crate::adapters::credential::Credential<crate::config::LangfuseKeys>,
+    ) -> Result<LangfuseScanner> {
         Ok(LangfuseScanner {
-            conn: Connection::new(&cfg.langfuse)?,
+            conn: Connection::new(&cfg.langfuse, keys)?,
             attempts: cfg.langfuse_attempts,
         })
     }

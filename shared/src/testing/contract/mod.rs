@@ -28,10 +28,10 @@ pub use claims::{
     invalid_batches_are_errors, note_seen_moves_the_newest_observation_forward_only,
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
-pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use events::{
     budget_event, budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
 };
+pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
     mark_ambiguous_keeps_the_pending_revision, mark_metered_only_when_claimed,
