@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod message;
 pub mod meter;
 pub mod reconcile;
+pub mod rescan;
 pub mod retry;
 pub mod scan;
 pub mod usage;
