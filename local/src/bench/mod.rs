@@ -8,6 +8,7 @@
 //! function processes (`/proc/<pid>`), init time (spawn until the first `/invocation/next`),
 //! invocation durations, bootstrap sizes.
 
+pub mod day;
 mod report;
 
 pub use report::{BenchReport, FunctionFigures, prices};

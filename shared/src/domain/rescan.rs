@@ -4,7 +4,7 @@
 //!
 //! Ages count back from `end = now - settle`. A tier `(age, every)` reads every instant once
 //! more when the instant is `age` old: it keeps a mark (where its last range ended) and, once
-//! `end - age` has moved at least `every` past the mark, scans `[mark, end - age)` and moves
+//! `end - age` has moved about `every` past the mark, scans `[mark, end - age)` and moves
 //! the mark to the range's end. The fresh lane is the same with age 0 on every tick (from the
 //! watermark). Ranges follow each other exactly, so a skipped or failed tick leaves no gap:
 //! the next run's range simply starts where the last one ended. A range that is cut off is
@@ -181,7 +181,7 @@ pub struct ScanPlan {
 /// Plans a run: the fresh range first (resumed, else `[watermark, end)` with
 /// `end = now - settle`; the first run starts at `end - max(rescan, start_lookback)`), then
 /// each due tier, youngest first (resumed, else `[mark, min(end - age, watermark))` once that
-/// is at least `every` long). Returns the cursor with the marks of new tiers set (a tier
+/// is about `every` long: at least 9/10 of it). Returns the cursor with the marks of new tiers set (a tier
 /// without a mark starts at `watermark - age`: what the watermark covered is already read at
 /// every younger age; tiers no longer configured are dropped) and the ranges in order.
 pub fn plan_scans(
@@ -225,7 +225,7 @@ pub fn plan_scans(
             Some(p) => Some((p, true)),
             None => {
                 let upper = (end - tier.age).min(covered);
-                (upper - state.mark >= tier.every)
+                (upper - state.mark >= due_after(tier.every))
                     .then(|| new_range(state.mark, upper, direction))
                     .flatten()
                     .map(|s| (s, false))
@@ -240,6 +240,13 @@ pub fn plan_scans(
         }
     }
     (next, plans)
+}
+
+/// How long a tier's range must be before it is read: 9/10 of `every`, so that a tick a few
+/// seconds early (the schedule's jitter, the run's own start-up) does not put the tier off to
+/// the next tick.
+fn due_after(every: Duration) -> Duration {
+    every - every / 10
 }
 
 /// `[from, to)` with the position where `direction` starts; `None` when empty.
