@@ -22,7 +22,8 @@ struct Scan<'r, 'd> {
     recent: Recent,
 }
 
-/// Scans the planned ranges in order; each one covered moves its lane's mark to its end.
+/// Scans the planned ranges in order; each one covered moves its lane's mark to its end (one
+/// cursor write at the end of the run, or with the next checkpoint).
 pub async fn run(
     deps: &Deps<'_>,
     deadline: chrono::DateTime<chrono::Utc>,
@@ -46,9 +47,12 @@ pub async fn run(
         let mut walk = Walk::new(plan.scan);
         match scan.walk_pages(plan.lane, &mut walk).await? {
             Some(outcome) => return scan.stop(plan.lane, walk.scan, outcome).await,
-            None => scan.complete(plan.lane, plan.scan).await?,
+            // Saved with the next checkpoint or at the end of the run: a run that dies
+            // before reads the range again, which the ledger makes harmless.
+            None => scan.cursor.complete(plan.lane, plan.scan),
         }
     }
+    scan.save().await?;
     scan.summary.outcome = RunOutcome::Completed;
     Ok(())
 }
@@ -187,12 +191,6 @@ impl Scan<'_, '_> {
             "ingest run stopped early; the next run resumes at the saved position"
         );
         Ok(())
-    }
-
-    /// `lane`'s range is covered: its mark moves to the range's end.
-    async fn complete(&mut self, lane: Lane, scan: PendingScan) -> Result<(), Error> {
-        self.cursor.complete(lane, scan);
-        self.save().await
     }
 
     async fn save(&self) -> Result<(), Error> {

@@ -172,15 +172,21 @@ pub struct Day<'s> {
 
 impl<'s> Day<'s> {
     /// Seeds the history and the day's traces and late observations, and runs the warm-up
-    /// tick (a first run over the history, billed). `vars`: the ingest function's variables.
+    /// tick (a first run over the history, billed). `vars`: the ingest function's variables;
+    /// `ingest_dynamo`: ingest's own DynamoDB client (the benchmark counts its calls apart),
+    /// else the stack's.
     pub async fn start(
         stack: &'s TestStack,
         options: DayOptions,
         vars: &[(&str, &str)],
+        ingest_dynamo: Option<aws_sdk_dynamodb::Client>,
     ) -> Result<Day<'s>> {
         let mut vars = vars.to_vec();
         vars.push(("INGEST_START_LOOKBACK_SECONDS", "172800"));
-        let rig = stack.ingest(&vars);
+        let mut rig = stack.ingest(&vars);
+        if let Some(client) = ingest_dynamo {
+            rig.store = DynamoIngestStore::new(client, &rig.config.table_name);
+        }
         let length = options.tick * options.ticks as i32;
         let start =
             tracemeter::domain::ingest::truncate_ms(Utc::now() - length - Duration::hours(1));

@@ -9,6 +9,7 @@
 //! invocation durations, bootstrap sizes.
 
 pub mod day;
+pub mod day_bench;
 mod report;
 
 pub use report::{BenchReport, FunctionFigures, prices};

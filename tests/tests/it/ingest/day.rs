@@ -13,7 +13,9 @@ async fn a_day_of_ticks_bills_every_late_observation_and_lists_each_trace_a_few_
         late_every: 1,
         ..DayOptions::default()
     };
-    let day = Day::start(&stack, options, &[]).await.expect("warm-up");
+    let day = Day::start(&stack, options, &[], None)
+        .await
+        .expect("warm-up");
     assert_eq!(day.rig().config.rescan_tiers.len(), 4, "the default tiers");
     let f = day.run().await.expect("day");
     println!("{f:#?}");
