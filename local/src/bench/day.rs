@@ -385,23 +385,22 @@ fn plan_traces(
         let starts = at + Duration::seconds(30);
         let found_by = worst_detection(&cfg.rescan_tiers, cfg.settle, options.tick, delay)
             .map(|w| starts + w + options.tick);
-        if starts + delay > start && found_by.is_some_and(|f| f <= end) {
-            if (i / rounds).is_multiple_of(options.late_every.max(1)) {
-                let observation = FakeObservation::generation(
-                    format!("{id}-late"),
-                    &id,
-                    starts,
-                    starts + Duration::seconds(2),
-                    "gpt-4o",
-                    3_000,
-                    1_000,
-                    0.02,
-                );
-                late.push(Late {
-                    appears: starts + delay,
-                    observation,
-                });
-            }
+        let findable = starts + delay > start && found_by.is_some_and(|f| f <= end);
+        if findable && (i / rounds).is_multiple_of(options.late_every.max(1)) {
+            let observation = FakeObservation::generation(
+                format!("{id}-late"),
+                &id,
+                starts,
+                starts + Duration::seconds(2),
+                "gpt-4o",
+                3_000,
+                1_000,
+                0.02,
+            );
+            late.push(Late {
+                appears: starts + delay,
+                observation,
+            });
         }
         at += step;
     }

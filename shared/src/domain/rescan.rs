@@ -251,14 +251,11 @@ fn due_after(every: Duration) -> Duration {
 
 /// `[from, to)` with the position where `direction` starts; `None` when empty.
 fn new_range(from: DateTime<Utc>, to: DateTime<Utc>, direction: Direction) -> Option<PendingScan> {
-    (from < to).then(|| PendingScan {
-        from,
-        to,
-        position: match direction {
-            Direction::NewestFirst => to,
-            Direction::OldestFirst => from,
-        },
-    })
+    let position = match direction {
+        Direction::NewestFirst => to,
+        Direction::OldestFirst => from,
+    };
+    (from < to).then_some(PendingScan { from, to, position })
 }
 
 /// The latest an observation that becomes visible `delay` after its start time is found,
