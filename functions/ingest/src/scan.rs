@@ -142,7 +142,11 @@ impl Scan<'_, '_> {
             if let Lane::Tier(_) = lane {
                 self.summary.rescan_traces_found += page.traces.len() as u64;
             }
+            let before = self.summary.enqueued;
             let failed = enqueue(self.deps, page.traces, &mut self.recent, self.summary).await?;
+            if let Lane::Tier(_) = lane {
+                self.summary.rescan_enqueued += self.summary.enqueued - before;
+            }
             if failed > 0 {
                 // The page stays unfinished: the next run reads it again.
                 return Ok(Some(RunOutcome::SendFailures));

@@ -48,6 +48,8 @@ pub struct IngestSummary {
     pub rescan_ranges: u32,
     /// Traces found per page in re-scan ranges, summed (included in `traces_found`).
     pub rescan_traces_found: u64,
+    /// Trace ids enqueued from re-scan ranges: late usage (included in `enqueued`).
+    pub rescan_enqueued: u64,
     /// Pages read.
     pub pages: u64,
     /// Langfuse requests made.
@@ -122,6 +124,7 @@ impl IngestSummary {
             stopped_in: None,
             rescan_ranges: 0,
             rescan_traces_found: 0,
+            rescan_enqueued: 0,
             pages: 0,
             requests: 0,
             rows: 0,
@@ -152,6 +155,7 @@ impl IngestSummary {
             stopped_in = ?self.stopped_in,
             rescan_ranges = self.rescan_ranges,
             rescan_traces_found = self.rescan_traces_found,
+            rescan_enqueued = self.rescan_enqueued,
             pages = self.pages,
             requests = self.requests,
             rows = self.rows,

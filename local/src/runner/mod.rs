@@ -246,13 +246,16 @@ impl LocalRun {
             .run_with(&self.stack, &ingested.rig.sqs, 900)
             .await?;
         eprintln!(
-            "      ingest: {:?}, {} enqueued again, {} skipped as already billed",
-            again.outcome, again.enqueued, again.skipped_covered
+            "      ingest: {:?}, {} enqueued again by the re-scan tiers ({} more settled meanwhile), {} skipped as already billed",
+            again.outcome,
+            again.rescan_enqueued,
+            again.enqueued - again.rescan_enqueued,
+            again.skipped_covered
         );
         let drained = self
             .drain(again.enqueued, "late revisions processed")
             .await?;
-        Ok(Some((again.enqueued, drained)))
+        Ok(Some((again.rescan_enqueued, drained)))
     }
 }
 
