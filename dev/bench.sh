@@ -6,11 +6,15 @@
 # LANGFUSE_LATENCY_MS (20), LANGFUSE_RPM (1000), CONCURRENCY (5), TIME_LIMIT_SECONDS (1200),
 # LANGFUSE_API (v2), BENCH_ENV ("NAME=value,..." extra function variables), INGEST_ONLY=1
 # (ingest alone: its memory at TRACES=10000 / 40000).
+# SCENARIO=day: a simulated day of 5-minute ingest ticks (the handlers in process, the clock
+# moved tick by tick) for the steady-state cost; DAY_TRACES (1000 a day), LATE_EVERY (10).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 "$repo/dev/venv.sh"
-"$repo/dev/lambda.sh" build x86_64
+if [ "${SCENARIO:-}" != "day" ]; then
+  "$repo/dev/lambda.sh" build x86_64
+fi
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 export RUST_LOG="${RUST_LOG:-error}"

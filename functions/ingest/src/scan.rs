@@ -1,12 +1,12 @@
-//! One run's scan: plan the range, walk its pages, checkpoint after each, and stop early
-//! (saving the position) when time runs out or a page could not be sent.
+//! One run's scan: plan the ranges (the fresh range, then the due re-scan tiers), walk each
+//! range's pages, checkpoint after each page, and stop early (saving the position in that
+//! range's lane) when time runs out or a page could not be sent.
 
 use crate::enqueue::{Recent, enqueue};
 use crate::{Deps, IngestSummary, RECENT_IDS, RunOutcome};
-use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use tracemeter::Error;
-use tracemeter::domain::ingest::{self as rules, IngestCursor, PendingScan, ScanPlan};
+use tracemeter::domain::ingest::{self as rules, IngestCursor, Lane, PendingScan, ScanPlan};
 use tracemeter::domain::scan::{PageOutcome, Walk};
 use tracing::{info, warn};
 
@@ -14,47 +14,57 @@ use tracing::{info, warn};
 struct Scan<'r, 'd> {
     deps: &'r Deps<'d>,
     summary: &'r mut IngestSummary,
-    /// The watermark the run started from (kept in every checkpoint).
-    watermark: Option<DateTime<Utc>>,
+    /// The cursor as the run moves it (saved at every checkpoint).
+    cursor: IngestCursor,
     /// When the run stops reading.
     until: Instant,
     started: Instant,
     recent: Recent,
 }
 
-/// Scans the planned range: its pages, then the watermark moved to its end.
+/// Scans the planned ranges in order; each one covered moves its lane's mark to its end (one
+/// cursor write at the end of the run, or with the next checkpoint).
 pub async fn run(
     deps: &Deps<'_>,
-    deadline: DateTime<Utc>,
+    deadline: chrono::DateTime<chrono::Utc>,
     started: Instant,
     summary: &mut IngestSummary,
 ) -> Result<(), Error> {
-    let cursor = deps.store.load_cursor(summary.api).await?;
-    let Some((plan, until)) = plan(deps, &cursor, deadline, summary) else {
+    let stored = deps.store.load_cursor(summary.api).await?;
+    let Some((cursor, plans, until)) = plan(deps, &stored, deadline, summary) else {
         return Ok(());
     };
     let mut scan = Scan {
         deps,
         summary,
-        watermark: cursor.watermark,
+        cursor,
         until,
         started,
         recent: Recent::new(RECENT_IDS),
     };
-    let mut walk = Walk::new(plan.scan);
-    match scan.walk_pages(&mut walk).await? {
-        Some(outcome) => scan.stop(walk.scan, outcome).await,
-        None => scan.complete(walk.scan.to).await,
+    for plan in plans {
+        scan.begin(&plan);
+        let mut walk = Walk::new(plan.scan);
+        match scan.walk_pages(plan.lane, &mut walk).await? {
+            Some(outcome) => return scan.stop(plan.lane, walk.scan, outcome).await,
+            // Saved with the next checkpoint or at the end of the run: a run that dies
+            // before reads the range again, which the ledger makes harmless.
+            None => scan.cursor.complete(plan.lane, plan.scan),
+        }
     }
+    scan.save().await?;
+    scan.summary.outcome = RunOutcome::Completed;
+    Ok(())
 }
 
-/// The range to scan and when to stop reading; `None` when nothing has settled yet.
+/// The cursor (with new tiers' marks), the ranges to scan and when to stop reading; `None`
+/// when nothing has settled yet and no tier is due.
 fn plan(
     deps: &Deps<'_>,
-    cursor: &IngestCursor,
-    deadline: DateTime<Utc>,
+    stored: &IngestCursor,
+    deadline: chrono::DateTime<chrono::Utc>,
     summary: &mut IngestSummary,
-) -> Option<(ScanPlan, Instant)> {
+) -> Option<(IngestCursor, Vec<ScanPlan>, Instant)> {
     let (api, cfg) = (summary.api, deps.config);
     let now = deps.clock.now();
     let reach = rules::Reach {
@@ -62,34 +72,55 @@ fn plan(
         rescan: cfg.rescan,
         start_lookback: cfg.start_lookback,
     };
-    let Some(plan) = rules::plan_scan(cursor, now, reach, deps.lister.direction()) else {
+    let direction = deps.lister.direction();
+    let (cursor, plans) = rules::plan_scans(stored, now, reach, &cfg.rescan_tiers, direction);
+    if plans.is_empty() {
         summary.outcome = RunOutcome::NothingToScan;
         info!(api, "nothing settled to scan yet");
         return None;
-    };
-    summary.resumed = plan.resumed;
-    summary.scan_from = Some(plan.scan.from);
-    summary.scan_to = Some(plan.scan.to);
+    }
+    if let Some(fresh) = plans.iter().find(|p| p.lane == Lane::Fresh) {
+        summary.resumed = fresh.resumed;
+        summary.scan_from = Some(fresh.scan.from);
+        summary.scan_to = Some(fresh.scan.to);
+    }
     let left = (deadline - now - cfg.time_budget_margin)
         .to_std()
         .unwrap_or(Duration::ZERO);
     info!(
         api,
-        from = %plan.scan.from,
-        to = %plan.scan.to,
-        position = %plan.scan.position,
-        resumed = plan.resumed,
+        ranges = plans.len(),
         deadline = %deadline,
         time_budget_ms = left.as_millis() as u64,
-        "ingest scan starting"
+        "ingest run planned"
     );
-    Some((plan, Instant::now() + left))
+    Some((cursor, plans, Instant::now() + left))
 }
 
 impl Scan<'_, '_> {
+    /// Logs and counts the start of a range.
+    fn begin(&mut self, plan: &ScanPlan) {
+        if let Lane::Tier(_) = plan.lane {
+            self.summary.rescan_ranges += 1;
+        }
+        info!(
+            api = self.summary.api,
+            lane = %lane_name(plan.lane),
+            from = %plan.scan.from,
+            to = %plan.scan.to,
+            position = %plan.scan.position,
+            resumed = plan.resumed,
+            "ingest scan starting"
+        );
+    }
+
     /// Reads, filters and sends page after page, checkpointing after each. `Some` when the
     /// run has to stop before the range's end (the walk is then at the last page done).
-    async fn walk_pages(&mut self, walk: &mut Walk) -> Result<Option<RunOutcome>, Error> {
+    async fn walk_pages(
+        &mut self,
+        lane: Lane,
+        walk: &mut Walk,
+    ) -> Result<Option<RunOutcome>, Error> {
         while !walk.done {
             if Instant::now() >= self.until {
                 return Ok(Some(RunOutcome::OutOfTime));
@@ -102,20 +133,27 @@ impl Scan<'_, '_> {
                     return Ok(Some(RunOutcome::OutOfTime));
                 }
                 Err(e) => {
-                    self.summary.position = Some(walk.scan.position);
-                    self.checkpoint(walk.scan).await?;
+                    self.note_stop(lane, walk.scan);
+                    self.checkpoint(lane, walk.scan).await?;
                     return Err(e);
                 }
             };
             self.summary.count_page(&page);
+            if let Lane::Tier(_) = lane {
+                self.summary.rescan_traces_found += page.traces.len() as u64;
+            }
+            let before = self.summary.enqueued;
             let failed = enqueue(self.deps, page.traces, &mut self.recent, self.summary).await?;
+            if let Lane::Tier(_) = lane {
+                self.summary.rescan_enqueued += self.summary.enqueued - before;
+            }
             if failed > 0 {
                 // The page stays unfinished: the next run reads it again.
                 return Ok(Some(RunOutcome::SendFailures));
             }
             *walk = next;
             if !walk.done {
-                self.checkpoint(walk.scan).await?;
+                self.checkpoint(lane, walk.scan).await?;
             }
             let every = self.deps.config.progress_every_pages;
             self.summary
@@ -124,45 +162,54 @@ impl Scan<'_, '_> {
         Ok(None)
     }
 
-    /// Saves the position reached within the range.
-    async fn checkpoint(&self, scan: PendingScan) -> Result<(), Error> {
-        let cursor = IngestCursor {
-            watermark: self.watermark,
-            pending: Some(scan),
+    /// Saves the position reached within `lane`'s range.
+    async fn checkpoint(&mut self, lane: Lane, scan: PendingScan) -> Result<(), Error> {
+        self.cursor.checkpoint(lane, scan);
+        self.save().await
+    }
+
+    /// Where the fresh lane got to (the lag is measured from it) and the lane stopped in.
+    fn note_stop(&mut self, lane: Lane, scan: PendingScan) {
+        self.summary.position = match lane {
+            Lane::Fresh => Some(scan.position),
+            Lane::Tier(_) => self.summary.scan_to.or(self.cursor.watermark),
         };
-        self.save(&cursor).await
+        self.summary.stopped_in = Some(lane_name(lane));
     }
 
     /// Ends the run early with `outcome`, the position saved for the next run.
-    async fn stop(self, scan: PendingScan, outcome: RunOutcome) -> Result<(), Error> {
+    async fn stop(
+        mut self,
+        lane: Lane,
+        scan: PendingScan,
+        outcome: RunOutcome,
+    ) -> Result<(), Error> {
         self.summary.outcome = outcome;
-        self.summary.position = Some(scan.position);
-        self.checkpoint(scan).await?;
+        self.note_stop(lane, scan);
+        self.checkpoint(lane, scan).await?;
         warn!(
             api = self.summary.api,
             outcome = ?outcome,
-            position = ?self.summary.position,
+            lane = %lane_name(lane),
+            position = %scan.position,
             "ingest run stopped early; the next run resumes at the saved position"
         );
         Ok(())
     }
 
-    /// The range is covered: the watermark moves to its end and no scan is pending.
-    async fn complete(self, end: DateTime<Utc>) -> Result<(), Error> {
-        let done = IngestCursor {
-            watermark: Some(self.watermark.map_or(end, |w| w.max(end))),
-            pending: None,
-        };
-        self.save(&done).await?;
-        self.summary.outcome = RunOutcome::Completed;
-        Ok(())
-    }
-
-    async fn save(&self, cursor: &IngestCursor) -> Result<(), Error> {
+    async fn save(&self) -> Result<(), Error> {
         let now = self.deps.clock.now();
         self.deps
             .store
-            .save_cursor(self.summary.api, cursor, now)
+            .save_cursor(self.summary.api, &self.cursor, now)
             .await
+    }
+}
+
+/// `fresh`, or `rescan <age>s`.
+fn lane_name(lane: Lane) -> String {
+    match lane {
+        Lane::Fresh => "fresh".into(),
+        Lane::Tier(age) => format!("rescan {age}s"),
     }
 }

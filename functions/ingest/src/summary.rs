@@ -33,14 +33,23 @@ pub struct IngestSummary {
     pub api: &'static str,
     /// How the run ended.
     pub outcome: RunOutcome,
-    /// Whether a cut-off scan was resumed.
+    /// Whether a cut-off fresh range was resumed.
     pub resumed: bool,
-    /// The scan range, if any.
+    /// The fresh range (new settled usage), if any.
     pub scan_from: Option<DateTime<Utc>>,
-    /// End of the scan range (exclusive).
+    /// End of the fresh range (exclusive).
     pub scan_to: Option<DateTime<Utc>>,
-    /// The position saved at the end (when not completed).
+    /// When the run stopped early: where the fresh lane got to (its saved position, or its
+    /// end when it was covered and a re-scan range stopped).
     pub position: Option<DateTime<Utc>>,
+    /// When the run stopped early: the lane it stopped in (`fresh`, `rescan <age>s`).
+    pub stopped_in: Option<String>,
+    /// Re-scan tier ranges started by the run.
+    pub rescan_ranges: u32,
+    /// Traces found per page in re-scan ranges, summed (included in `traces_found`).
+    pub rescan_traces_found: u64,
+    /// Trace ids enqueued from re-scan ranges: late usage (included in `enqueued`).
+    pub rescan_enqueued: u64,
     /// Pages read.
     pub pages: u64,
     /// Langfuse requests made.
@@ -112,6 +121,10 @@ impl IngestSummary {
             scan_from: None,
             scan_to: None,
             position: None,
+            stopped_in: None,
+            rescan_ranges: 0,
+            rescan_traces_found: 0,
+            rescan_enqueued: 0,
             pages: 0,
             requests: 0,
             rows: 0,
@@ -139,6 +152,10 @@ impl IngestSummary {
             scan_from = ?self.scan_from,
             scan_to = ?self.scan_to,
             position = ?self.position,
+            stopped_in = ?self.stopped_in,
+            rescan_ranges = self.rescan_ranges,
+            rescan_traces_found = self.rescan_traces_found,
+            rescan_enqueued = self.rescan_enqueued,
             pages = self.pages,
             requests = self.requests,
             rows = self.rows,

@@ -8,6 +8,8 @@
 //! function processes (`/proc/<pid>`), init time (spawn until the first `/invocation/next`),
 //! invocation durations, bootstrap sizes.
 
+pub mod day;
+pub mod day_bench;
 mod report;
 
 pub use report::{BenchReport, FunctionFigures, prices};

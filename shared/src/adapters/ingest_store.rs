@@ -3,7 +3,7 @@
 //! | item | pk | sk | attributes |
 //! |---|---|---|---|
 //! | lease | `INGEST#<api>` | `LEASE` | `owner`, `lease_until` (ms), `expires_at` (s, TTL) |
-//! | cursor | `INGEST#<api>` | `CURSOR` | `watermark` (ms); mid-scan `scan_from`, `scan_to`, `position` (ms) |
+//! | cursor | `INGEST#<api>` | `CURSOR` | `watermark` (ms); mid-scan `scan_from`, `scan_to`, `position` (ms); `rescan`: a map by tier age (s) of `{mark, scan_from?, scan_to?, position?}` (ms) |
 //!
 //! The lease is a conditional put (`attribute_not_exists(pk) OR lease_until < :now`), so two
 //! runs never both work; it is released with a delete conditional on the owner.
@@ -12,13 +12,13 @@ use super::dynamo::{
     Item, SERVICE, condition_held, get_item, get_s, get_time, key_item, ms, n, put_item, s,
     sdk_error, trace_key,
 };
-use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan};
+use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan, TierCursor};
 use crate::domain::ledger::LedgerState;
 use crate::domain::usage::decimal_from_f64;
 use crate::error::{Error, Result};
 use crate::ports::IngestStore;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::KeysAndAttributes;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -182,18 +182,7 @@ impl IngestStore for DynamoIngestStore {
         let Some(item) = read.await? else {
             return Ok(IngestCursor::default());
         };
-        let pending = match (
-            get_time(&item, "scan_from"),
-            get_time(&item, "scan_to"),
-            get_time(&item, "position"),
-        ) {
-            (Some(from), Some(to), Some(position)) => Some(PendingScan { from, to, position }),
-            _ => None,
-        };
-        Ok(IngestCursor {
-            watermark: get_time(&item, "watermark"),
-            pending,
-        })
+        Ok(cursor_from_item(&item))
     }
 
     async fn save_cursor(
@@ -202,16 +191,7 @@ impl IngestStore for DynamoIngestStore {
         cursor: &IngestCursor,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut item = key_item(cursor_key(api));
-        if let Some(w) = cursor.watermark {
-            item.insert("watermark".into(), ms(w));
-        }
-        if let Some(p) = cursor.pending {
-            item.insert("scan_from".into(), ms(p.from));
-            item.insert("scan_to".into(), ms(p.to));
-            item.insert("position".into(), ms(p.position));
-        }
-        item.insert("updated_at".into(), ms(now));
+        let item = cursor_item(api, cursor, now);
         put_item(&self.client, &self.table, item, "PutItem (cursor)").await
     }
 
@@ -241,9 +221,94 @@ impl IngestStore for DynamoIngestStore {
     }
 }
 
+/// The cursor item.
+fn cursor_item(api: &str, cursor: &IngestCursor, now: DateTime<Utc>) -> Item {
+    let mut item = key_item(cursor_key(api));
+    if let Some(w) = cursor.watermark {
+        item.insert("watermark".into(), ms(w));
+    }
+    put_pending(&mut item, cursor.pending);
+    if !cursor.tiers.is_empty() {
+        let tiers = cursor.tiers.iter().map(|(age, tier)| {
+            let mut m = HashMap::from([("mark".to_string(), ms(tier.mark))]);
+            put_pending(&mut m, tier.pending);
+            (age.to_string(), AttributeValue::M(m))
+        });
+        item.insert("rescan".into(), AttributeValue::M(tiers.collect()));
+    }
+    item.insert("updated_at".into(), ms(now));
+    item
+}
+
+/// A cut-off range as `scan_from`, `scan_to`, `position`.
+fn put_pending(item: &mut Item, pending: Option<PendingScan>) {
+    if let Some(p) = pending {
+        item.insert("scan_from".into(), ms(p.from));
+        item.insert("scan_to".into(), ms(p.to));
+        item.insert("position".into(), ms(p.position));
+    }
+}
+
+fn get_pending(item: &Item) -> Option<PendingScan> {
+    match (
+        get_time(item, "scan_from"),
+        get_time(item, "scan_to"),
+        get_time(item, "position"),
+    ) {
+        (Some(from), Some(to), Some(position)) => Some(PendingScan { from, to, position }),
+        _ => None,
+    }
+}
+
+/// The cursor an item holds (an item written before the tiers has no `rescan` map: the
+/// tiers then start from the watermark).
+fn cursor_from_item(item: &Item) -> IngestCursor {
+    let tiers = match item.get("rescan") {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .filter_map(|(age, v)| {
+                let tier = v.as_m().ok()?;
+                let cursor = TierCursor {
+                    mark: get_time(tier, "mark")?,
+                    pending: get_pending(tier),
+                };
+                Some((age.parse().ok()?, cursor))
+            })
+            .collect(),
+        _ => Default::default(),
+    };
+    IngestCursor {
+        watermark: get_time(item, "watermark"),
+        pending: get_pending(item),
+        tiers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cursor_item_round_trips_with_its_tiers() {
+        let at = |ms: i64| DateTime::from_timestamp_millis(1_800_000_000_000 + ms).expect("t");
+        let scan = PendingScan {
+            from: at(1),
+            to: at(900),
+            position: at(450),
+        };
+        let mut cursor = IngestCursor {
+            watermark: Some(at(1_000)),
+            pending: Some(scan),
+            ..IngestCursor::default()
+        };
+        let item = cursor_item("v2", &cursor, at(2_000));
+        assert_eq!(cursor_from_item(&item), cursor, "no tiers yet");
+        cursor.complete(crate::domain::ingest::Lane::Tier(900), scan);
+        cursor.checkpoint(crate::domain::ingest::Lane::Tier(86_400), scan);
+        let item = cursor_item("v2", &cursor, at(2_000));
+        assert!(matches!(item.get("rescan"), Some(AttributeValue::M(m)) if m.len() == 2));
+        assert_eq!(cursor_from_item(&item), cursor);
+    }
 
     #[test]
     fn keys_and_numbers() {

@@ -1,13 +1,14 @@
-//! Ingest rules: which time range a run scans, and whether a trace seen in Langfuse is
-//! already covered by its ledger entry. Plain data, no SDK types.
-//!
-//! A run scans `[start, end)` where `end = now - settle` and `start` is the watermark moved
-//! back by the trailing re-scan (`min(watermark, end - rescan)`), so late observations of
-//! already scanned traces are found again; the ledger makes that harmless. A scan that is cut
-//! off is saved as a [`PendingScan`] and the next run resumes it before planning a new one.
+//! Ingest rules: a scan range and its walk direction, and whether a trace seen in Langfuse
+//! is already covered by its ledger entry. Plain data, no SDK types. Which ranges a run
+//! scans (the fresh range and the re-scan tiers) is planned in [`super::rescan`].
 
 use crate::domain::ledger::LedgerState;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+
+pub use super::rescan::{
+    IngestCursor, Lane, Reach, RescanTier, ScanPlan, TierCursor, default_tiers, effective_tiers,
+    parse_tiers, plan_scans,
+};
 use rust_decimal::Decimal;
 
 /// A scan range still being worked on, with the position reached.
@@ -22,24 +23,6 @@ pub struct PendingScan {
     pub position: DateTime<Utc>,
 }
 
-/// Ingest's cursor item: the watermark and, mid-scan, the resume position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IngestCursor {
-    /// Everything before this was scanned at least once. `None` before the first run.
-    pub watermark: Option<DateTime<Utc>>,
-    /// A scan that was cut off.
-    pub pending: Option<PendingScan>,
-}
-
-/// The scan a run performs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanPlan {
-    /// The scan (new or resumed) with its start position.
-    pub scan: PendingScan,
-    /// True when resuming a scan that an earlier run started.
-    pub resumed: bool,
-}
-
 /// Direction in which an API generation walks a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -47,62 +30,6 @@ pub enum Direction {
     NewestFirst,
     /// Legacy traces, `orderBy=timestamp.asc`: oldest first.
     OldestFirst,
-}
-
-/// How far back a run reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reach {
-    /// Usage younger than this is not scanned yet.
-    pub settle: Duration,
-    /// Trailing re-scan before the watermark.
-    pub rescan: Duration,
-    /// Where the very first run (no watermark yet) starts, before `now - settle`.
-    pub start_lookback: Duration,
-}
-
-/// Plans the next scan: resume the pending one, else `[min(watermark, end - rescan), end)`
-/// with `end = now - settle` (the first run starts at `end - max(rescan, start_lookback)`).
-/// `None` when there is nothing to scan yet.
-pub fn plan_scan(
-    cursor: &IngestCursor,
-    now: DateTime<Utc>,
-    reach: Reach,
-    direction: Direction,
-) -> Option<ScanPlan> {
-    let Reach {
-        settle,
-        rescan,
-        start_lookback,
-    } = reach;
-    if let Some(p) = cursor.pending
-        && p.from < p.to
-    {
-        return Some(ScanPlan {
-            scan: p,
-            resumed: true,
-        });
-    }
-    let end = truncate_ms(now - settle);
-    let rescan_start = end - rescan;
-    let start = match cursor.watermark {
-        Some(w) => w.min(rescan_start),
-        None => rescan_start.min(end - start_lookback),
-    };
-    if start >= end {
-        return None;
-    }
-    let position = match direction {
-        Direction::NewestFirst => end,
-        Direction::OldestFirst => start,
-    };
-    Some(ScanPlan {
-        scan: PendingScan {
-            from: start,
-            to: end,
-            position,
-        },
-        resumed: false,
-    })
 }
 
 /// Drops sub-millisecond precision (Langfuse and the cursor item keep milliseconds).
@@ -209,17 +136,11 @@ pub fn rate_per_second(count: u64, elapsed: std::time::Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
     use std::str::FromStr;
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
-    }
-    fn reach(settle: i64, rescan: i64, start_lookback: i64) -> Reach {
-        Reach {
-            settle: Duration::seconds(settle),
-            rescan: Duration::seconds(rescan),
-            start_lookback: Duration::seconds(start_lookback),
-        }
     }
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).expect("decimal")
@@ -253,97 +174,6 @@ mod tests {
             "a later observation is new"
         );
         assert_eq!(newest_observation(&listed), Some(seen));
-    }
-
-    #[test]
-    fn first_run_scans_the_rescan_window_before_settle() {
-        let plan = plan_scan(
-            &IngestCursor::default(),
-            t(10_000),
-            reach(900, 3600, 0),
-            Direction::NewestFirst,
-        )
-        .expect("plan");
-        assert_eq!(plan.scan.from, t(10_000 - 900 - 3600));
-        assert_eq!(plan.scan.to, t(10_000 - 900));
-        assert_eq!(
-            plan.scan.position, plan.scan.to,
-            "newest first starts at the end"
-        );
-        assert!(!plan.resumed);
-        // Without re-scan, the first run reaches back by the start lookback.
-        let first = plan_scan(
-            &IngestCursor::default(),
-            t(10_000),
-            reach(900, 0, 5_000),
-            Direction::OldestFirst,
-        )
-        .expect("plan");
-        assert_eq!(first.scan.from, t(10_000 - 900 - 5_000));
-        assert_eq!(
-            first.scan.position, first.scan.from,
-            "oldest first starts at the start"
-        );
-    }
-
-    #[test]
-    fn later_runs_start_at_the_older_of_watermark_and_rescan() {
-        let cursor = IngestCursor {
-            watermark: Some(t(5_000)),
-            pending: None,
-        };
-        let plan = |rescan: i64| {
-            plan_scan(
-                &cursor,
-                t(10_000),
-                reach(1000, rescan, 0),
-                Direction::OldestFirst,
-            )
-        };
-        // A long outage: the watermark is older than the re-scan window.
-        let p = plan(0).expect("plan");
-        assert_eq!(
-            (p.scan.from, p.scan.to, p.scan.position),
-            (t(5_000), t(9_000), t(5_000))
-        );
-        // Re-scan reaches further back than the watermark.
-        assert_eq!(plan(6_000).expect("plan").scan.from, t(3_000));
-        // Nothing new and no re-scan: nothing to do.
-        let caught_up = IngestCursor {
-            watermark: Some(t(9_000)),
-            pending: None,
-        };
-        assert!(
-            plan_scan(
-                &caught_up,
-                t(10_000),
-                reach(1000, 0, 0),
-                Direction::OldestFirst
-            )
-            .is_none()
-        );
-    }
-
-    #[test]
-    fn a_pending_scan_is_resumed_first() {
-        let pending = PendingScan {
-            from: t(1),
-            to: t(100),
-            position: t(50),
-        };
-        let cursor = IngestCursor {
-            watermark: Some(t(0)),
-            pending: Some(pending),
-        };
-        let plan = plan_scan(
-            &cursor,
-            t(10_000),
-            reach(60, 60, 60),
-            Direction::NewestFirst,
-        )
-        .expect("plan");
-        assert!(plan.resumed);
-        assert_eq!(plan.scan, pending);
     }
 
     fn entry(state: LedgerState) -> LedgerCoverage {

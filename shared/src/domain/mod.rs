@@ -14,6 +14,7 @@ pub mod meter;
 pub mod meter_errors;
 pub mod quota;
 pub mod reconcile;
+pub mod rescan;
 pub mod retry;
 pub mod scan;
 pub mod usage;

@@ -1,6 +1,7 @@
 //! The ingest Lambda, end to end on the local stack: the real handler, the real DynamoDB and
 //! SQS adapters against moto, the Langfuse fake over HTTP (both API generations).
 
+mod day;
 mod memory;
 mod runs;
 mod scans;

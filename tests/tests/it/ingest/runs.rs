@@ -204,9 +204,12 @@ async fn sqs_send_failures_are_retried_or_reported_never_lost() {
         stack.sqs.clone(),
         format!("{}-missing", stack.resources.queue_url),
     );
+    // A trace newer than the watermark: the next fresh range holds it.
+    let at = stack.clock.now() - Duration::minutes(10);
     stack
         .langfuse
-        .add_trace(trace("after", "cus_1", 0.01, 1, now() - Duration::hours(1)));
+        .add_trace(trace("after", "cus_1", 0.01, 1, at));
+    stack.clock.advance(Duration::minutes(10));
     let ing_fast = stack.ingest(&[("INGEST_SEND_ATTEMPTS", "2")]);
     let broken = ing_fast
         .run_with(&stack, &missing, 60)

@@ -130,14 +130,11 @@ async fn ledger_skip_and_late_usage(api: &str) {
     stack.drain(30).await.expect("processed");
     assert_eq!(stack.stripe.events().len(), 5);
 
-    // The re-scan sees them again; the ledger covers them: nothing is enqueued.
-    let again = ing.run(&stack).await.expect("ingest run");
-    assert_eq!(again.enqueued, 0, "{again:?}");
-    assert_eq!(again.skipped_covered, 5, "{again:?}");
-    assert!(drain_ids(&stack).await.is_empty());
+    // Right after, nothing is read again: no tier is due yet.
+    let next = ing.run(&stack).await.expect("ingest run");
+    assert_eq!((next.rescan_ranges, next.traces_found), (0, 0), "{next:?}");
 
-    // A late observation adds usage to a billed trace: it is enqueued again and its
-    // difference billed.
+    // A late observation adds usage to a billed trace, 2 h after it started.
     stack.langfuse.add_observation(FakeObservation::generation(
         format!("{}-late", ids[2]),
         &ids[2],
@@ -148,9 +145,13 @@ async fn ledger_skip_and_late_usage(api: &str) {
         100,
         0.004,
     ));
+    // 4.5 hours on, the 6 h tier reads the range again: the ledger covers four traces, the
+    // late one is enqueued again and its difference billed.
+    stack.clock.advance(Duration::minutes(270));
     let late = ing.run(&stack).await.expect("ingest run");
-    assert_eq!(late.enqueued, 1, "{late:?}");
-    assert_eq!(late.skipped_covered, 4);
+    assert_eq!((late.enqueued, late.rescan_enqueued), (1, 1), "{late:?}");
+    assert_eq!(late.skipped_covered, 4, "{late:?}");
+    assert!(late.rescan_ranges >= 3, "{late:?}");
     stack.drain(30).await.expect("processed");
     let events = stack.stripe.events();
     assert_eq!(
@@ -158,8 +159,10 @@ async fn ledger_skip_and_late_usage(api: &str) {
         6,
         "the late usage billed once more: {events:?}"
     );
+    // A day on, the 24 h tier reads it once more: everything is covered.
+    stack.clock.advance(Duration::hours(20));
     let last = ing.run(&stack).await.expect("ingest run");
-    assert_eq!(last.enqueued, 0, "{last:?}");
+    assert_eq!((last.enqueued, last.skipped_covered), (0, 5), "{last:?}");
 }
 
 #[tokio::test]
@@ -193,7 +196,7 @@ async fn late_ingestion_is_found_by_a_later_run_and_unsettled_traces_wait() {
     assert_eq!(drain_ids(&stack).await, vec!["early".to_string()]);
 
     // Langfuse ingests, late, a trace whose observations started 2 h ago: before the
-    // watermark, within the re-scan.
+    // watermark. The next run does not re-read that range yet.
     stack.langfuse.add_trace(trace(
         "late-arrival",
         "cus_1",
@@ -202,16 +205,26 @@ async fn late_ingestion_is_found_by_a_later_run_and_unsettled_traces_wait() {
         base - Duration::hours(2),
     ));
     let second = ing.run(&stack).await.expect("ingest run");
-    let ids = drain_ids(&stack).await;
-    assert!(ids.contains(&"late-arrival".to_string()), "{ids:?}");
+    assert_eq!(second.enqueued, 0, "{second:?}");
     assert!(
-        !ids.contains(&"fresh".to_string()),
+        drain_ids(&stack).await.is_empty(),
         "not settled yet: {second:?}"
     );
 
-    // 15 minutes later, it has settled.
+    // 15 minutes later, "fresh" has settled.
     stack.clock.advance(Duration::minutes(15));
     ing.run(&stack).await.expect("ingest run");
+    assert_eq!(drain_ids(&stack).await, vec!["fresh".to_string()]);
+
+    // The 6 h tier reads the late trace's range once it is 6 h old (after settling), in a
+    // range about an hour long: 4.5 hours after the first run it has.
+    stack.clock.advance(Duration::minutes(255));
+    let tiers = ing.run(&stack).await.expect("ingest run");
     let ids = drain_ids(&stack).await;
-    assert!(ids.contains(&"fresh".to_string()), "{ids:?}");
+    // (Nothing processed the others here, so the tiers send them again too.)
+    assert!(
+        ids.contains(&"late-arrival".to_string()),
+        "{ids:?} {tiers:?}"
+    );
+    assert!(tiers.rescan_traces_found >= 2, "{tiers:?}");
 }
