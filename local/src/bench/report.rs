@@ -442,7 +442,7 @@ impl BenchReport {
                     "backlog: every trace processed, none dead-lettered: {done} of {} processed, {} left, DLQ {}",
                     self.enqueued, self.left, self.dlq
                 ),
-                self.dlq == 0 && self.left == 0 && done as u64 >= self.enqueued,
+                self.dlq == 0 && self.left == 0 && done >= self.enqueued,
             ),
             (
                 format!(
