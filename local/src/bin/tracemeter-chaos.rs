@@ -2,7 +2,8 @@
 //!
 //! Settings from the environment: `CHAOS_TRACES` (default 300), `CHAOS_RATE` (fault rate
 //! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
-//! (time limit, 15), `CHAOS_LOG` (log file, default `target/chaos.log`). Prints the
+//! (time limit, 15), `CHAOS_LOG` (log file, default `target/chaos.log`), `LANGFUSE_API`
+//! (`v2`, or `legacy`) and `STRIPE_API_MODE` (`v1`, or `v2_stream`). Prints the
 //! figures and the invariants; exits 1 when one did not hold.
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +34,8 @@ async fn main() -> Result<()> {
         seed: setting("CHAOS_SEED", defaults.seed)?,
         pollers: setting("CHAOS_POLLERS", defaults.pollers)?,
         time_limit: Duration::from_secs(60 * setting("CHAOS_MINUTES", 15u64)?),
+        langfuse_api: setting("LANGFUSE_API", defaults.langfuse_api)?,
+        stripe_mode: setting("STRIPE_API_MODE", defaults.stripe_mode)?,
     };
     let log_path = setting("CHAOS_LOG", "target/chaos.log".to_string())?;
     let log = std::fs::File::create(&log_path).with_context(|| format!("CHAOS_LOG={log_path}"))?;
@@ -45,11 +48,13 @@ async fn main() -> Result<()> {
         ))
         .init();
     eprintln!(
-        "tracemeter-chaos: {} traces, fault rate {:.0} % per boundary, seed {}, {} pollers, logs in {log_path}",
+        "tracemeter-chaos: {} traces, fault rate {:.0} % per boundary, seed {}, {} pollers, Langfuse {}, Stripe {}, logs in {log_path}",
         options.traces,
         options.rate * 100.0,
         options.seed,
-        options.pollers
+        options.pollers,
+        options.langfuse_api,
+        options.stripe_mode
     );
     let report = chaos::run(&options).await?;
     println!("{}", report.render());

@@ -59,6 +59,10 @@ pub struct ChaosOptions {
     pub pollers: usize,
     /// The run gives up (and fails) after this long.
     pub time_limit: Duration,
+    /// `LANGFUSE_API` of the functions (`v2` or `legacy`).
+    pub langfuse_api: String,
+    /// `STRIPE_API_MODE` of the functions (`v1` or `v2_stream`).
+    pub stripe_mode: String,
 }
 
 impl Default for ChaosOptions {
@@ -69,6 +73,8 @@ impl Default for ChaosOptions {
             seed: 42,
             pollers: 4,
             time_limit: Duration::from_secs(900),
+            langfuse_api: "v2".into(),
+            stripe_mode: "v1".into(),
         }
     }
 }
@@ -177,7 +183,9 @@ impl<'a> ChaosRun<'a> {
             .var("STRIPE_TIMEOUT_MS", &timeout)
             .var("RETRY_BASE_SECONDS", 1)
             .var("RETRY_MAX_SECONDS", 4)
-            .var("LEASE_MARGIN_SECONDS", 2),
+            .var("LEASE_MARGIN_SECONDS", 2)
+            .var("LANGFUSE_API", &options.langfuse_api)
+            .var("STRIPE_API_MODE", &options.stripe_mode),
         )
         .await?;
         let ingest = stack.ingest(&[("INGEST_START_LOOKBACK_SECONDS", &(41 * 86_400).to_string())]);
