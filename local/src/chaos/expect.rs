@@ -202,9 +202,13 @@ pub fn seed_bad_data(stack: &TestStack, n: usize) -> usize {
             2 => generation(0.0042)
                 .usage("input", 9_000_000_000_000_000)
                 .usage("output", -40),
+            // Null costs, under both generations' names (legacy: `calculatedTotalCost`).
             3 => generation(0.0042)
                 .raw_field("totalCost", Some(Value::Null))
-                .raw_field("costDetails", Some(Value::Null)),
+                .raw_field("costDetails", Some(Value::Null))
+                .raw_field("calculatedTotalCost", Some(Value::Null))
+                .raw_field("calculatedInputCost", Some(Value::Null))
+                .raw_field("calculatedOutputCost", Some(Value::Null)),
             _ => generation(0.0042).raw_field("startTime", None),
         };
         stack.langfuse.add_trace(

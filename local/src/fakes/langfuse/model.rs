@@ -259,6 +259,14 @@ impl FakeObservation {
     /// The observation's cost in USD: `total_cost`, else `cost_details["total"]`, else the sum of
     /// `cost_details`.
     pub fn cost_usd(&self) -> f64 {
+        // A cost sent as `null` (Langfuse could not price the model) adds nothing to the
+        // trace's `totalCost` either.
+        let null_cost = self.raw.iter().any(|(k, v)| {
+            (k == "totalCost" || k == "calculatedTotalCost") && matches!(v, Some(Value::Null))
+        });
+        if null_cost {
+            return 0.0;
+        }
         self.total_cost
             .or_else(|| self.cost_details.get("total").copied())
             .unwrap_or_else(|| self.cost_details.values().sum())
