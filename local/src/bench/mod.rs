@@ -50,6 +50,8 @@ pub struct BenchOptions {
     /// `SCENARIO=backlog`: a large backlog on Langfuse's Hobby plan (5,000 traces, 30
     /// requests/min by default), judged on dead letters, 429s and the use of the budget.
     pub backlog: bool,
+    /// `BATCH_SIZE`: the event source mapping's batch size instead of the template's.
+    pub batch_size: Option<i32>,
 }
 
 /// The benchmark's local stack: moto, the fakes, the counting proxy and the functions'
@@ -144,6 +146,7 @@ impl Bench {
         env.extend(options.extra_env.iter().cloned());
         let esm = EventSourceMapping {
             sqs: aws_sdk_sqs::Client::new(&stack::sdk_config(&proxy.url()).await),
+            batch_size: options.batch_size.unwrap_or(stack.esm.batch_size),
             ..stack.esm.clone()
         };
         Ok(Bench {
@@ -291,7 +294,7 @@ async fn largest_item(stack: &TestStack) -> Result<usize> {
 
 /// The benchmark's settings from the environment (`TRACES`, `LANGFUSE_LATENCY_MS`,
 /// `LANGFUSE_RPM`, `CONCURRENCY`, `TIME_LIMIT_SECONDS`, `LANGFUSE_API`, `BENCH_ENV`
-/// as `NAME=value,NAME=value`, `INGEST_ONLY=1`, `SCENARIO=backlog`).
+/// as `NAME=value,NAME=value`, `INGEST_ONLY=1`, `SCENARIO=backlog`, `BATCH_SIZE`).
 pub fn options_from_env() -> Result<BenchOptions> {
     fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
         match std::env::var(name) {
@@ -322,5 +325,12 @@ pub fn options_from_env() -> Result<BenchOptions> {
         extra_env,
         ingest_only: std::env::var("INGEST_ONLY").is_ok_and(|v| v == "1" || v == "true"),
         backlog,
+        batch_size: std::env::var("BATCH_SIZE")
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| anyhow::anyhow!("BATCH_SIZE={v:?} is not a number"))
+            })
+            .transpose()?,
     })
 }
