@@ -463,7 +463,9 @@ impl BenchReport {
             format!(
                 "backlog: drain time within 1.2x the physical bound: {minutes:.1} min for {requests} Langfuse requests at {rpm:.0}/min (bound {bound:.1} min, ratio {:.2}; batch size {}; where the ratio is far above, the local stack, not Langfuse, bound the pace)",
                 minutes / bound.max(1e-9),
-                self.options.batch_size.map_or("the template's".to_string(), |b| b.to_string()),
+                self.options
+                    .batch_size
+                    .map_or("the template's".to_string(), |b| b.to_string()),
             ),
             minutes <= 1.2 * bound,
         )

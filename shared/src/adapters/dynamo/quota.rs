@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The budget of one outside service, shared by every instance that uses the table.
 #[derive(Debug)]
@@ -20,9 +20,6 @@ pub struct DynamoQuota {
     table: String,
     service: String,
     per_minute: u32,
-    /// The slot last asked about and what the earlier slots of its window hold: closed
-    /// slots no longer change, so they are read once per slot and instance.
-    earlier: Mutex<Option<(i64, u64)>>,
 }
 
 /// The key of one slot's counter.
@@ -45,24 +42,20 @@ impl DynamoQuota {
                 table: table.into(),
                 service: service.to_string(),
                 per_minute,
-                earlier: Mutex::new(None),
             }),
         }
     }
 
-    /// The sum of the earlier slots of `slot`'s window, cached per slot.
+    /// The sum of the earlier slots of `slot`'s window, read (strongly consistent) at each
+    /// take: a request taken just before a slot ended may land in its counter just after,
+    /// so a sum remembered from the slot's start could miss it.
     async fn earlier_sum(&self, slot: i64) -> Result<u64> {
-        let cached = *self.earlier.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, sum)) = cached
-            && at == slot
-        {
-            return Ok(sum);
-        }
         let keys: Vec<Item> = earlier_slots(slot)
             .map(|s| key_item(quota_key(&self.service, s)))
             .collect();
         let mut request = KeysAndAttributes::builder()
             .set_keys(Some(keys))
+            .consistent_read(true)
             .projection_expression("#used")
             .set_expression_attribute_names(Some(names(&["#used"])))
             .build()
@@ -86,7 +79,6 @@ impl DynamoQuota {
                 _ => break,
             }
         }
-        *self.earlier.lock().unwrap_or_else(|e| e.into_inner()) = Some((slot, sum));
         Ok(sum)
     }
 }
