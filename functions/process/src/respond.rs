@@ -77,7 +77,7 @@ async fn defer(
                 return None;
             };
             let message_id = record.message_id.clone()?;
-            let deferrals = deferrals(record).saturating_add(1);
+            let deferrals = deferred_before(record).saturating_add(1);
             Some(Deferral {
                 delay_seconds: backoff.deferral_seconds(&message_id, deferrals - 1, *asked),
                 body: record.body.clone()?,
@@ -113,7 +113,7 @@ fn receives(record: &SqsMessage) -> u32 {
 }
 
 /// How many times the message was deferred before (its `deferrals` attribute).
-fn deferrals(record: &SqsMessage) -> u32 {
+fn deferred_before(record: &SqsMessage) -> u32 {
     record
         .message_attributes
         .get(DEFERRALS_ATTRIBUTE)

@@ -110,16 +110,8 @@ impl SqsRedelivery {
             .enumerate()
             .map(|(i, d)| deferral_entry(i, d))
             .collect::<Result<Vec<_>>>()?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| sqs_error("SendMessageBatch", &e))?;
-        Ok(out
-            .failed()
+        let failed = send_entries(&self.client, &self.queue_url, entries).await?;
+        Ok(failed
             .iter()
             .filter_map(|f| f.id().strip_prefix('d')?.parse::<usize>().ok())
             .filter_map(|i| chunk.get(i).map(|d| d.message_id.clone()))
@@ -172,16 +164,8 @@ impl crate::ports::QueueSender for SqsSender {
                     .map_err(|e| Error::transient("sqs", e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| sqs_error("SendMessageBatch", &e))?;
-        Ok(out
-            .failed()
+        let failed = send_entries(&self.client, &self.queue_url, entries).await?;
+        Ok(failed
             .iter()
             .map(|f| crate::domain::message::SendFailure {
                 id: f.id().to_string(),
@@ -191,6 +175,23 @@ impl crate::ports::QueueSender for SqsSender {
             })
             .collect())
     }
+}
+
+/// One `SendMessageBatch` (ingest's sends and the processor's deferrals); the entries SQS
+/// refused.
+async fn send_entries(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<Vec<aws_sdk_sqs::types::BatchResultErrorEntry>> {
+    let out = client
+        .send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| sqs_error("SendMessageBatch", &e))?;
+    Ok(out.failed)
 }
 
 /// A transient error naming the SQS operation and the SDK's whole error chain.

@@ -26,18 +26,7 @@ async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)
     stack.send_traces(&["t0", "t1", "t2"]).await.expect("send");
     inject(&stack);
     // Collect all three in one batch (moto may return fewer per receive).
-    let mut batch = Vec::new();
-    while batch.len() < 3 {
-        let ev = stack
-            .esm
-            .receive(1)
-            .await
-            .expect("receive")
-            .expect("messages");
-        batch.extend(ev.records);
-    }
-    let mut ev = aws_lambda_events::event::sqs::SqsEvent::default();
-    ev.records = batch;
+    let ev = receive_all(&stack, 3).await;
     let result = stack.invoke_with(&NoFaults, ev.clone()).await;
     let response = result.as_ref().expect("no crash").clone();
     assert_eq!(
