@@ -18,6 +18,7 @@ use confirm::Confirm;
 use output::Output;
 use std::io::Write;
 use tracemeter::clock::Clock;
+use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::ports::{
     DeadLetters, MeterErrorReports, MeterReports, OperatorLedger, QueueSender,
 };
@@ -36,6 +37,8 @@ pub struct Deps<'a> {
     pub meter_errors: Option<&'a dyn MeterErrorReports>,
     /// Ingest's adapters (Langfuse, its store, the queue), for `backfill`.
     pub ingest: Option<&'a ingest::Deps<'a>>,
+    /// The budget policy of customers without their own (`DEFAULT_BUDGET_*`).
+    pub default_budget: &'a BudgetPolicy,
     /// Now.
     pub clock: &'a dyn Clock,
     /// Asks before a change when `--yes` was not given.

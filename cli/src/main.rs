@@ -85,6 +85,7 @@ async fn main() -> ExitCode {
         meter: meter.as_ref().map(|m| m as &dyn MeterReports),
         meter_errors: meter_errors.as_ref().map(|m| m as &dyn MeterErrorReports),
         ingest: ingest_deps.as_ref(),
+        default_budget: &config.default_budget,
         clock: &SystemClock,
         confirm: &Terminal,
     };

@@ -34,6 +34,7 @@ pub async fn run(stack: &TestStack, args: &[&str]) -> Result<(u8, String)> {
         meter: Some(&meter),
         meter_errors: Some(&meter_errors),
         ingest: None,
+        default_budget: &stack.config.default_budget,
         clock: &stack.clock,
         confirm: &Answer(false),
     };

@@ -110,8 +110,12 @@ async fn resolve(ctx: &mut Ctx<'_, '_>, args: &ResolveArgs) -> CliResult {
             "trace {id} changed meanwhile: nothing was done; look again"
         )));
     }
+    let events = match args.delivered {
+        true => Vec::new(),
+        false => super::budget::recheck(ctx, &pending.customer_id, &pending.period).await?,
+    };
     let state = if args.delivered { "metered" } else { "failed" };
-    let value = json!({"trace_id": id, "changed": true, "state": state});
+    let value = json!({"trace_id": id, "changed": true, "state": state, "budget_events": events});
     ctx.out.report(&value, || match args.delivered {
         true => format!("trace {id} is metered\n"),
         false => format!(

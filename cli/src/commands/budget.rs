@@ -102,6 +102,31 @@ async fn set(ctx: &mut Ctx<'_, '_>, args: &BudgetSetArgs) -> CliResult {
     })
 }
 
+/// The budget check after credits went back to `customer`'s counter for `period` (the path
+/// the processor and `budget set` use): a hard limit no longer reached clears the exceeded
+/// flag with its `Budget Limit Cleared` event. Says what it recorded; the kinds recorded.
+pub(super) async fn recheck(
+    ctx: &mut Ctx<'_, '_>,
+    customer: &str,
+    period: &str,
+) -> CliResult<Vec<&'static str>> {
+    let ledger = ctx.deps.ledger;
+    let policy = match ledger.budget_policy(customer).await? {
+        Some(p) => p,
+        None => ctx.deps.default_budget.clone(),
+    };
+    let now = ctx.deps.clock.now();
+    let events = tracemeter::alerts::check(ledger, customer, period, &policy, now).await?;
+    let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.detail_type()).collect();
+    if !kinds.is_empty() {
+        ctx.out.say(&format!(
+            "budget of {customer} for {period}: {}",
+            kinds.join(", ")
+        ))?;
+    }
+    Ok(kinds)
+}
+
 /// The thresholds among the events recorded.
 fn thresholds(events: &[BudgetEvent]) -> Vec<u32> {
     events

@@ -189,6 +189,22 @@ async fn apply(ctx: &mut Ctx<'_, '_>, samples: &[Sample]) -> CliResult<Vec<Outco
             outcomes.push((trace.to_string(), *rev, s.identifier.clone(), outcome));
         }
     }
+    let mut counters: Vec<(&str, &str)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.3 {
+            Rejection::Rejected {
+                customer_id,
+                period,
+                ..
+            } => Some((customer_id.as_str(), period.as_str())),
+            _ => None,
+        })
+        .collect();
+    counters.sort();
+    counters.dedup();
+    for (customer, period) in counters {
+        super::budget::recheck(ctx, customer, period).await?;
+    }
     Ok(outcomes)
 }
 

@@ -99,14 +99,24 @@ async fn run_slice(
     outcomes: &mut [Option<Outcome>],
 ) {
     let claims = claim_rounds(deps, inv, parsed, slice, outcomes).await;
-    let mut delivered = Vec::new();
+    let (mut delivered, mut given_back) = (Vec::new(), Vec::new());
     for (c, result) in send::send_claims(deps, claims.to_send).await {
         match result {
-            Some(o) => outcomes[c.index] = Some(o),
+            Some(o) => {
+                if matches!(o, Outcome::Permanent(_)) {
+                    given_back.push(CappedTrace::of(&c));
+                }
+                outcomes[c.index] = Some(o);
+            }
             None => delivered.push(c),
         }
     }
-    for (i, o) in finish::finish(deps, delivered, claims.capped).await {
+    let settled = finish::Settled {
+        delivered,
+        capped: claims.capped,
+        given_back,
+    };
+    for (i, o) in finish::finish(deps, settled).await {
         outcomes[i] = Some(o);
     }
 }

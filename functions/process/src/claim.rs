@@ -26,12 +26,25 @@ pub(crate) struct Claimed {
     pub(crate) resumed: bool,
 }
 
-/// A trace recorded as capped: its budget alerts are checked at the end.
+/// A trace recorded as capped (or a claim whose credits went back): its budget alerts are
+/// checked at the end.
 pub(crate) struct CappedTrace {
     pub(crate) index: usize,
     pub(crate) customer_id: String,
     pub(crate) period: String,
     pub(crate) policy: BudgetPolicy,
+}
+
+impl CappedTrace {
+    /// The check a claim's counter needs.
+    pub(crate) fn of(c: &Claimed) -> CappedTrace {
+        CappedTrace {
+            index: c.index,
+            customer_id: c.pending.customer_id.clone(),
+            period: c.pending.period.clone(),
+            policy: c.policy.clone(),
+        }
+    }
 }
 
 /// What a group's claim left to do.

@@ -10,23 +10,39 @@ use std::collections::BTreeMap;
 use tracemeter::domain::budget::BudgetPolicy;
 use tracing::{info, warn};
 
+/// What the send phase settled.
+pub(crate) struct Settled {
+    /// Stripe has these events.
+    pub(crate) delivered: Vec<Claimed>,
+    /// Recorded as capped, nothing sent.
+    pub(crate) capped: Vec<CappedTrace>,
+    /// Refused for good by Stripe: the claim's credits went back to the counter, which may
+    /// now be under a hard limit it had reached (the exceeded flag is cleared, an event
+    /// recorded). Their outcome stays the permanent failure whatever the check does.
+    pub(crate) given_back: Vec<CappedTrace>,
+}
+
 /// The outcome of each delivered or capped message.
-pub(crate) async fn finish(
-    deps: &Deps<'_>,
-    delivered: Vec<Claimed>,
-    capped: Vec<CappedTrace>,
-) -> Vec<(usize, Outcome)> {
-    let (recorded, mut out) = record_deliveries(deps, delivered).await;
+pub(crate) async fn finish(deps: &Deps<'_>, settled: Settled) -> Vec<(usize, Outcome)> {
+    let (recorded, mut out) = record_deliveries(deps, settled.delivered).await;
     let mut checks = Checks::new();
-    for c in capped {
-        checks.add(c.customer_id, c.period, &c.policy, c.index);
+    for c in settled.capped {
+        checks.add(c.customer_id, c.period, &c.policy, Some(c.index));
+    }
+    for c in settled.given_back {
+        checks.add(c.customer_id, c.period, &c.policy, None);
     }
     for (receipt, c) in &recorded {
         let p = &c.pending;
         info!(trace_id = %c.trace_id, customer = %p.customer_id, revision = p.revision,
               credits = p.billable, capped = p.capped, identifier = %p.identifier,
               receipt = %receipt, resumed = c.resumed, "metered");
-        checks.add(p.customer_id.clone(), p.period.clone(), &c.policy, c.index);
+        checks.add(
+            p.customer_id.clone(),
+            p.period.clone(),
+            &c.policy,
+            Some(c.index),
+        );
         let metered = Outcome::Metered {
             billable: p.billable,
             capped: p.capped,
@@ -112,12 +128,19 @@ impl Checks {
         Checks(BTreeMap::new())
     }
 
-    fn add(&mut self, customer: String, period: String, policy: &BudgetPolicy, index: usize) {
-        self.0
+    /// A check for `customer`'s `period`; `index`: the message that retries if it fails.
+    fn add(
+        &mut self,
+        customer: String,
+        period: String,
+        policy: &BudgetPolicy,
+        index: Option<usize>,
+    ) {
+        let entry = self
+            .0
             .entry((customer, period))
-            .or_insert_with(|| (policy.clone(), Vec::new()))
-            .1
-            .push(index);
+            .or_insert_with(|| (policy.clone(), Vec::new()));
+        entry.1.extend(index);
     }
 
     /// Runs the checks; returns the messages whose check failed (they retry, and the

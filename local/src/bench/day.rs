@@ -9,6 +9,7 @@
 //! first run and billed (the warm-up, not counted), so the day sees the steady state: the
 //! re-scan tiers re-read instants that arrived before the day began.
 
+use super::enqueues::{RecordingSender, beyond_new_usage};
 use crate::drain::{self, Drain};
 use crate::fakes::langfuse::{FakeObservation, FakeTrace};
 use crate::faults::NoFaults;
@@ -21,6 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
+use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::clock::Clock;
 use tracemeter::domain::ingest::{LedgerCoverage, covers};
 use tracemeter::domain::ledger::LedgerState;
@@ -44,12 +46,15 @@ pub struct DayOptions {
     pub late_every: usize,
     /// How late the planted observations appear after their start, cycled.
     pub delays: Vec<Duration>,
+    /// One trace in this many has sub-millisecond times (microseconds and nanoseconds, as
+    /// OpenTelemetry spans carry), its late observation too.
+    pub sub_ms_every: usize,
 }
 
 impl Default for DayOptions {
     fn default() -> Self {
         DayOptions {
-            traces_per_day: 1_000,
+            traces_per_day: 5_000,
             ticks: 288,
             tick: Duration::minutes(5),
             late_every: 10,
@@ -57,6 +62,7 @@ impl Default for DayOptions {
                 .into_iter()
                 .map(Duration::minutes)
                 .collect(),
+            sub_ms_every: 3,
         }
     }
 }
@@ -98,6 +104,11 @@ pub struct DayFigures {
     pub late_by_delay: Vec<(i64, usize)>,
     /// Trace ids whose late observation was not billed by the end of the day.
     pub late_missed: Vec<String>,
+    /// Traces with sub-millisecond times (the warm-up's history included).
+    pub sub_ms_traces: usize,
+    /// Traces enqueued more often than new usage explains (once, plus once per late
+    /// observation), warm-up included: a billed trace enqueued again without new usage.
+    pub enqueued_again: Vec<String>,
     /// Wall time of the simulation (the warm-up excluded).
     pub wall: std::time::Duration,
 }
@@ -162,12 +173,14 @@ struct Late {
 pub struct Day<'s> {
     stack: &'s TestStack,
     rig: IngestRig,
+    sender: RecordingSender<SqsSender>,
     options: DayOptions,
     /// When the day starts (the warm-up tick's time).
     start: DateTime<Utc>,
     arriving: VecDeque<FakeTrace>,
     late: VecDeque<Late>,
     planted: Vec<Late>,
+    sub_ms_traces: usize,
 }
 
 impl<'s> Day<'s> {
@@ -193,6 +206,7 @@ impl<'s> Day<'s> {
         set_clock(stack, start);
         let history = start - rig.config.settle - rig.config.rescan - Duration::hours(1);
         let (traces, late) = plan_traces(&rig, &options, history, start);
+        let sub_ms_traces = traces.iter().filter(|t| has_sub_ms(t.timestamp)).count();
         let mut arriving: VecDeque<FakeTrace> = traces.into();
         while arriving.front().is_some_and(|t| t.timestamp < start) {
             if let Some(t) = arriving.pop_front() {
@@ -201,7 +215,9 @@ impl<'s> Day<'s> {
         }
         let mut day = Day {
             stack,
+            sender: RecordingSender::new(rig.sqs.clone()),
             rig,
+            sub_ms_traces,
             options,
             start,
             arriving,
@@ -262,6 +278,12 @@ impl<'s> Day<'s> {
         f.late_planted = self.planted.len();
         f.late_by_delay = by_delay(&self.planted);
         f.late_missed = self.late_missed().await?;
+        f.sub_ms_traces = self.sub_ms_traces;
+        let mut late: HashMap<String, u32> = HashMap::new();
+        for l in &self.planted {
+            *late.entry(l.observation.trace_id.clone()).or_default() += 1;
+        }
+        f.enqueued_again = beyond_new_usage(&self.sender.counts(), &late);
         f.wall = wall.elapsed();
         Ok(f)
     }
@@ -292,7 +314,7 @@ impl<'s> Day<'s> {
             config: &self.rig.config,
             lister: &self.rig.lister,
             store,
-            queue: &self.rig.sqs,
+            queue: &self.sender,
             clock: &self.stack.clock,
         };
         let event = serde_json::json!({"id": "day-tick", "detail-type": "Scheduled Event"});
@@ -380,9 +402,16 @@ fn plan_traces(
     while at < end {
         let i = traces.len();
         let id = format!("day-{i}");
-        traces.push(trace(&id, at));
+        // Every `sub_ms_every`-th trace starts 456 µs or 456,789 ns past its millisecond.
+        let fine = match i % options.sub_ms_every.max(1) {
+            0 if i % 2 == 0 => Duration::microseconds(456),
+            0 => Duration::nanoseconds(456_789),
+            _ => Duration::zero(),
+        };
+        let at_fine = at + fine;
+        traces.push(trace(&id, at_fine));
         let delay = options.delays[i % rounds];
-        let starts = at + Duration::seconds(30);
+        let starts = at_fine + Duration::seconds(30);
         let found_by = worst_detection(&cfg.rescan_tiers, cfg.settle, options.tick, delay)
             .map(|w| starts + w + options.tick);
         let findable = starts + delay > start && found_by.is_some_and(|f| f <= end);
@@ -406,6 +435,11 @@ fn plan_traces(
     }
     late.sort_by_key(|l| l.appears);
     (traces, late)
+}
+
+/// True when `t` is finer than a millisecond.
+fn has_sub_ms(t: DateTime<Utc>) -> bool {
+    t.timestamp_subsec_nanos() % 1_000_000 != 0
 }
 
 /// A billable trace of [`DAY_CUSTOMER`] with one cheap generation at `at`.

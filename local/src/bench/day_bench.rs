@@ -78,7 +78,7 @@ pub async fn run(options: DayOptions) -> Result<DayBench> {
     })
 }
 
-/// `DAY_TRACES` (1000 a day), `LATE_EVERY` (10: one trace in 10 gets a late observation).
+/// `DAY_TRACES` (5000 a day), `LATE_EVERY` (10: one trace in 10 gets a late observation).
 pub fn options_from_env() -> Result<DayOptions> {
     let num = |name: &str, default: usize| -> Result<usize> {
         std::env::var(name).map_or(Ok(default), |v| {
@@ -87,7 +87,7 @@ pub fn options_from_env() -> Result<DayOptions> {
         })
     };
     Ok(DayOptions {
-        traces_per_day: num("DAY_TRACES", 1_000)?,
+        traces_per_day: num("DAY_TRACES", 5_000)?,
         late_every: num("LATE_EVERY", 10)?,
         ..DayOptions::default()
     })
@@ -133,6 +133,16 @@ fn lambda_usd(invocations: u64, busy: std::time::Duration, memory_mb: i32) -> f6
 }
 
 impl DayBench {
+    /// DynamoDB read units of the day, ingest and process.
+    fn read_units(&self) -> f64 {
+        self.ingest_aws
+            .iter()
+            .chain(self.other_aws.iter())
+            .filter(|(op, _)| op.starts_with("DynamoDB"))
+            .map(|(_, c)| c.rcu)
+            .sum()
+    }
+
     fn cost(&self) -> Cost {
         let f = &self.figures;
         let batch_get = |(op, _): &(&String, &OpCount)| op.ends_with(".BatchGetItem");
@@ -226,6 +236,17 @@ impl DayBench {
                 (cost.fixed() / volume + (cost.ingest() - cost.fixed()) / traces) * 1e6,
             ));
         }
+        let messages_per_trace = per(f.enqueued);
+        let langfuse_at = |volume: f64| {
+            let process = (f.langfuse_process as f64).max(volume * messages_per_trace / 100.0);
+            (f.langfuse_ingest as f64 + process) / volume
+        };
+        lines.push(format!(
+            "  Langfuse requests per trace a day, ingest's ranges the same and one process request per tick or per 100 messages, whichever is more: {:.3} at 20,000 traces a day, {:.3} at 100,000 (floor: one ingest and one process request per tick, {} a day)",
+            langfuse_at(20_000.0),
+            langfuse_at(100_000.0),
+            2 * o.ticks
+        ));
         lines.push("targets:".into());
         for (text, ok) in self.targets(per_million(cost.total())) {
             lines.push(format!("  [{}] {text}", if ok { "PASS" } else { "MISS" }));
@@ -241,7 +262,34 @@ impl DayBench {
     fn targets(&self, per_million: f64) -> Vec<(String, bool)> {
         let f = &self.figures;
         let per = |n: u64| n as f64 / f.traces.max(1) as f64;
+        let langfuse = per(f.langfuse_ingest + f.langfuse_process);
+        let read_units = self.read_units() / f.traces.max(1) as f64;
         vec![
+            (
+                format!(
+                    "Langfuse requests per trace a day (ingest + process) <= 0.05: {langfuse:.3}"
+                ),
+                langfuse <= 0.05,
+            ),
+            (
+                format!("DynamoDB read units per trace a day <= 10: {read_units:.2}"),
+                read_units <= 10.0,
+            ),
+            (
+                format!(
+                    "no billed trace enqueued again without new usage ({} with sub-ms times): {} enqueued again{}",
+                    f.sub_ms_traces,
+                    f.enqueued_again.len(),
+                    match f.enqueued_again.is_empty() {
+                        true => String::new(),
+                        false => format!(
+                            ", e.g. {:?}",
+                            &f.enqueued_again[..f.enqueued_again.len().min(5)]
+                        ),
+                    }
+                ),
+                f.enqueued_again.is_empty() && f.sub_ms_traces > 0,
+            ),
             (
                 format!("listings per trace a day <= 10: {:.2}", per(f.listings)),
                 per(f.listings) <= 10.0,

@@ -10,6 +10,7 @@
 
 pub mod day;
 pub mod day_bench;
+pub mod enqueues;
 mod report;
 
 pub use report::{BenchReport, FunctionFigures, prices};

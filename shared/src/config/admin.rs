@@ -1,7 +1,9 @@
 //! The operator command's configuration: the same variables as the functions.
 
 use super::env::Env;
+use super::process::default_budget;
 use super::stripe::StripeConfig;
+use crate::domain::budget::BudgetPolicy;
 use crate::error::Result;
 
 /// What the `tracemeter` command reads from the environment.
@@ -16,6 +18,10 @@ pub struct AdminConfig {
     /// `STRIPE_METER_ID` (`mtr_...`) with the Stripe variables of the process function: only
     /// `reconcile` needs them, and they are read only when `STRIPE_METER_ID` is set.
     pub stripe: Option<(StripeConfig, String)>,
+    /// The processor's `DEFAULT_BUDGET_*` variables: the policy of a customer without its
+    /// own, for the budget check after credits go back (`ambiguous resolve --not-delivered`,
+    /// `stripe-errors --apply`).
+    pub default_budget: BudgetPolicy,
 }
 
 impl AdminConfig {
@@ -40,6 +46,7 @@ impl AdminConfig {
             queue_url: env.url("QUEUE_URL", None)?,
             dlq_url,
             stripe,
+            default_budget: default_budget(&env)?,
         })
     }
 }

@@ -121,7 +121,7 @@ impl CustomerRules {
     }
 }
 
-fn default_budget(env: &Env<'_>) -> Result<BudgetPolicy> {
+pub(super) fn default_budget(env: &Env<'_>) -> Result<BudgetPolicy> {
     let limit: u64 = env.parsed("DEFAULT_BUDGET_LIMIT", 0u64, "whole credits (0 = no limit)")?;
     let period = match env.optional("DEFAULT_BUDGET_PERIOD") {
         None => Period::Month,

@@ -68,6 +68,7 @@ impl<'s> Command<'s> {
             meter: Some(&self.meter),
             meter_errors: Some(&self.errors),
             ingest: Some(&ingest),
+            default_budget: &self.stack.config.default_budget,
             clock: &self.stack.clock,
             confirm: &Answer(false),
         };
@@ -283,6 +284,14 @@ async fn budget_set_then_show_round_trips_and_records_alerts_once() {
     assert!(bad.err.contains("--period"), "{}", bad.err);
 }
 
+/// The customer's monthly exceeded flag now.
+async fn exceeded(stack: &TestStack, customer: &str) -> bool {
+    let period =
+        Period::Month.key(tracemeter::clock::Clock::now(&stack.clock) - Duration::hours(1));
+    let usage = stack.ledger.budget_usage(customer, &period).await;
+    usage.expect("usage").exceeded
+}
+
 #[tokio::test]
 async fn ambiguous_resolve_leaves_counter_ledger_and_stripe_equal() {
     let stack = TestStack::start("cli-ambig").await.expect("stack");
@@ -319,6 +328,17 @@ async fn ambiguous_resolve_leaves_counter_ledger_and_stripe_equal() {
         "both counted, one at Stripe"
     );
 
+    // A hard limit the two counted traces reach: the exceeded flag goes up.
+    let limit = (2 * sent).to_string();
+    let set = cli
+        .json(&["budget", "set", "cus_ca", "--limit", &limit, "--yes"])
+        .await;
+    assert!(
+        set["new_events"]
+            .to_string()
+            .contains("Budget Limit Reached"),
+        "{set}"
+    );
     let resolved = cli
         .json(&["ambiguous", "resolve", "ca-sent", "--delivered", "--yes"])
         .await;
@@ -333,6 +353,14 @@ async fn ambiguous_resolve_leaves_counter_ledger_and_stripe_equal() {
         ])
         .await;
     assert_eq!(lost["state"], "failed");
+    // The credits given back put the customer under the limit again: the flag comes down,
+    // with its event.
+    assert_eq!(
+        lost["budget_events"],
+        serde_json::json!(["Budget Limit Cleared"]),
+        "{lost}"
+    );
+    assert!(!exceeded(&stack, "cus_ca").await);
     assert_eq!(
         cli.json(&[
             "ambiguous",

@@ -124,3 +124,43 @@ async fn soft_mode_bills_past_the_limit_and_alerts_once_per_threshold() {
         "soft mode blocks nothing"
     );
 }
+
+#[tokio::test]
+async fn credits_stripe_refuses_go_back_and_lift_the_limit_they_reached() {
+    // GIVEN a hard limit of one and a half traces, one trace billed
+    let world = World::new();
+    world
+        .ledger
+        .put_budget_policy("cus_g", &hard(C_0004 + C_0004 / 2));
+    let at = an_hour_ago(&world);
+    for id in ["tg-0", "tg-1"] {
+        world.trace(id, "cus_g", "0.004", at);
+    }
+    world.meter(&["tg-0"]).await;
+
+    // WHEN the next trace reaches the limit and Stripe refuses its event for good
+    world.meter.reject_customer("cus_g");
+    let response = world.meter(&["tg-1"]).await;
+
+    // THEN its credits go back, the limit no longer reads as reached, and the change is an
+    // event (gateways may let the customer spend again)
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let e = world.entry("tg-1").await;
+    assert_eq!(
+        (e.state, e.reason.as_deref()),
+        (LedgerState::Failed, Some("stripe_rejected"))
+    );
+    let budget = world.budget("cus_g", at).await;
+    assert_eq!(
+        (budget.used, budget.capped, budget.exceeded),
+        (C_0004, 0, false)
+    );
+    let kinds: Vec<&str> = world
+        .ledger
+        .budget_events()
+        .iter()
+        .map(|e| e.kind.detail_type())
+        .filter(|k| *k != "Budget Threshold Crossed")
+        .collect();
+    assert_eq!(kinds, vec!["Budget Limit Cleared"]);
+}

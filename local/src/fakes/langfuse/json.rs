@@ -230,7 +230,13 @@ pub(super) fn score_v1_json(score: &StoredScore) -> Value {
     json
 }
 
-/// ISO 8601 with milliseconds and `Z`, as Langfuse writes timestamps.
+/// ISO 8601 with milliseconds and `Z`, as Langfuse writes timestamps; finer digits (micro-
+/// or nanoseconds) when a source sent them, as OpenTelemetry spans carry.
 pub(super) fn iso(time: &DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let format = match time.timestamp_subsec_nanos() % 1_000_000 {
+        0 => SecondsFormat::Millis,
+        n if n % 1_000 == 0 => SecondsFormat::Micros,
+        _ => SecondsFormat::Nanos,
+    };
+    time.to_rfc3339_opts(format, true)
 }

@@ -1,6 +1,7 @@
 //! A simulated day of 5-minute ticks (the cheap version of `SCENARIO=day make bench`): the
 //! re-scan tiers still find every late observation within `SETTLE_SECONDS + RESCAN_SECONDS`,
-//! and a trace is listed and looked up a handful of times a day, not once per tick.
+//! a trace is listed and looked up a handful of times a day, not once per tick, and a billed
+//! trace (sub-millisecond times included) is enqueued again only for new usage.
 
 use super::*;
 use tracemeter_local::bench::day::{Day, DayOptions};
@@ -11,6 +12,7 @@ async fn a_day_of_ticks_bills_every_late_observation_and_lists_each_trace_a_few_
     let options = DayOptions {
         traces_per_day: 96,
         late_every: 1,
+        sub_ms_every: 2,
         ..DayOptions::default()
     };
     let day = Day::start(&stack, options, &[], None)
@@ -27,6 +29,14 @@ async fn a_day_of_ticks_bills_every_late_observation_and_lists_each_trace_a_few_
     assert!(
         f.late_missed.is_empty(),
         "late observations not billed: {f:?}"
+    );
+    // Half the traces start at sub-millisecond times (as OpenTelemetry spans do): once billed,
+    // they read as covered, so no trace is enqueued again without new usage.
+    assert!(f.sub_ms_traces >= 60, "{f:?}");
+    assert!(
+        f.enqueued_again.is_empty(),
+        "enqueued again without new usage: {:?}",
+        f.enqueued_again
     );
     let summary = tracemeter_local::summary::collect(&stack)
         .await
