@@ -74,6 +74,8 @@ pub struct TestStack {
     pub clock: OffsetClock,
     /// Every DynamoDB write made through `ledger` (the handler's client).
     pub dynamo_writes: WriteMeter,
+    /// The processor's pace (one instance: every invocation of the stack shares it).
+    pub pace: process::Pace,
 }
 
 /// The ingest function's real adapters, built as its `main` builds them.
@@ -218,6 +220,7 @@ impl TestStack {
             esm,
             clock: OffsetClock::new(),
             dynamo_writes,
+            pace: process::Pace::default(),
         })
     }
 
@@ -230,6 +233,7 @@ impl TestStack {
             ledger: &self.ledger,
             redelivery: &self.redelivery,
             clock: &self.clock,
+            pace: &self.pace,
         }
     }
 

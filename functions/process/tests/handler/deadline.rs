@@ -58,3 +58,40 @@ async fn a_handler_past_its_margin_starts_nothing() {
     assert_eq!(world.usage.requests(), 0);
     assert!(world.meter.events().is_empty());
 }
+
+#[tokio::test]
+async fn a_slow_instance_takes_a_slice_that_fits_instead_of_running_past_its_deadline() {
+    // GIVEN an instance whose Stripe takes 40 ms an event (v1: one request each, one
+    // customer's one after the other), that has just learnt its pace on a first batch
+    let world = World::with(&[("DEADLINE_MARGIN_SECONDS", "1")], StripeMode::V1);
+    world
+        .meter
+        .set_latency(std::time::Duration::from_millis(40));
+    let at = an_hour_ago(&world);
+    let ids: Vec<String> = (0..120).map(|i| format!("t{i:03}")).collect();
+    for id in &ids {
+        world.trace(id, "cus_1", "0.004", at);
+    }
+    let bodies: Vec<String> = ids.iter().map(|id| body(id)).collect();
+    let warm = world.deliver(&bodies[..20]).await;
+    assert!(failures(&warm).is_empty(), "{warm:?}");
+
+    // WHEN 100 more come with 2 s left (1 s after the margin): a slice of 100 would take 4 s
+    let deadline = world.clock.now() + Duration::seconds(2);
+    let response = world.deliver_until(&bodies[20..], deadline).await;
+
+    // THEN the invocation bills a slice that fits, returns the rest untried, before its
+    // deadline
+    assert!(world.clock.now() < deadline, "returned before the deadline");
+    let failed = failures(&response);
+    let billed = world.meter.events().len() - 20;
+    assert!((5..=30).contains(&billed), "billed {billed} of 100");
+    assert_eq!(failed.len(), 100 - billed, "the rest returns: {failed:?}");
+    assert!(
+        world
+            .queue
+            .delays()
+            .iter()
+            .all(|(_, d)| *d == UNREACHED_VISIBILITY_SECONDS)
+    );
+}
