@@ -74,8 +74,6 @@ pub struct TestStack {
     pub clock: OffsetClock,
     /// Every DynamoDB write made through `ledger` (the handler's client).
     pub dynamo_writes: WriteMeter,
-    /// The processor's pace (one instance: every invocation of the stack shares it).
-    pub pace: process::Pace,
 }
 
 /// The ingest function's real adapters, built as its `main` builds them.
@@ -220,7 +218,6 @@ impl TestStack {
             esm,
             clock: OffsetClock::new(),
             dynamo_writes,
-            pace: process::Pace::default(),
         })
     }
 
@@ -233,7 +230,6 @@ impl TestStack {
             ledger: &self.ledger,
             redelivery: &self.redelivery,
             clock: &self.clock,
-            pace: &self.pace,
         }
     }
 

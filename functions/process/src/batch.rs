@@ -17,9 +17,9 @@ use tracemeter::domain::message::MeterMessage;
 use tracemeter::{Error, FailureReason};
 use tracing::warn;
 
-/// Traces per slice at most: each slice goes through every phase before the next one starts
-/// (a Langfuse batch read, a v2 stream request of up to 100 events), and no slice starts that
-/// the deadline would cut; a slow instance takes smaller slices (`Pace`).
+/// Traces per slice: each slice goes through every phase before the next one starts (a
+/// Langfuse batch read, a v2 stream request of up to 100 events), and no slice starts that
+/// the deadline would cut.
 const SLICE: usize = 100;
 
 /// Ledger rounds: a trace whose entry changes under a claim is read again, this many times.
@@ -60,29 +60,22 @@ pub(crate) async fn run(deps: &Deps<'_>, inv: &Invocation, records: &[SqsMessage
     for (i, o) in record_malformed(deps, &parsed.malformed).await {
         outcomes[i] = Some(o);
     }
-    let (mut longest, mut start) = (Duration::ZERO, 0);
-    while start < parsed.primary.len() {
-        let left = parsed.primary.len() - start;
-        let size = match inv.can_start(deps, longest) {
-            true => inv.slice_size(deps, left, SLICE, start == 0),
-            false => 0,
-        };
-        if size == 0 {
+    let mut longest = Duration::ZERO;
+    for (n, slice) in parsed.primary.chunks(SLICE).enumerate() {
+        if !inv.can_start(deps, longest) {
+            let unreached = &parsed.primary[n * SLICE..];
             warn!(
-                unreached = left,
+                unreached = unreached.len(),
                 "the deadline is too near to start another slice: returned untried"
             );
-            for &i in &parsed.primary[start..] {
+            for &i in unreached {
                 outcomes[i] = Some(Outcome::Unreached);
             }
             break;
         }
-        let slice = &parsed.primary[start..start + size];
         let started = Instant::now();
         run_slice(deps, inv, &parsed, slice, &mut outcomes).await;
-        deps.pace.observe(started.elapsed(), size);
         longest = longest.max(started.elapsed());
-        start += size;
     }
     for &(i, p) in &parsed.duplicates {
         outcomes[i] = Some(match &outcomes[p] {

@@ -47,19 +47,6 @@ impl Invocation {
         self.deadline + deps.config.process.lease_margin
     }
 
-    /// How many of the `left` traces the next slice takes (at most `max`), by the
-    /// instance's pace and the time left before the margin; `first`: the invocation's first.
-    pub(crate) fn slice_size(
-        &self,
-        deps: &Deps<'_>,
-        left: usize,
-        max: usize,
-        first: bool,
-    ) -> usize {
-        let time_left = self.deadline - deps.clock.now() - deps.config.process.deadline_margin;
-        deadline::slice_size(time_left, deps.pace.per_trace(), left, max, first)
-    }
-
     /// True when work expected to take `estimate` can start now and end before the deadline
     /// with the configured margin.
     pub(crate) fn can_start(&self, deps: &Deps<'_>, estimate: std::time::Duration) -> bool {

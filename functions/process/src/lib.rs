@@ -24,14 +24,12 @@ mod failure;
 mod finish;
 mod invocation;
 mod outcome;
-mod pace;
 mod price;
 mod read;
 mod respond;
 mod send;
 
 pub use outcome::{Outcome, Tally};
-pub use pace::Pace;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
@@ -56,8 +54,6 @@ pub struct Deps<'a> {
     pub redelivery: &'a dyn Redelivery,
     /// Time.
     pub clock: &'a dyn Clock,
-    /// How long a trace took in this instance's recent slices.
-    pub pace: &'a Pace,
 }
 
 impl Deps<'_> {

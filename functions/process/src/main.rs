@@ -3,7 +3,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use process::{Deps, Pace, handle};
+use process::{Deps, handle};
 use tracemeter::adapters::{
     credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota},
@@ -43,7 +43,6 @@ async fn main() -> Result<(), Error> {
         ledger: &ledger,
         redelivery: &redelivery,
         clock: &SystemClock,
-        pace: &Pace::default(),
     };
     let (deps, metrics) = (&deps, &Metrics::new("process")?);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

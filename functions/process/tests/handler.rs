@@ -30,7 +30,6 @@ struct World {
     meter: MemoryMeter,
     ledger: MemoryLedger,
     queue: MemoryQueue,
-    pace: process::Pace,
 }
 
 /// The configuration the handler reads from its environment: the minimum plus `vars`.
@@ -65,7 +64,6 @@ impl World {
             usage: MemoryUsage::new(),
             ledger: MemoryLedger::new(),
             queue: MemoryQueue::new(),
-            pace: process::Pace::default(),
         }
     }
 
@@ -98,7 +96,6 @@ impl World {
             ledger: &self.ledger,
             redelivery: &self.queue,
             clock: &*self.clock,
-            pace: &self.pace,
         };
         process::handle(&deps, event(bodies), deadline)
             .await

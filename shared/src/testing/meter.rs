@@ -53,7 +53,6 @@ struct State {
     refused: BTreeSet<String>,
     failures: Vec<Option<Duration>>,
     stream_errors: Vec<String>,
-    latency: std::time::Duration,
 }
 
 impl std::fmt::Debug for MemoryMeter {
@@ -83,11 +82,6 @@ impl MemoryMeter {
     /// synchronous validation refuses the whole request; nothing of it is recorded).
     pub fn refuse_streams_with(&self, customer: &str) {
         lock(&self.state).refused.insert(customer.to_string());
-    }
-
-    /// Each request takes `latency` (v1: one request per event).
-    pub fn set_latency(&self, latency: std::time::Duration) {
-        lock(&self.state).latency = latency;
     }
 
     /// Fails the next `n` requests transiently (Stripe's 500), recording nothing.
@@ -211,10 +205,6 @@ impl State {
 #[async_trait]
 impl MeterSink for MemoryMeter {
     async fn send(&self, event: &MeterEvent) -> Result<Delivery> {
-        let latency = lock(&self.state).latency;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
         let now = self.clock.now();
         let mut state = lock(&self.state);
         match self.mode {

@@ -74,7 +74,6 @@ impl World {
             ledger: &self.ledger,
             redelivery,
             clock: &*self.clock,
-            pace: &self.pace,
         };
         let deadline = self.clock.now() + Duration::seconds(30);
         process::handle(&deps, event, deadline).await.response
