@@ -7,7 +7,7 @@
 # LANGFUSE_API (v2), BENCH_ENV ("NAME=value,..." extra function variables), INGEST_ONLY=1
 # (ingest alone: its memory at TRACES=10000 / 40000).
 # SCENARIO=day: a simulated day of 5-minute ingest ticks (the handlers in process, the clock
-# moved tick by tick) for the steady-state cost; DAY_TRACES (1000 a day), LATE_EVERY (10).
+# moved tick by tick) for the steady-state cost; DAY_TRACES (5000 a day), LATE_EVERY (10).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

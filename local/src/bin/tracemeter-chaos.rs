@@ -2,7 +2,8 @@
 //!
 //! Settings from the environment: `CHAOS_TRACES` (default 300), `CHAOS_RATE` (fault rate
 //! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
-//! (time limit, 15), `CHAOS_LOG` (log file, default `target/chaos.log`), `LANGFUSE_API`
+//! (time limit, 15), `CHAOS_INVOCATION_SECONDS` (each invocation's deadline, 10; the
+//! visibility timeout is 2 s more), `CHAOS_LOG` (log file, default `target/chaos.log`), `LANGFUSE_API`
 //! (`v2`, or `legacy`) and `STRIPE_API_MODE` (`v1`, or `v2_stream`). Prints the
 //! figures and the invariants; exits 1 when one did not hold.
 
@@ -36,6 +37,7 @@ async fn main() -> Result<()> {
         time_limit: Duration::from_secs(60 * setting("CHAOS_MINUTES", 15u64)?),
         langfuse_api: setting("LANGFUSE_API", defaults.langfuse_api)?,
         stripe_mode: setting("STRIPE_API_MODE", defaults.stripe_mode)?,
+        invocation_seconds: setting("CHAOS_INVOCATION_SECONDS", defaults.invocation_seconds)?,
     };
     let log_path = setting("CHAOS_LOG", "target/chaos.log".to_string())?;
     let log = std::fs::File::create(&log_path).with_context(|| format!("CHAOS_LOG={log_path}"))?;

@@ -63,6 +63,9 @@ pub struct ChaosOptions {
     pub langfuse_api: String,
     /// `STRIPE_API_MODE` of the functions (`v1` or `v2_stream`).
     pub stripe_mode: String,
+    /// Each invocation's deadline, in seconds (the queue's visibility timeout is 2 s more):
+    /// short, so that lost work comes back quickly; the template's function has 30 s.
+    pub invocation_seconds: i64,
 }
 
 impl Default for ChaosOptions {
@@ -75,6 +78,7 @@ impl Default for ChaosOptions {
             time_limit: Duration::from_secs(900),
             langfuse_api: "v2".into(),
             stripe_mode: "v1".into(),
+            invocation_seconds: 10,
         }
     }
 }
@@ -82,9 +86,8 @@ impl Default for ChaosOptions {
 /// The client timeouts in the run, and how long a `slow` or lost answer takes (past them).
 const CLIENT_TIMEOUT_MS: u64 = 1_000;
 const SLOW: Duration = Duration::from_millis(1_300);
-/// The queue's visibility timeout and each invocation's deadline, in seconds.
-const VISIBILITY_SECONDS: i32 = 12;
-const INVOCATION_SECONDS: i64 = 10;
+/// The queue's visibility timeout over each invocation's deadline, in seconds.
+const VISIBILITY_OVER_INVOCATION_SECONDS: i64 = 2;
 
 /// Every boundary's injector.
 struct Boundaries {
@@ -175,7 +178,10 @@ impl<'a> ChaosRun<'a> {
         let stack = TestStack::start_with(
             "chaos",
             StackOptions {
-                visibility_timeout: Some(VISIBILITY_SECONDS),
+                visibility_timeout: Some(
+                    i32::try_from(options.invocation_seconds + VISIBILITY_OVER_INVOCATION_SECONDS)
+                        .context("CHAOS_INVOCATION_SECONDS")?,
+                ),
                 aws_endpoint: Some(proxy.url()),
                 ..StackOptions::default()
             }
@@ -232,7 +238,15 @@ impl<'a> ChaosRun<'a> {
 
     async fn drain(&self) -> Result<Drained> {
         let b = &self.boundaries;
-        drain(&self.stack, &b.process, self.options.pollers, self.deadline).await
+        let seconds = self.options.invocation_seconds;
+        drain(
+            &self.stack,
+            &b.process,
+            self.options.pollers,
+            seconds,
+            self.deadline,
+        )
+        .await
     }
 
     /// Rounds of: ingest (as the schedule runs it), then drain the queue. Done when a
@@ -345,6 +359,7 @@ async fn drain(
     stack: &TestStack,
     process: &Arc<Chaos>,
     pollers: usize,
+    invocation_seconds: i64,
     deadline: Instant,
 ) -> Result<Drained> {
     let options = Drain {
@@ -356,7 +371,7 @@ async fn drain(
         ..Drain::default()
     };
     let drained = drain::drain(&stack.esm, &options, |_, event| {
-        invoke_aborting(stack, process, event)
+        invoke_aborting(stack, process, invocation_seconds, event)
     })
     .await;
     if let Some(bar) = &options.progress {
@@ -370,6 +385,7 @@ async fn drain(
 async fn invoke_aborting(
     stack: &TestStack,
     process: &Arc<Chaos>,
+    invocation_seconds: i64,
     event: SqsEvent,
 ) -> std::result::Result<SqsBatchResponse, Crash> {
     let abort = Abort::plan(process, event.records.len());
@@ -378,7 +394,7 @@ async fn invoke_aborting(
         None => &NoFaults,
     };
     let deadline =
-        tracemeter::clock::Clock::now(&stack.clock) + ChronoDuration::seconds(INVOCATION_SECONDS);
+        tracemeter::clock::Clock::now(&stack.clock) + ChronoDuration::seconds(invocation_seconds);
     let result = invoke(&stack.deps(), faults, event, deadline).await;
     if result.is_ok() && abort.as_ref().is_some_and(|a| a.before_response()) {
         return Err(Crash {
