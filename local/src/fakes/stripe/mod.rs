@@ -232,7 +232,8 @@ impl StripeFake {
         lock(&self.state).latency = latency;
     }
 
-    /// Rate-based faults on `POST /v1/billing/meter_events` (None: off), see
+    /// Rate-based faults on `POST /v1/billing/meter_events` and on the v2 stream (None:
+    /// off; the stream's own mapping is on `stream::meter_event_stream`), see
     /// [`STRIPE_KINDS`]: `429` and `500` before anything is recorded; `lost_response`: the
     /// event is recorded and the answer comes only after `lost` (past the client's timeout);
     /// `duplicate_400`: the event is recorded and answered with the 400

@@ -43,10 +43,21 @@ pub(super) fn create_session(state: &Shared, incoming: &Incoming) -> (Reply, boo
 }
 
 /// `POST /v2/billing/meter_event_stream`: accepted at once, validated asynchronously.
+/// Under chaos (`StripeFake::set_chaos`): `429` and `500` before anything is recorded;
+/// `lost_response`: the events are recorded and the answer comes only after `lost`;
+/// `duplicate_400` (a v1 answer) becomes its stream equivalent: the events are recorded and
+/// the answer is a 500, so the client sends them again and Stripe drops the repeats.
 pub(super) async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
-    let events = {
+    let (events, fault) = {
         let mut st = lock(state);
         if let Some(status) = st.fail.take() {
+            return (injected_failure(status), false);
+        }
+        let fault = st
+            .chaos
+            .as_ref()
+            .and_then(|(chaos, lost)| chaos.draw().map(|kind| (kind, *lost)));
+        if let Some(status) = fault.and_then(|(kind, _)| kind.parse::<u16>().ok()) {
             return (injected_failure(status), false);
         }
         if let Err(reply) = st.check_session(incoming) {
@@ -56,7 +67,7 @@ pub(super) async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (
             return (rate_limited(), true);
         }
         match stream_events(incoming) {
-            Ok(events) => events,
+            Ok(events) => (events, fault),
             Err(reply) => return (reply, true),
         }
     };
@@ -64,11 +75,18 @@ pub(super) async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let mut st = lock(state);
-    st.record_stream(&events);
-    if st.fail_after_record > 0 {
-        st.fail_after_record -= 1;
-        return (api_error(500), true);
+    {
+        let mut st = lock(state);
+        st.record_stream(&events);
+        if st.fail_after_record > 0 {
+            st.fail_after_record -= 1;
+            return (api_error(500), true);
+        }
+    }
+    match fault {
+        Some(("lost_response", lost)) => tokio::time::sleep(lost).await,
+        Some(("duplicate_400", _)) => return (api_error(500), true),
+        _ => {}
     }
     (Reply::json(200, &json!({})), true)
 }
