@@ -448,7 +448,7 @@ fn plan_traces(
 
 /// True when `t` is finer than a millisecond.
 fn has_sub_ms(t: DateTime<Utc>) -> bool {
-    t.timestamp_subsec_nanos() % 1_000_000 != 0
+    !t.timestamp_subsec_nanos().is_multiple_of(1_000_000)
 }
 
 /// A billable trace of [`DAY_CUSTOMER`] with one cheap generation at `at`.
