@@ -1,7 +1,7 @@
 //! The batch runner: parses the messages, then runs the phases slice after slice of the
 //! batch while the deadline allows, and gives every message its outcome, in order.
 
-use crate::claim::{self, CappedTrace, Claimed};
+use crate::claim::{self, Claimed, CounterCheck};
 use crate::invocation::Invocation;
 use crate::price::Candidate;
 use crate::read::{self, Stage, Usages, Wanted};
@@ -47,7 +47,7 @@ struct Parsed {
 #[derive(Default)]
 struct Claims {
     to_send: Vec<Claimed>,
-    capped: Vec<CappedTrace>,
+    capped: Vec<CounterCheck>,
 }
 
 /// The outcome of every record, in order.
@@ -104,7 +104,7 @@ async fn run_slice(
         match result {
             Some(o) => {
                 if matches!(o, Outcome::Permanent(_)) {
-                    given_back.push(CappedTrace::of(&c));
+                    given_back.push(CounterCheck::of(&c));
                 }
                 outcomes[c.index] = Some(o);
             }

@@ -26,19 +26,19 @@ pub(crate) struct Claimed {
     pub(crate) resumed: bool,
 }
 
-/// A trace recorded as capped (or a claim whose credits went back): its budget alerts are
-/// checked at the end.
-pub(crate) struct CappedTrace {
+/// A budget counter a message changed without a delivery to record: a trace recorded as
+/// capped, or a claim whose credits went back. Its alerts are checked at the end.
+pub(crate) struct CounterCheck {
     pub(crate) index: usize,
     pub(crate) customer_id: String,
     pub(crate) period: String,
     pub(crate) policy: BudgetPolicy,
 }
 
-impl CappedTrace {
+impl CounterCheck {
     /// The check a claim's counter needs.
-    pub(crate) fn of(c: &Claimed) -> CappedTrace {
-        CappedTrace {
+    pub(crate) fn of(c: &Claimed) -> CounterCheck {
+        CounterCheck {
             index: c.index,
             customer_id: c.pending.customer_id.clone(),
             period: c.pending.period.clone(),
@@ -54,7 +54,7 @@ pub(crate) struct GroupClaim {
     /// Entries that changed since they were read: read them again.
     pub(crate) again: Vec<usize>,
     pub(crate) claimed: Vec<Claimed>,
-    pub(crate) capped: Vec<CappedTrace>,
+    pub(crate) capped: Vec<CounterCheck>,
 }
 
 /// The customer, period and policy every candidate of a group shares.
@@ -178,7 +178,7 @@ impl GroupClaim {
                       "usage over the hard limit: recorded as capped, not billed");
                 self.done
                     .push((c.index, Outcome::Capped { capped: p.capped }));
-                self.capped.push(CappedTrace {
+                self.capped.push(CounterCheck {
                     index: c.index,
                     customer_id: group.customer_id.clone(),
                     period: group.period.clone(),

@@ -3,7 +3,7 @@
 //! its entry), then the budget alerts are checked once per customer and period, then
 //! (optionally) the traces are scored in Langfuse.
 
-use crate::claim::{CappedTrace, Claimed};
+use crate::claim::{Claimed, CounterCheck};
 use crate::{Deps, Outcome, budget};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -15,11 +15,11 @@ pub(crate) struct Settled {
     /// Stripe has these events.
     pub(crate) delivered: Vec<Claimed>,
     /// Recorded as capped, nothing sent.
-    pub(crate) capped: Vec<CappedTrace>,
+    pub(crate) capped: Vec<CounterCheck>,
     /// Refused for good by Stripe: the claim's credits went back to the counter, which may
     /// now be under a hard limit it had reached (the exceeded flag is cleared, an event
     /// recorded). Their outcome stays the permanent failure whatever the check does.
-    pub(crate) given_back: Vec<CappedTrace>,
+    pub(crate) given_back: Vec<CounterCheck>,
 }
 
 /// The outcome of each delivered or capped message.

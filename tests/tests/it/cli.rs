@@ -9,7 +9,7 @@ use tracemeter::adapters::dead_letters::SqsDeadLetters;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe_events::StripeEvents;
 use tracemeter::adapters::stripe_reports::StripeReports;
-use tracemeter::domain::budget::Period;
+use tracemeter::domain::budget::{BudgetUsage, Period};
 use tracemeter::domain::ledger::LedgerState;
 use tracemeter::ports::BudgetStore;
 use tracemeter_cli::confirm::Answer;
@@ -119,7 +119,7 @@ fn stripe_total(stack: &TestStack, customer: &str) -> u64 {
 }
 
 /// The customer's monthly counter now.
-async fn counter(stack: &TestStack, customer: &str) -> u64 {
+async fn usage(stack: &TestStack, customer: &str) -> BudgetUsage {
     let period =
         Period::Month.key(tracemeter::clock::Clock::now(&stack.clock) - Duration::hours(1));
     stack
@@ -127,7 +127,11 @@ async fn counter(stack: &TestStack, customer: &str) -> u64 {
         .budget_usage(customer, &period)
         .await
         .expect("usage")
-        .used
+}
+
+/// The credits counted in the customer's monthly counter now.
+async fn counter(stack: &TestStack, customer: &str) -> u64 {
+    usage(stack, customer).await.used
 }
 
 #[tokio::test]
@@ -284,14 +288,6 @@ async fn budget_set_then_show_round_trips_and_records_alerts_once() {
     assert!(bad.err.contains("--period"), "{}", bad.err);
 }
 
-/// The customer's monthly exceeded flag now.
-async fn exceeded(stack: &TestStack, customer: &str) -> bool {
-    let period =
-        Period::Month.key(tracemeter::clock::Clock::now(&stack.clock) - Duration::hours(1));
-    let usage = stack.ledger.budget_usage(customer, &period).await;
-    usage.expect("usage").exceeded
-}
-
 #[tokio::test]
 async fn ambiguous_resolve_leaves_counter_ledger_and_stripe_equal() {
     let stack = TestStack::start("cli-ambig").await.expect("stack");
@@ -360,7 +356,7 @@ async fn ambiguous_resolve_leaves_counter_ledger_and_stripe_equal() {
         serde_json::json!(["Budget Limit Cleared"]),
         "{lost}"
     );
-    assert!(!exceeded(&stack, "cus_ca").await);
+    assert!(!usage(&stack, "cus_ca").await.exceeded);
     assert_eq!(
         cli.json(&[
             "ambiguous",

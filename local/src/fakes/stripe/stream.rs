@@ -53,13 +53,10 @@ pub(super) async fn meter_event_stream(state: &Shared, incoming: &Incoming) -> (
         if let Some(status) = st.fail.take() {
             return (injected_failure(status), false);
         }
-        let fault = st
-            .chaos
-            .as_ref()
-            .and_then(|(chaos, lost)| chaos.draw().map(|kind| (kind, *lost)));
-        if let Some(status) = fault.and_then(|(kind, _)| kind.parse::<u16>().ok()) {
-            return (injected_failure(status), false);
-        }
+        let fault = match st.draw_fault() {
+            Ok(fault) => fault,
+            Err(reply) => return (reply, false),
+        };
         if let Err(reply) = st.check_session(incoming) {
             return (reply, false);
         }

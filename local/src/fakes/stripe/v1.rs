@@ -38,13 +38,10 @@ pub(super) async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (
         if let Some(status) = st.fail.take() {
             return (injected_failure(status), false);
         }
-        let fault = st
-            .chaos
-            .as_ref()
-            .and_then(|(chaos, lost)| chaos.draw().map(|kind| (kind, *lost)));
-        if let Some(status) = fault.and_then(|(kind, _)| kind.parse::<u16>().ok()) {
-            return (injected_failure(status), false);
-        }
+        let fault = match st.draw_fault() {
+            Ok(fault) => fault,
+            Err(reply) => return (reply, false),
+        };
         if let Err(reply) = st.authenticate(incoming) {
             return (reply, false);
         }
@@ -112,6 +109,20 @@ pub(super) async fn create_meter_event(state: &Shared, incoming: &Incoming) -> (
 pub const STRIPE_KINDS: &[&str] = &["429", "500", "lost_response", "duplicate_400"];
 
 impl StripeState {
+    /// The chaos fault this request draws ([`StripeFake::set_chaos`]): a status kind (`429`,
+    /// `500`) is the answer now, before anything is recorded (`Err`); the others come back,
+    /// with how late a lost answer comes, for after recording.
+    pub(super) fn draw_fault(&self) -> Result<Option<(&'static str, Duration)>, Reply> {
+        let fault = self
+            .chaos
+            .as_ref()
+            .and_then(|(chaos, lost)| chaos.draw().map(|kind| (kind, *lost)));
+        match fault.and_then(|(kind, _)| kind.parse::<u16>().ok()) {
+            Some(status) => Err(injected_failure(status)),
+            None => Ok(fault),
+        }
+    }
+
     /// Replays, rejects, or marks the key in flight.
     pub(super) fn begin_idempotent(
         &mut self,
