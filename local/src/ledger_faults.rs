@@ -85,9 +85,12 @@ impl BudgetStore for DiesAfterBudgetEvent<'_> {
         &self,
         customer_id: &str,
         period: &str,
+        episode: u64,
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        self.inner.set_exceeded(customer_id, period, now).await
+    ) -> Result<bool> {
+        self.inner
+            .set_exceeded(customer_id, period, episode, now)
+            .await
     }
 }
 

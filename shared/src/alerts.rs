@@ -3,8 +3,9 @@
 //!
 //! Each event is one item written once (a conditional put, or a transaction with the flag it
 //! changes): a threshold crossed (per period and threshold), a hard limit reached (per period
-//! and limit value, then the exceeded flag), a hard limit raised above usage again (per
-//! period and new limit, in one transaction with clearing the flag). The table's stream
+//! and limit episode, then the exceeded flag), a reached limit that no longer holds (per
+//! period and limit episode, in one transaction with clearing the flag and ending the
+//! episode). The table's stream
 //! carries each new item to EventBridge (template.yaml: `BudgetEventsPipe`), so an event
 //! follows its write even when the function dies right after it. Each comes with one log
 //! line.
@@ -17,6 +18,11 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 /// Checks a customer's period against its policy; the events this call recorded.
+///
+/// A hard limit reached records `Budget Limit Reached` and raises the exceeded flag; a
+/// raised flag that no longer holds (usage under the hard limit, the budget now soft or
+/// without a limit) is cleared with `Budget Limit Cleared`. Both are keyed by the period's
+/// limit episode, so each reach and each clearing is one event however often it is checked.
 pub async fn check(
     store: &dyn BudgetStore,
     customer_id: &str,
@@ -24,18 +30,16 @@ pub async fn check(
     policy: &BudgetPolicy,
     now: DateTime<Utc>,
 ) -> Result<Vec<BudgetEvent>> {
-    let Some(limit) = policy.limit else {
-        return Ok(Vec::new());
-    };
     let usage = store.budget_usage(customer_id, period).await?;
     let event = |kind| BudgetEvent {
         customer_id: customer_id.to_string(),
         period: period.to_string(),
         kind,
         used: usage.used,
-        limit,
+        limit: policy.limit.unwrap_or(0),
         mode: policy.mode,
         at: now,
+        episode: usage.clears,
     };
     let mut recorded = Vec::new();
     for percent in policy.thresholds_reached(usage.used) {
@@ -44,24 +48,24 @@ pub async fn check(
             recorded.push(logged(crossed));
         }
     }
-    if policy.mode == BudgetMode::Hard {
-        if usage.used >= limit {
-            let reached = event(BudgetEventKind::LimitReached);
-            if store.record_budget_event(&reached).await? {
-                recorded.push(logged(reached));
-            }
-            raise_flag(store, &usage, customer_id, period, now).await?;
-        } else if usage.exceeded {
-            let cleared = event(BudgetEventKind::LimitCleared);
-            if store.clear_exceeded(&cleared).await? {
-                recorded.push(logged(cleared));
-            }
+    let hard_limit = policy.limit.filter(|_| policy.mode == BudgetMode::Hard);
+    if hard_limit.is_some_and(|limit| usage.used >= limit) {
+        let reached = event(BudgetEventKind::LimitReached);
+        if store.record_budget_event(&reached).await? {
+            recorded.push(logged(reached));
+        }
+        raise_flag(store, &usage, customer_id, period, now).await?;
+    } else if usage.exceeded {
+        let cleared = event(BudgetEventKind::LimitCleared);
+        if store.clear_exceeded(&cleared).await? {
+            recorded.push(logged(cleared));
         }
     }
     Ok(recorded)
 }
 
-/// The exceeded flag at a hard limit (the claim raises it itself when it caps credits).
+/// The exceeded flag at a hard limit (the claim raises it itself when it caps credits), in
+/// the episode read: a clearing since then wins.
 async fn raise_flag(
     store: &dyn BudgetStore,
     usage: &BudgetUsage,
@@ -72,7 +76,10 @@ async fn raise_flag(
     if usage.exceeded {
         return Ok(());
     }
-    store.set_exceeded(customer_id, period, now).await
+    store
+        .set_exceeded(customer_id, period, usage.clears, now)
+        .await
+        .map(|_| ())
 }
 
 /// The event's log line, once, by the caller that recorded it.

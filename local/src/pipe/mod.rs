@@ -338,7 +338,7 @@ mod tests {
             ("LedgerTable", "tracemeter")
         );
         let item = json!({
-            "pk": {"S": "BUDGET#cus_1"}, "sk": {"S": "LIMIT#2026-11#REACHED#150"},
+            "pk": {"S": "BUDGET#cus_1"}, "sk": {"S": "LIMIT#2026-11#REACHED#0"},
             "detail_type": {"S": "Budget Limit Reached"}, "customer_id": {"S": "cus_1"},
             "period": {"S": "2026-11"}, "used": {"N": "150"}, "limit": {"N": "150"},
             "percent": {"N": "100"}, "mode": {"S": "hard"}, "at": {"S": "2026-11-29T10:00:00.000Z"},

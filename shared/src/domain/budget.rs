@@ -160,6 +160,10 @@ pub struct BudgetUsage {
     pub capped: u64,
     /// Whether the hard limit was reached.
     pub exceeded: bool,
+    /// How many times the period's exceeded flag was cleared: the number of the limit
+    /// episode now running (a reach and the clearing that ends it are one episode), which
+    /// keys the `Budget Limit Reached` and `Budget Limit Cleared` events.
+    pub clears: u64,
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ pub enum BudgetEventKind {
         percent: u32,
     },
     /// A hard limit was reached: the gateway must stop the customer (one event per period
-    /// and limit value).
+    /// and limit episode).
     LimitReached,
-    /// A hard limit was raised above the period's usage again: the gateway may let the
-    /// customer spend (one event per period and new limit value).
+    /// A reached hard limit no longer holds: raised above the period's usage, credits given
+    /// back under it, or the budget made soft or unlimited. The gateway may let the
+    /// customer spend (one event per period and limit episode).
     LimitCleared,
 }
 
@@ -46,12 +47,16 @@ pub struct BudgetEvent {
     pub kind: BudgetEventKind,
     /// Credits used in the period when it happened.
     pub used: u64,
-    /// The limit then (for a clearing: the new limit).
+    /// The limit then (for a clearing: the new limit; 0 when the budget has none).
     pub limit: u64,
     /// The budget's mode.
     pub mode: BudgetMode,
     /// When it was recorded.
     pub at: DateTime<Utc>,
+    /// The period's limit episode ([`super::budget::BudgetUsage::clears`] when the event
+    /// was decided): a limit reached and its clearing share one, so a period whose limit
+    /// is reached, cleared and reached again sends each event again.
+    pub episode: u64,
 }
 
 impl BudgetEvent {
@@ -82,6 +87,7 @@ mod tests {
             limit,
             mode: BudgetMode::Hard,
             at: Utc::now(),
+            episode: 0,
         }
     }
 

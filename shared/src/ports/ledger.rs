@@ -92,19 +92,24 @@ pub trait BudgetStore: Send + Sync {
     /// A budget counter.
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage>;
     /// Records a budget event: one item per customer, period and event key (the threshold,
-    /// or the limit value reached), created by a conditional put. True only for the one
-    /// caller that created it; the item is the event (the table's stream carries it on).
+    /// or the limit episode), created by a conditional put. True only for the one caller
+    /// that created it; the item is the event (the table's stream carries it on).
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool>;
-    /// Clears the exceeded flag of `event`'s period when its usage is under `event.limit`
-    /// (the new hard limit), storing that limit on the counter, and records the
-    /// `LimitCleared` event in the same transaction. True only for the one caller that
-    /// recorded the event; false when the flag was not raised or usage is not under the
-    /// limit. A clearing to a limit whose event this period already has clears the flag
-    /// without a second event (and is false).
+    /// Clears the exceeded flag of `event`'s period and ends its limit episode (`clears` +
+    /// 1), storing `event.limit` on the counter (removing it for 0, no limit), and records
+    /// the `LimitCleared` event of `event.episode` in the same transaction. Only a raised
+    /// flag in that episode, and, for a hard limit, only while usage is under it. True only
+    /// for the one caller that cleared it.
     async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool>;
-    /// Sets the exceeded flag an LLM gateway can read.
-    async fn set_exceeded(&self, customer_id: &str, period: &str, now: DateTime<Utc>)
-    -> Result<()>;
+    /// Sets the exceeded flag an LLM gateway can read, if the period is still in limit
+    /// episode `episode` (a clearing since the caller read the counter wins); whether set.
+    async fn set_exceeded(
+        &self,
+        customer_id: &str,
+        period: &str,
+        episode: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 }
 
 /// The Langfuse user id to Stripe customer mapping.

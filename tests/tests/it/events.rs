@@ -1,5 +1,5 @@
-//! Budget events on EventBridge: each threshold crossing, hard limit reached and limit
-//! raised above usage again is ONE event, counted as the local stack's EventBridge delivered
+//! Budget events on EventBridge: each threshold crossing, hard limit reached and reached
+//! limit cleared is ONE event, counted as the local stack's EventBridge delivered
 //! it (the item -> the table's stream -> the template's pipe, played by
 //! `tracemeter_local::pipe` -> the bus -> the template's rule -> a queue), not as items.
 
@@ -143,7 +143,7 @@ async fn a_function_killed_right_after_the_alert_put_still_yields_its_event() {
 }
 
 #[tokio::test]
-async fn a_hard_limit_reached_then_raised_yields_one_reached_and_one_cleared() {
+async fn a_hard_limit_reached_and_cleared_twice_yields_each_event_twice() {
     let (stack, events) = rig("ev-hard").await;
     set_policy(&stack, "cus_eh", 150, BudgetMode::Hard, &[100]).await;
     let at = now() - Duration::minutes(30);
@@ -207,4 +207,41 @@ async fn a_hard_limit_reached_then_raised_yields_one_reached_and_one_cleared() {
         "the gateway may let the customer spend again"
     );
     assert_eq!(events.received().await.expect("received").len(), 3);
+
+    // Lowered to usage again: the second episode's Reached; then made soft: its Cleared.
+    let lower = [
+        "budget",
+        "set",
+        "cus_eh",
+        "--limit",
+        "150",
+        "--thresholds",
+        "100",
+        "--yes",
+    ];
+    let soft = [&lower[..], &["--mode", "soft"]].concat();
+    for args in [&lower[..], &soft, &soft] {
+        let (code, out) = operator::run(&stack, args).await.expect("budget set");
+        assert_eq!(code, 0, "{out}");
+    }
+    let got = events.received().await.expect("received");
+    let types: Vec<&str> = got
+        .iter()
+        .filter_map(|e| e["detail-type"].as_str())
+        .collect();
+    assert_eq!(types.len(), 5, "{got:#?}");
+    let reached = events.of_type(REACHED).await.expect("reached");
+    let cleared = events.of_type(CLEARED).await.expect("cleared");
+    assert_eq!((reached.len(), cleared.len()), (2, 2), "{got:#?}");
+    let last = cleared
+        .iter()
+        .find(|e| e["detail"]["mode"] == "soft")
+        .expect("a Cleared for the soft budget");
+    assert_eq!(
+        (&last["detail"]["used"], &last["detail"]["limit"]),
+        (&"150".into(), &"150".into())
+    );
+    let usage = stack.ledger.budget_usage("cus_eh", &period).await;
+    let usage = usage.expect("usage");
+    assert_eq!((usage.exceeded, usage.clears), (false, 2));
 }

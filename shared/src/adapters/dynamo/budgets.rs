@@ -42,20 +42,8 @@ impl BudgetStore for DynamoLedger {
     }
 
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
-        Ok(
-            match self.get(budget_key(customer_id, period), true).await? {
-                Some(item) => BudgetUsage {
-                    used: get_u64(&item, "used").unwrap_or(0),
-                    capped: get_u64(&item, "capped").unwrap_or(0),
-                    exceeded: item
-                        .get("exceeded")
-                        .and_then(|v| v.as_bool().ok())
-                        .copied()
-                        .unwrap_or(false),
-                },
-                None => BudgetUsage::default(),
-            },
-        )
+        let item = self.get(budget_key(customer_id, period), true).await?;
+        Ok(item.as_ref().map(usage_of).unwrap_or_default())
     }
 
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
@@ -73,11 +61,12 @@ impl BudgetStore for DynamoLedger {
 
     async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
         let (customer, period) = (event.customer_id.as_str(), event.period.as_str());
+        let (update, condition, values) = clearing(event);
         let clear = self.tx_update(
             budget_key(customer, period),
-            CLEAR,
-            Some(CLEAR_WHEN),
-            clear_values(event.limit),
+            update,
+            Some(&condition),
+            values,
         )?;
         let put = Put::builder()
             .table_name(&self.table)
@@ -90,19 +79,9 @@ impl BudgetStore for DynamoLedger {
         let Some(reasons) = self.transact(vec![clear, put]).await? else {
             return Ok(true);
         };
-        let failed = |i: usize| {
-            reasons
-                .get(i)
-                .is_some_and(|r| r.0 == "ConditionalCheckFailed")
-        };
-        if failed(1) && !failed(0) {
-            // This period already had its event for that limit: clear the flag alone.
-            let key = budget_key(customer, period);
-            self.update(key, CLEAR, Some(CLEAR_WHEN), clear_values(event.limit))
-                .await?;
-            return Ok(false);
-        }
-        if failed(0) {
+        // The flag is down, usage is not under the limit, or another caller cleared this
+        // episode (and wrote its event) first: nothing changed.
+        if reasons.iter().any(|r| r.0 == "ConditionalCheckFailed") {
             return Ok(false);
         }
         Err(Error::transient(
@@ -115,33 +94,67 @@ impl BudgetStore for DynamoLedger {
         &self,
         customer_id: &str,
         period: &str,
+        episode: u64,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.update(
             budget_key(customer_id, period),
             "SET #exceeded = :true, #exceeded_at = if_not_exists(#exceeded_at, :now)",
-            None,
+            Some(episode_condition(episode)),
             HashMap::from([
                 (":true".into(), AttributeValue::Bool(true)),
                 (":now".into(), ms(now)),
+                (":episode".into(), n(episode)),
             ]),
         )
         .await
-        .map(|_| ())
     }
 }
 
-/// Clearing the flag: the new limit goes on the counter (a gateway reads it there).
-const CLEAR: &str = "SET #exceeded = :false, #limit = :limit REMOVE #exceeded_at";
-/// Only a raised flag, and only under the new limit.
-const CLEAR_WHEN: &str = "#exceeded = :true AND (attribute_not_exists(#used) OR #used < :limit)";
+/// A counter item read back (the processor's check, `budget show`, reconcile).
+pub(super) fn usage_of(item: &Item) -> BudgetUsage {
+    BudgetUsage {
+        used: get_u64(item, "used").unwrap_or(0),
+        capped: get_u64(item, "capped").unwrap_or(0),
+        exceeded: item
+            .get("exceeded")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        clears: get_u64(item, "clears").unwrap_or(0),
+    }
+}
 
-fn clear_values(limit: u64) -> Item {
-    HashMap::from([
+/// Only in the episode the caller read: a caller that decided on an older reading of the
+/// counter changes nothing (a clearing since then started a new episode).
+fn episode_condition(episode: u64) -> &'static str {
+    match episode {
+        0 => "(attribute_not_exists(#clears) OR #clears = :episode)",
+        _ => "#clears = :episode",
+    }
+}
+
+/// Clearing the flag ends the episode (`clears` + 1); the new limit goes on the counter (a
+/// gateway reads it there; none for a budget without a limit). Only a raised flag, in the
+/// event's episode, and under a hard limit only while usage is under it.
+fn clearing(event: &BudgetEvent) -> (&'static str, String, Item) {
+    let mut values = HashMap::from([
         (":false".into(), AttributeValue::Bool(false)),
         (":true".into(), AttributeValue::Bool(true)),
-        (":limit".into(), n(limit)),
-    ])
+        (":one".into(), n(1u64)),
+        (":episode".into(), n(event.episode)),
+    ]);
+    let mut condition = format!("#exceeded = :true AND {}", episode_condition(event.episode));
+    if event.mode == BudgetMode::Hard && event.limit > 0 {
+        condition.push_str(" AND (attribute_not_exists(#used) OR #used < :limit)");
+    }
+    let update = if event.limit > 0 {
+        values.insert(":limit".into(), n(event.limit));
+        "SET #exceeded = :false, #limit = :limit ADD #clears :one REMOVE #exceeded_at"
+    } else {
+        "SET #exceeded = :false ADD #clears :one REMOVE #exceeded_at, #limit"
+    };
+    (update, condition, values)
 }
 
 /// A budget event's item: its key, what the pipe's input template reads (`detail_type`,

@@ -28,18 +28,19 @@ pub fn alert_key(customer: &str, period: &str, pct: u32) -> (String, String) {
     )
 }
 /// Key of a budget event's item: a threshold crossed is the alert record of its threshold;
-/// a hard limit reached and a limit cleared are one item per period and limit value.
+/// a hard limit reached and a limit cleared are one item per period and limit episode (how
+/// many clearings came before), so each reach and each clearing is an event of its own.
 pub fn budget_event_key(event: &BudgetEvent) -> (String, String) {
-    let (customer, period, limit) = (&event.customer_id, &event.period, event.limit);
+    let (customer, period, episode) = (&event.customer_id, &event.period, event.episode);
     match event.kind {
         BudgetEventKind::ThresholdCrossed { percent } => alert_key(customer, period, percent),
         BudgetEventKind::LimitReached => (
             format!("BUDGET#{customer}"),
-            format!("LIMIT#{period}#REACHED#{limit}"),
+            format!("LIMIT#{period}#REACHED#{episode}"),
         ),
         BudgetEventKind::LimitCleared => (
             format!("BUDGET#{customer}"),
-            format!("LIMIT#{period}#CLEARED#{limit}"),
+            format!("LIMIT#{period}#CLEARED#{episode}"),
         ),
     }
 }

@@ -4,10 +4,10 @@
 //! |---|---|---|
 //! | trace ledger entry | `TRACE#<trace id>` | `LEDGER` |
 //! | malformed message | `MESSAGE#<message id>` | `FAILED` |
-//! | budget counter | `BUDGET#<customer>` | `PERIOD#<period key>` |
+//! | budget counter (`used`, `capped`, `limit`, `exceeded`, `clears`) | `BUDGET#<customer>` | `PERIOD#<period key>` |
 //! | budget alert (event `Budget Threshold Crossed`) | `BUDGET#<customer>` | `ALERT#<period key>#<percent>` |
-//! | event `Budget Limit Reached` | `BUDGET#<customer>` | `LIMIT#<period key>#REACHED#<limit>` |
-//! | event `Budget Limit Cleared` | `BUDGET#<customer>` | `LIMIT#<period key>#CLEARED#<new limit>` |
+//! | event `Budget Limit Reached` | `BUDGET#<customer>` | `LIMIT#<period key>#REACHED#<episode>` |
+//! | event `Budget Limit Cleared` | `BUDGET#<customer>` | `LIMIT#<period key>#CLEARED#<episode>` |
 //! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |

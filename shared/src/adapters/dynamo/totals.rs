@@ -4,7 +4,7 @@
 use super::DynamoLedger;
 use super::claims::parse_entry;
 use super::items::{
-    Item, budget_key, get_s, get_time, get_u64, names, receipt_delivered, receipt_key, s, sdk_error,
+    Item, budget_key, get_s, get_time, names, receipt_delivered, receipt_key, s, sdk_error,
 };
 use crate::domain::budget::BudgetUsage;
 use crate::domain::ledger::LedgerEntry;
@@ -62,13 +62,7 @@ impl LedgerTotals for DynamoLedger {
             .iter()
             .filter_map(|item| {
                 let key = get_s(item, "sk")?.strip_prefix("PERIOD#")?.to_string();
-                let exceeded = item.get("exceeded").and_then(|v| v.as_bool().ok()).copied();
-                let usage = BudgetUsage {
-                    used: get_u64(item, "used").unwrap_or(0),
-                    capped: get_u64(item, "capped").unwrap_or(0),
-                    exceeded: exceeded.unwrap_or(false),
-                };
-                Some((key, usage))
+                Some((key, super::budgets::usage_of(item)))
             })
             .collect())
     }

@@ -42,13 +42,13 @@ pub async fn set_exceeded_raises_the_flag(ledger: &dyn Ledger) {
     assert_eq!(result, ClaimResult::Claimed);
     assert!(!usage(ledger, "cus_k16").await.exceeded);
     for _ in 0..2 {
-        let set = ledger.set_exceeded("cus_k16", PERIOD, t).await;
-        set.expect("set_exceeded");
+        let set = ledger.set_exceeded("cus_k16", PERIOD, 0, t).await;
+        assert!(set.expect("set_exceeded"));
         let u = usage(ledger, "cus_k16").await;
         assert_eq!((u.used, u.capped, u.exceeded), (100, 0, true));
     }
-    let set = ledger.set_exceeded("cus_k16b", PERIOD, t).await;
-    set.expect("set_exceeded");
+    let set = ledger.set_exceeded("cus_k16b", PERIOD, 0, t).await;
+    assert!(set.expect("set_exceeded"));
     let u = usage(ledger, "cus_k16b").await;
     assert_eq!((u.used, u.capped, u.exceeded), (0, 0, true));
     let result = claim_all(ledger, "cus_k16b", Some(100), one("k16-b", "cus_k16b"), t).await;

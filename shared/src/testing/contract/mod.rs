@@ -29,7 +29,8 @@ pub use claims::{
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
 pub use events::{
-    budget_event, budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
+    a_soft_or_unlimited_budget_clears_the_flag, budget_event,
+    budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
 };
 pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use settle::{
@@ -115,6 +116,7 @@ macro_rules! ledger_contract_tests {
             set_exceeded_raises_the_flag,
             budget_events_are_recorded_once_per_key,
             clearing_the_flag_records_its_event_once,
+            a_soft_or_unlimited_budget_clears_the_flag,
             failed_and_ambiguous_entries_are_found,
             ambiguous_claims_settle_once,
             operator_items_are_written_and_removed,

@@ -150,6 +150,7 @@ impl LedgerTotals for MemoryLedger {
                     used: read(c.used),
                     capped: read(c.capped),
                     exceeded: c.exceeded,
+                    clears: c.clears,
                 };
                 (period.clone(), usage)
             })

@@ -2,7 +2,7 @@
 
 use super::{MemoryLedger, ms};
 use crate::adapters::dynamo::budget_event_key;
-use crate::domain::budget::{BudgetPolicy, BudgetUsage};
+use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage};
 use crate::domain::budget_event::BudgetEvent;
 use crate::error::Result;
 use crate::ports::{BudgetStore, CustomerDirectory};
@@ -32,6 +32,7 @@ impl BudgetStore for MemoryLedger {
                 used: read(c.used),
                 capped: read(c.capped),
                 exceeded: c.exceeded,
+                clears: c.clears,
             },
             None => BudgetUsage::default(),
         })
@@ -57,24 +58,25 @@ impl BudgetStore for MemoryLedger {
     async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
         let key = (event.customer_id.clone(), event.period.clone());
         let mut state = self.state();
-        // As the transaction's condition: a raised flag, and usage under the new limit.
+        // As the transaction's condition: a raised flag in the event's episode, and under a
+        // hard limit, usage under it.
         let limit = i128::from(event.limit);
-        let Some(counter) = state
-            .counters
-            .get_mut(&key)
-            .filter(|c| c.exceeded && c.used.is_none_or(|u| u < limit))
-        else {
+        let hard = event.mode == BudgetMode::Hard && event.limit > 0;
+        let event_key = budget_event_key(event);
+        if state.events.contains_key(&event_key) {
+            return Ok(false);
+        }
+        let Some(counter) = state.counters.get_mut(&key).filter(|c| {
+            c.exceeded && c.clears == event.episode && (!hard || c.used.is_none_or(|u| u < limit))
+        }) else {
             return Ok(false);
         };
         counter.exceeded = false;
-        counter.limit = Some(event.limit);
-        let key = budget_event_key(event);
-        if state.events.contains_key(&key) {
-            return Ok(false);
-        }
+        counter.clears += 1;
+        counter.limit = Some(event.limit).filter(|l| *l > 0);
         let at = ms(event.at);
         state.events.insert(
-            key,
+            event_key,
             BudgetEvent {
                 at,
                 ..event.clone()
@@ -87,11 +89,17 @@ impl BudgetStore for MemoryLedger {
         &self,
         customer_id: &str,
         period: &str,
+        episode: u64,
         _now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = (customer_id.to_string(), period.to_string());
-        self.state().counters.entry(key).or_default().exceeded = true;
-        Ok(())
+        let mut state = self.state();
+        let counter = state.counters.entry(key).or_default();
+        if counter.clears != episode {
+            return Ok(false);
+        }
+        counter.exceeded = true;
+        Ok(true)
     }
 }
 

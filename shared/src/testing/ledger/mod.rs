@@ -146,6 +146,8 @@ pub struct Counter {
     pub exceeded: bool,
     /// `limit`: the policy's limit as the last claim stored it.
     pub limit: Option<u64>,
+    /// `clears`: how many times the flag was cleared (the limit episode).
+    pub clears: u64,
 }
 
 /// A budget alert record (`BUDGET#<customer>` / `ALERT#<period>#<percent>`).
