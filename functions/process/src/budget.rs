@@ -2,6 +2,7 @@
 //! ([`tracemeter::alerts::check`]), which an operator's budget change uses too.
 
 use crate::Deps;
+use crate::invocation::Invocation;
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
 
@@ -16,4 +17,26 @@ pub(crate) async fn check(
     tracemeter::alerts::check(deps.ledger, customer_id, period, policy, now)
         .await
         .map(|_| ())
+}
+
+/// The check again for a message settled as already billed (a redelivery: its credits were
+/// counted before, and the check then may have failed): once per customer and period in an
+/// invocation, where a redelivered batch of 100 would otherwise repeat it 100 times (a
+/// counter read and a refused conditional put per threshold reached, each). A failed check
+/// fails its message and lets the next one try again.
+pub(crate) async fn recheck(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    customer_id: &str,
+    period: &str,
+    policy: &BudgetPolicy,
+) -> Result<()> {
+    if !inv.first_recheck(customer_id, period) {
+        return Ok(());
+    }
+    let checked = check(deps, customer_id, period, policy).await;
+    if checked.is_err() {
+        inv.forget_recheck(customer_id, period);
+    }
+    checked
 }

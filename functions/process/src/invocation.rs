@@ -1,10 +1,11 @@
-//! Per-invocation state: the deadline, the receipt id, and caches of budget policies and
-//! user mappings (each read at most once per invocation).
+//! Per-invocation state: the deadline, the receipt id, caches of budget policies and user
+//! mappings (each read at most once per invocation), and the budgets already checked again
+//! for redelivered messages.
 
 use crate::Deps;
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
@@ -21,6 +22,7 @@ pub(crate) struct Invocation {
     receipt: String,
     policies: Mutex<HashMap<String, BudgetPolicy>>,
     customers: Mutex<HashMap<String, Option<String>>>,
+    rechecked: Mutex<HashSet<(String, String)>>,
 }
 
 impl Invocation {
@@ -34,6 +36,7 @@ impl Invocation {
             receipt: receipt_id(&seed, deps.clock.now()),
             policies: Mutex::default(),
             customers: Mutex::default(),
+            rechecked: Mutex::default(),
         }
     }
 
@@ -71,6 +74,19 @@ impl Invocation {
             .unwrap_or_else(|| deps.config.default_budget.clone());
         lock(&self.policies).insert(customer_id.to_string(), policy.clone());
         Ok(policy)
+    }
+
+    /// True the first time a customer's period is claimed for a re-check in this invocation
+    /// (see [`crate::budget::recheck`]).
+    pub(crate) fn first_recheck(&self, customer_id: &str, period: &str) -> bool {
+        let key = (customer_id.to_string(), period.to_string());
+        lock(&self.rechecked).insert(key)
+    }
+
+    /// Gives a re-check back after it failed, so that the next message tries again.
+    pub(crate) fn forget_recheck(&self, customer_id: &str, period: &str) {
+        let key = (customer_id.to_string(), period.to_string());
+        lock(&self.rechecked).remove(&key);
     }
 
     /// The Stripe customer who pays for the trace (order: `domain::customer::resolve`).

@@ -100,7 +100,7 @@ async fn already_billed(
     if let Some(cus) = entry.and_then(|e| e.customer_id.as_deref()) {
         let policy = inv.policy(deps, cus).await?;
         let period = policy.period.key(usage.timestamp);
-        budget::check(deps, cus, &period, &policy).await?;
+        budget::recheck(deps, inv, cus, &period, &policy).await?;
     }
     Ok(Stage::Done(Outcome::AlreadyBilled))
 }

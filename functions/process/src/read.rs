@@ -200,11 +200,12 @@ fn ledger_covers(entry: &LedgerEntry, newest: Option<DateTime<Utc>>) -> bool {
 }
 
 /// Settled without Langfuse. The budget alerts are checked again (idempotent: a redelivery
-/// after a failed check runs it), for the period of the newest billed observation.
+/// after a failed check runs it; once per customer and period in an invocation), for the
+/// period of the newest billed observation.
 async fn already_covered(deps: &Deps<'_>, inv: &Invocation, e: &LedgerEntry) -> Result<Stage> {
     if let (Some(cus), Some(at)) = (e.customer_id.as_deref(), e.last_observation_at) {
         let policy = inv.policy(deps, cus).await?;
-        budget::check(deps, cus, &policy.period.key(at), &policy).await?;
+        budget::recheck(deps, inv, cus, &policy.period.key(at), &policy).await?;
     }
     Ok(Stage::Done(Outcome::AlreadyBilled))
 }

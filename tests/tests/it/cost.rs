@@ -145,3 +145,49 @@ async fn batch_claims_cost_at_most_3_5_wcu_per_metered_trace() {
     assert!(ten as f64 / 10.0 < 5.0, "10 customers: {ten}");
     assert_eq!(stack.stripe.events().len(), 30);
 }
+
+/// A redelivered batch checks each customer's budget once, not once per message: two
+/// customers past their 50 % and 80 % thresholds, five traces each, delivered again, attempt
+/// exactly the four alerts' conditional puts (refused: recorded already); one check per
+/// message attempted twenty.
+#[tokio::test]
+async fn a_redelivered_batch_checks_each_customers_budget_once() {
+    let stack = TestStack::start("wcu-again").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    let customers = ["cus_again_a", "cus_again_b"];
+    let policy = BudgetPolicy {
+        limit: Some(600),
+        period: Period::Month,
+        mode: BudgetMode::Hard,
+        thresholds: vec![50, 80, 100],
+    };
+    for c in customers {
+        let put = stack.ledger.put_budget_policy(c, &policy).await;
+        put.expect("policy");
+    }
+    let ids: Vec<String> = (0..10).map(|i| format!("again-{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let customer = customers[i % 2];
+        stack.langfuse.add_trace(trace(id, customer, 0.004, 0, at));
+    }
+    let refs: Vec<(String, String)> = ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
+    let refs: Vec<(&str, String)> = refs.iter().map(|(m, b)| (m.as_str(), b.clone())).collect();
+    let first = stack.invoke_with(&NoFaults, event(&refs)).await;
+    assert!(first.expect("no crash").batch_item_failures.is_empty());
+    assert_eq!(stack.stripe.events().len(), 10);
+
+    stack.dynamo_writes.reset();
+    let again = stack.invoke_with(&NoFaults, event(&refs)).await;
+    assert!(again.expect("no crash").batch_item_failures.is_empty());
+    let ops = stack.dynamo_writes.ops();
+    let puts: Vec<&WriteOp> = ops.iter().filter(|o| o.operation == "PutItem").collect();
+    assert_eq!((ops.len(), puts.len()), (4, 4), "{ops:#?}");
+    assert!(
+        puts.iter().all(|o| o
+            .items
+            .iter()
+            .all(|(pk, sk)| pk.starts_with("BUDGET#") && sk.starts_with("ALERT#"))),
+        "{ops:#?}"
+    );
+    assert_eq!(stack.stripe.events().len(), 10, "nothing billed twice");
+}
