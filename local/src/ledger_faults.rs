@@ -1,13 +1,17 @@
-//! Faults on the ledger port: a process invocation that dies right after it recorded a
-//! budget event (the conditional put succeeded, nothing after it ran), as a Lambda timeout
-//! or crash there would cut it short. The wrapper never changes a write: it delegates, then
-//! never returns; [`invoke_dying_after_budget_event`] drops the handler's future.
+//! Faults on the ledger port, by wrapping it (the wrapper never changes a write it lets
+//! through):
+//! - a process invocation that dies right after it recorded a budget event (the conditional
+//!   put succeeded, nothing after it ran), as a Lambda timeout or crash there would cut it
+//!   short: [`invoke_dying_after_budget_event`] drops the handler's future;
+//! - batch claims that meet another writer's transaction (DynamoDB's `TransactionConflict`,
+//!   which moto, serialising every call, never answers): [`invoke_with_claim_conflicts`].
 
 use crate::harness::TestStack;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use process::Deps;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tracemeter::Result;
 use tracemeter::domain::budget::{BudgetPolicy, BudgetUsage};
@@ -17,18 +21,29 @@ use tracemeter::domain::ledger::{LedgerEntry, PendingClaim};
 use tracemeter::error::FailureReason;
 use tracemeter::ports::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 
-/// A ledger that dies after the first budget event it records.
-pub struct DiesAfterBudgetEvent<'a> {
-    inner: &'a dyn Ledger,
-    died: Notify,
+/// What goes wrong.
+enum Fault {
+    /// Dies after the first budget event it records.
+    DieAfterBudgetEvent,
+    /// Answers `Conflict` to this many batch claims (without writing), then claims.
+    ClaimConflicts(AtomicUsize),
 }
 
-impl<'a> DiesAfterBudgetEvent<'a> {
-    /// Around `inner`.
-    pub fn new(inner: &'a dyn Ledger) -> DiesAfterBudgetEvent<'a> {
-        DiesAfterBudgetEvent {
+/// A ledger with one fault.
+pub struct FaultyLedger<'a> {
+    inner: &'a dyn Ledger,
+    fault: Fault,
+    died: Notify,
+    claims: AtomicUsize,
+}
+
+impl<'a> FaultyLedger<'a> {
+    fn new(inner: &'a dyn Ledger, fault: Fault) -> FaultyLedger<'a> {
+        FaultyLedger {
             inner,
+            fault,
             died: Notify::new(),
+            claims: AtomicUsize::new(0),
         }
     }
 
@@ -36,6 +51,12 @@ impl<'a> DiesAfterBudgetEvent<'a> {
         self.died.notify_one();
         std::future::pending::<()>().await;
         unreachable!("a pending future never completes")
+    }
+
+    async fn after_budget_event(&self, recorded: bool) {
+        if recorded && matches!(self.fault, Fault::DieAfterBudgetEvent) {
+            self.die().await;
+        }
     }
 }
 
@@ -46,7 +67,7 @@ pub async fn invoke_dying_after_budget_event(
     stack: &TestStack,
     event: SqsEvent,
 ) -> Option<SqsBatchResponse> {
-    let ledger = DiesAfterBudgetEvent::new(&stack.ledger);
+    let ledger = FaultyLedger::new(&stack.ledger, Fault::DieAfterBudgetEvent);
     let deps = Deps {
         ledger: &ledger,
         ..stack.deps()
@@ -59,8 +80,28 @@ pub async fn invoke_dying_after_budget_event(
     }
 }
 
+/// Runs the real handler on `event` with a ledger whose first `conflicts` batch claims meet
+/// another writer's transaction; its response, and how many batch claims it tried.
+pub async fn invoke_with_claim_conflicts(
+    stack: &TestStack,
+    event: SqsEvent,
+    conflicts: usize,
+) -> (SqsBatchResponse, usize) {
+    let ledger = FaultyLedger::new(
+        &stack.ledger,
+        Fault::ClaimConflicts(AtomicUsize::new(conflicts)),
+    );
+    let deps = Deps {
+        ledger: &ledger,
+        ..stack.deps()
+    };
+    let deadline = tracemeter::clock::Clock::now(&stack.clock) + chrono::Duration::seconds(30);
+    let handled = process::handle(&deps, event, deadline).await;
+    (handled.response, ledger.claims.load(Ordering::Relaxed))
+}
+
 #[async_trait]
-impl BudgetStore for DiesAfterBudgetEvent<'_> {
+impl BudgetStore for FaultyLedger<'_> {
     async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>> {
         self.inner.budget_policy(customer_id).await
     }
@@ -69,16 +110,12 @@ impl BudgetStore for DiesAfterBudgetEvent<'_> {
     }
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
         let recorded = self.inner.record_budget_event(event).await?;
-        if recorded {
-            self.die().await;
-        }
+        self.after_budget_event(recorded).await;
         Ok(recorded)
     }
     async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
         let cleared = self.inner.clear_exceeded(event).await?;
-        if cleared {
-            self.die().await;
-        }
+        self.after_budget_event(cleared).await;
         Ok(cleared)
     }
     async fn set_exceeded(
@@ -95,11 +132,21 @@ impl BudgetStore for DiesAfterBudgetEvent<'_> {
 }
 
 #[async_trait]
-impl ClaimStore for DiesAfterBudgetEvent<'_> {
+impl ClaimStore for FaultyLedger<'_> {
     async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>> {
         self.inner.entry(trace_id).await
     }
     async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult> {
+        self.claims.fetch_add(1, Ordering::Relaxed);
+        if let Fault::ClaimConflicts(left) = &self.fault {
+            let take = |n: usize| n.checked_sub(1);
+            if left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
+                .is_ok()
+            {
+                return Ok(ClaimResult::Conflict);
+            }
+        }
         self.inner.claim_batch(batch).await
     }
     async fn take_over(
@@ -127,7 +174,7 @@ impl ClaimStore for DiesAfterBudgetEvent<'_> {
 }
 
 #[async_trait]
-impl DeliveryStore for DiesAfterBudgetEvent<'_> {
+impl DeliveryStore for FaultyLedger<'_> {
     async fn record_delivered(
         &self,
         receipt: &str,
@@ -171,7 +218,7 @@ impl DeliveryStore for DiesAfterBudgetEvent<'_> {
 }
 
 #[async_trait]
-impl CustomerDirectory for DiesAfterBudgetEvent<'_> {
+impl CustomerDirectory for FaultyLedger<'_> {
     async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>> {
         self.inner.customer_for_user(user_id).await
     }

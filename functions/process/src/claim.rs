@@ -9,11 +9,12 @@ use crate::{Deps, Outcome};
 use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::domain::claim::{Claim, ClaimBatch, ClaimResult};
 use tracemeter::domain::ledger::PendingClaim;
-use tracemeter::domain::meter;
+use tracemeter::domain::{meter, retry};
 use tracing::{info, warn};
 
 /// Transactions tried per group before its messages retry (each try follows a change that
-/// another writer made: a contended budget or entry).
+/// another writer made: a contended budget or entry; after a transaction conflict, a short
+/// pause first).
 const MAX_CLAIM_TRIES: usize = 25;
 
 /// A claimed revision on its way to Stripe.
@@ -81,6 +82,7 @@ pub(crate) async fn claim_group(
         policy: first.policy.clone(),
     };
     let mut used = 0u64;
+    let mut conflicts = 0u32;
     for _ in 0..MAX_CLAIM_TRIES {
         if candidates.is_empty() {
             return out;
@@ -97,7 +99,11 @@ pub(crate) async fn claim_group(
                 candidates = out.set_aside(candidates, &changed);
             }
             Ok(ClaimResult::OverBudget { used: now_used }) => used = now_used,
-            Ok(ClaimResult::Conflict) => tokio::task::yield_now().await,
+            Ok(ClaimResult::Conflict) => {
+                conflicts += 1;
+                let key = format!("{}#{}", inv.id(), group.customer_id);
+                tokio::time::sleep(retry::conflict_pause(&key, conflicts)).await;
+            }
             Err(e) => {
                 warn!(customer = %group.customer_id, period = %group.period, error = %e, "claim failed, will retry");
                 out.retry_all(candidates, &Outcome::retry_after(&e));

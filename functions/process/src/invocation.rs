@@ -40,6 +40,11 @@ impl Invocation {
         }
     }
 
+    /// This invocation's id (its receipt's, unique per invocation).
+    pub(crate) fn id(&self) -> &str {
+        &self.receipt
+    }
+
     /// The receipt that records the delivery of the batch's `index`-th message.
     pub(crate) fn receipt_for(&self, index: usize) -> String {
         format!("{}-{}", self.receipt, index / RECEIPT_CHUNK)

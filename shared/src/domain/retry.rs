@@ -47,6 +47,16 @@ impl Backoff {
     }
 }
 
+/// The pause before batch claim try `attempt` (1-based) after a transaction conflict:
+/// another writer's transaction holds the same items (a customer's budget counter, shared
+/// by every instance) for the few milliseconds it takes. 10 ms × `attempt`, at most 200 ms,
+/// with jitter in [50 %, 100 %] from `key` (the invocation and the customer), so that two
+/// instances that met do not meet again: 25 tries pause at most 3.1 s in all.
+pub fn conflict_pause(key: &str, attempt: u32) -> Duration {
+    let full = (10 * u64::from(attempt.max(1))).min(200);
+    Duration::from_millis(full / 2 + jitter(key, attempt) % (full / 2 + 1))
+}
+
 /// FNV-1a of the message id and the attempt: different messages retry at different times.
 fn jitter(message_id: &str, receives: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -59,6 +69,19 @@ fn jitter(message_id: &str, receives: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflict_pauses_grow_to_200_ms_and_differ_between_keys() {
+        for attempt in 1..=30 {
+            let full = (10 * u64::from(attempt)).min(200);
+            let pause = conflict_pause("inv-1#cus_a", attempt).as_millis() as u64;
+            assert!((full / 2..=full).contains(&pause), "{attempt}: {pause}");
+        }
+        let pauses = |key: &str| (1..=25).map(|a| conflict_pause(key, a)).collect::<Vec<_>>();
+        assert_ne!(pauses("inv-1#cus_a"), pauses("inv-2#cus_a"));
+        let total: Duration = pauses("inv-1#cus_a").iter().sum();
+        assert!(total <= Duration::from_millis(3_100), "{total:?}");
+    }
 
     fn backoff(base_seconds: u32, max_seconds: u32) -> Backoff {
         Backoff {

@@ -1,6 +1,7 @@
 //! Budgets: hard limits under concurrency, soft alerts, periods, a batch sharing a limit.
 
 use super::*;
+use tracemeter_local::ledger_faults::invoke_with_claim_conflicts;
 
 #[tokio::test]
 async fn twenty_concurrent_invocations_never_pass_a_hard_limit() {
@@ -287,4 +288,63 @@ async fn invoke_in_pairs(stack: &TestStack, ids: &[String], round: usize) -> Vec
         }
     }
     retry
+}
+
+/// A batch claim that meets another writer's transaction (DynamoDB's `TransactionConflict`
+/// on the shared budget counter, which moto never answers: the ledger port is wrapped)
+/// pauses and tries again: 3 conflicts, then the batch is billed once and counted once; a
+/// claim that conflicts on every try (25) gives the whole batch back as retries, with
+/// nothing billed and nothing counted, and its redelivery bills it once.
+#[tokio::test]
+async fn claims_that_meet_another_transaction_try_again_and_bill_once() {
+    let stack = TestStack::start("conflicts").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    stack
+        .ledger
+        .put_budget_policy("cus_cf", &hard(10_000))
+        .await
+        .expect("policy");
+    let ids = ["cf-1", "cf-2", "cf-3"];
+    for id in ids {
+        stack.langfuse.add_trace(trace(id, "cus_cf", 0.004, 0, at));
+    }
+    let messages: Vec<(String, String)> =
+        ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
+    let refs: Vec<(&str, String)> = messages
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+
+    let (response, tries) = invoke_with_claim_conflicts(&stack, event(&refs[..2]), 3).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(tries, 4, "3 conflicts, then the claim");
+    assert_eq!(
+        budget_used(&stack, "cus_cf", at, Period::Month).await.0,
+        2 * C_0004
+    );
+
+    let (response, tries) = invoke_with_claim_conflicts(&stack, event(&refs[2..]), 100).await;
+    assert_eq!(tries, 25, "every try conflicts");
+    assert_eq!(response.batch_item_failures.len(), 1, "{response:?}");
+    let untouched = stack.ledger.entry("cf-3").await.expect("entry");
+    assert!(untouched.is_none(), "nothing claimed: {untouched:?}");
+    assert_eq!(
+        budget_used(&stack, "cus_cf", at, Period::Month).await.0,
+        2 * C_0004
+    );
+    assert_eq!(stack.stripe.events().len(), 2);
+
+    let again = stack
+        .invoke_with(&NoFaults, event(&refs))
+        .await
+        .expect("no crash");
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert_eq!(
+        stack.stripe.totals_by_customer().get("cus_cf"),
+        Some(&(3 * C_0004))
+    );
+    assert_eq!(
+        budget_used(&stack, "cus_cf", at, Period::Month).await.0,
+        3 * C_0004
+    );
 }
