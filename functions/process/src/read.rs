@@ -139,7 +139,8 @@ async fn read_usage(
     }
 }
 
-/// The longest wait for Langfuse a batch read sits out (one budget slot); longer waits defer.
+/// The longest wait for Langfuse a batch read sits out (two budget slots, or a short 429);
+/// longer waits defer.
 const MAX_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Time a batch read and the rest of its slice are expected to need after a wait.
 const READ_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -20,17 +20,17 @@ pub async fn the_budget_is_never_exceeded(quota: &dyn RequestQuota) {
         assert_eq!(grant, Grant::Granted, "request {i} is within the budget");
     }
     match quota.take(t(2)).await.expect("take") {
-        Grant::Wait(wait) => assert_eq!(wait.as_secs(), 8, "until the next slot starts"),
+        Grant::Wait(wait) => assert_eq!(wait.as_secs(), 3, "until the next slot starts"),
         Grant::Granted => panic!("a request past the budget was granted"),
     }
-    // 60 seconds later the first slot is still within the window (7 slots): nothing yet.
+    // 60 seconds later the first slot is still within the window (13 slots): nothing yet.
     assert!(matches!(
         quota.take(t(61)).await.expect("take"),
         Grant::Wait(_)
     ));
-    // 70 seconds later it has left the window: the whole budget is back.
+    // 65 seconds later it has left the window: the whole budget is back.
     for _ in 0..CONTRACT_LIMIT {
-        assert_eq!(quota.take(t(70)).await.expect("take"), Grant::Granted);
+        assert_eq!(quota.take(t(65)).await.expect("take"), Grant::Granted);
     }
 }
 
