@@ -73,7 +73,13 @@ struct Ingested {
     function: Function,
     time: Duration,
     enqueued: u64,
-    langfuse: (u64, u64),
+}
+
+/// Whether a Langfuse request is one of ingest's listings (a time range: v2 observations
+/// `fromStartTime`, legacy traces `fromTimestamp`), not a processor's read.
+fn is_listing(request: &crate::fakes::RecordedRequest) -> bool {
+    let query = request.query.as_deref().unwrap_or_default();
+    query.contains("fromStartTime") || query.contains("fromTimestamp")
 }
 
 /// Runs the benchmark.
@@ -92,10 +98,14 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport> {
     }
     let bench = Bench::start(options).await?;
     let started = Instant::now();
-    let ingested = bench.ingest(&bootstraps[0]).await?;
-    let processing = Instant::now();
-    let instances = bench.process(&bootstraps[1], ingested.enqueued).await?;
-    let process_time = processing.elapsed();
+    let (ingested, instances, process_time) = if bench.options.backlog {
+        bench.ingest_and_process(&bootstraps).await?
+    } else {
+        let ingested = bench.ingest(&bootstraps[0]).await?;
+        let processing = Instant::now();
+        let instances = bench.process(&bootstraps[1], ingested.enqueued).await?;
+        (ingested, instances, processing.elapsed())
+    };
     let end_to_end = started.elapsed();
     let figures = [
         FunctionFigures::of(
@@ -173,7 +183,6 @@ impl Bench {
             .context("ingest invocation")?;
         let time = started.elapsed();
         let enqueued = out.get("enqueued").and_then(|v| v.as_u64()).unwrap_or(0);
-        let langfuse = self.langfuse_requests();
         eprintln!(
             "[bench] ingest: {enqueued} enqueued in {:.1} s; processing with {} instances...",
             time.as_secs_f64(),
@@ -183,40 +192,80 @@ impl Bench {
             function,
             time,
             enqueued,
-            langfuse,
         })
     }
 
-    /// Langfuse requests since the last call, and the 429s among them.
-    fn langfuse_requests(&self) -> (u64, u64) {
+    /// The backlog as Lambda runs it: the process instances started (their inits measured
+    /// one at a time), then ingest's invocation, with the instances draining the queue as its
+    /// messages arrive (the event source mapping does not wait for ingest to end), until
+    /// ingest has ended and the queue is empty. Returns the processing time too (from
+    /// ingest's start).
+    async fn ingest_and_process(
+        &self,
+        [ingest, process]: &[std::path::PathBuf; 2],
+    ) -> Result<(Ingested, Vec<Function>, Duration)> {
+        let deadline = Instant::now() + self.options.time_limit;
+        let instances = self.start_instances(process).await?;
+        let started = Instant::now();
+        let ingest_ended = std::sync::atomic::AtomicBool::new(false);
+        let ingesting = async {
+            let ingested = self.ingest(ingest).await;
+            ingest_ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            ingested
+        };
+        let draining = async {
+            loop {
+                let last = ingest_ended.load(std::sync::atomic::Ordering::SeqCst);
+                self.drain(&instances, self.options.traces as u64, deadline)
+                    .await?;
+                if last || Instant::now() >= deadline {
+                    return anyhow::Ok(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let (ingested, drained) = tokio::join!(ingesting, draining);
+        let instances = instances.into_iter().map(|m| m.into_inner()).collect();
+        Ok((ingested?, instances, drained?))
+    }
+
+    /// Langfuse requests of ingest (its listings) and of the processor (batch and per-trace
+    /// reads), each with the 429s among them.
+    fn langfuse_requests(&self) -> ((u64, u64), (u64, u64)) {
         let requests = self.stack.langfuse.requests();
-        self.stack.langfuse.clear_requests();
-        (
-            requests.len() as u64,
-            requests.iter().filter(|r| r.status == 429).count() as u64,
-        )
+        let count = |ingest: bool| {
+            let of = requests.iter().filter(|r| is_listing(r) == ingest);
+            let (n, limited) = of.fold((0, 0), |(n, l), r| (n + 1, l + u64::from(r.status == 429)));
+            (n, limited)
+        };
+        (count(true), count(false))
+    }
+
+    /// Starts the process instances and drains the queue with them; returns them.
+    async fn process(&self, bootstrap: &std::path::Path, enqueued: u64) -> Result<Vec<Function>> {
+        let deadline = Instant::now() + self.options.time_limit;
+        if self.options.ingest_only {
+            return Ok(Vec::new());
+        }
+        let instances = self.start_instances(bootstrap).await?;
+        self.drain(&instances, enqueued, deadline).await?;
+        Ok(instances.into_iter().map(|m| m.into_inner()).collect())
     }
 
     /// Starts the process instances one at a time, as Lambda scales out (each init is
-    /// measured without the others), and drains the queue with them; returns them.
-    async fn process(&self, bootstrap: &std::path::Path, enqueued: u64) -> Result<Vec<Function>> {
-        let deadline = Instant::now() + self.options.time_limit;
-        let count = if self.options.ingest_only {
-            0
-        } else {
-            self.options.concurrency
-        };
+    /// measured without the others).
+    async fn start_instances(
+        &self,
+        bootstrap: &std::path::Path,
+    ) -> Result<Vec<tokio::sync::Mutex<Function>>> {
         let memory = self.template.function_memory_mb(PROCESS_FUNCTION)?;
         let mut instances = Vec::new();
-        for _ in 0..count {
+        for _ in 0..self.options.concurrency {
             let f = Function::spawn("process", bootstrap, &self.env, memory).await?;
             f.wait_for_init().await;
             instances.push(tokio::sync::Mutex::new(f));
         }
-        if !instances.is_empty() {
-            self.drain(&instances, enqueued, deadline).await?;
-        }
-        Ok(instances.into_iter().map(|m| m.into_inner()).collect())
+        Ok(instances)
     }
 
     /// Drains the queue, poller `i` invoking instance `i`, until it is empty or the time
@@ -259,7 +308,7 @@ impl Bench {
         process_time: Duration,
         end_to_end: Duration,
     ) -> Result<BenchReport> {
-        let langfuse_process = self.langfuse_requests();
+        let (langfuse_ingest, langfuse_process) = self.langfuse_requests();
         let summary = summary::collect(&self.stack).await?;
         let state = |s: &str| summary.states.get(s).copied().unwrap_or(0);
         Ok(BenchReport {
@@ -272,7 +321,7 @@ impl Bench {
             dlq: summary.dlq,
             ingest_time: ingested.time,
             end_to_end,
-            langfuse_ingest: ingested.langfuse,
+            langfuse_ingest,
             langfuse_process,
             process_time,
             stripe_requests: self.stack.stripe.request_count() as u64,
