@@ -50,11 +50,11 @@ fn needed() -> Scope {
     process.extend(grant(&["BUDGET#"], &["GetItem", "UpdateItem", "PutItem"]));
     process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
     process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));
-    process.extend(grant(&["QUOTA#"], &["BatchGetItem", "UpdateItem"]));
+    process.extend(grant(&["QUOTA#"], &["Query", "UpdateItem"]));
     let mut ingest: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     ingest.extend(grant(&["INGEST#"], &["GetItem", "PutItem", "DeleteItem"]));
     ingest.extend(grant(&["TRACE#"], &["BatchGetItem"]));
-    ingest.extend(grant(&["QUOTA#"], &["BatchGetItem", "UpdateItem"]));
+    ingest.extend(grant(&["QUOTA#"], &["Query", "UpdateItem"]));
     let mut gateway: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     gateway.extend(grant(&["BUDGET#", "CUSTOMER#"], &["GetItem"]));
     // The budget events pipe reads the table's stream, never an item.

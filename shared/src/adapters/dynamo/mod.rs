@@ -11,7 +11,7 @@
 //! | budget policy | `CUSTOMER#<customer>` | `BUDGET` |
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
-//! | request budget slot | `QUOTA#<service>` | `SLOT#<10-second slot>` |
+//! | request budget slot | `QUOTA#<service>` | `SLOT#<5-second slot, 12 digits>` |
 //!
 //! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
 //! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of

@@ -1,14 +1,16 @@
-//! The shared Langfuse request budget in the table: one counter item per 10-second slot
-//! (`QUOTA#<service>` / `SLOT#<slot>`), taken with a conditional add (`domain::quota`).
+//! The shared Langfuse request budget in the table: one counter item per slot
+//! (`QUOTA#<service>` / `SLOT#<slot, 12 digits>`), taken with a conditional add
+//! (`domain::quota`). The earlier slots of a window are read with ONE strongly consistent
+//! `Query` over the key range: a query is billed by the bytes it reads (a dozen tiny items:
+//! 1 read unit), where a `BatchGetItem` is billed per item (12 read units).
 
-use super::items::{Item, SERVICE, condition_held, get_u64, key_item, n, names, sdk_error};
+use super::items::{condition_held, get_u64, key_item, n, names, s, sdk_error};
 use crate::domain::quota::{
     Grant, RequestLimit, earlier_slots, room, slot_expiry, slot_of, wait_for_next_slot,
 };
 use crate::error::Result;
 use crate::ports::RequestQuota;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::KeysAndAttributes;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,9 @@ pub struct DynamoQuota {
     per_minute: u32,
 }
 
-/// The key of one slot's counter.
+/// The key of one slot's counter (the slot zero-padded, so that keys sort as slots do).
 pub fn quota_key(service: &str, slot: i64) -> (String, String) {
-    (format!("QUOTA#{service}"), format!("SLOT#{slot}"))
+    (format!("QUOTA#{service}"), format!("SLOT#{slot:012}"))
 }
 
 impl DynamoQuota {
@@ -50,41 +52,42 @@ impl DynamoQuota {
     /// take: a request taken just before a slot ended may land in its counter just after,
     /// so a sum remembered from the slot's start could miss it.
     async fn earlier_sum(&self, slot: i64) -> Result<u64> {
-        let keys: Vec<Item> = earlier_slots(slot)
-            .map(|s| key_item(quota_key(&self.service, s)))
-            .collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .projection_expression("#used")
-            .set_expression_attribute_names(Some(names(&["#used"])))
-            .build()
-            .map_err(|e| sdk_error_text(e.to_string()))?;
+        let earlier: Vec<i64> = earlier_slots(slot).collect();
+        let (Some(&first), Some(&last)) = (earlier.first(), earlier.last()) else {
+            return Ok(0);
+        };
+        let (pk, from) = quota_key(&self.service, first);
+        let (_, to) = quota_key(&self.service, last);
+        let key = "#pk = :pk AND #sk BETWEEN :from AND :to";
         let mut sum = 0;
+        let mut start = None;
         loop {
-            let out = self
+            let page = self
                 .client
-                .batch_get_item()
-                .request_items(&self.table, request)
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(key)
+                .projection_expression("#used")
+                .set_expression_attribute_names(Some(names(&[key, "#used"])))
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":from", s(&from))
+                .expression_attribute_values(":to", s(&to))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk_error("BatchGetItem", &e))?;
-            sum += out
-                .responses()
-                .and_then(|r| r.get(&self.table))
-                .map(|items| items.iter().filter_map(|i| get_u64(i, "used")).sum::<u64>())
-                .unwrap_or(0);
-            match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                Some(left) if !left.keys().is_empty() => request = left.clone(),
-                _ => break,
+                .map_err(|e| sdk_error("Query", &e))?;
+            sum += page
+                .items()
+                .iter()
+                .filter_map(|i| get_u64(i, "used"))
+                .sum::<u64>();
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(sum),
             }
         }
-        Ok(sum)
     }
-}
-
-fn sdk_error_text(detail: String) -> crate::Error {
-    crate::Error::transient(SERVICE, format!("building a BatchGetItem: {detail}"))
 }
 
 #[async_trait]
