@@ -4,7 +4,9 @@
 //! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
 //! (time limit, 15), `CHAOS_INVOCATION_SECONDS` (each invocation's deadline, 10; the
 //! visibility timeout is 2 s more), `CHAOS_LOG` (log file, default `target/chaos.log`), `LANGFUSE_API`
-//! (`v2`, or `legacy`) and `STRIPE_API_MODE` (`v1`, or `v2_stream`). Prints the
+//! (`v2`, or `legacy`), `STRIPE_API_MODE` (`v1`, or `v2_stream`) and
+//! `LANGFUSE_REQUESTS_PER_MINUTE` (the shared request budget, 30 as the template's
+//! default, or `unlimited`). Prints the
 //! figures and the invariants; exits 1 when one did not hold.
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +39,10 @@ async fn main() -> Result<()> {
         time_limit: Duration::from_secs(60 * setting("CHAOS_MINUTES", 15u64)?),
         langfuse_api: setting("LANGFUSE_API", defaults.langfuse_api)?,
         stripe_mode: setting("STRIPE_API_MODE", defaults.stripe_mode)?,
+        langfuse_requests_per_minute: setting(
+            "LANGFUSE_REQUESTS_PER_MINUTE",
+            defaults.langfuse_requests_per_minute,
+        )?,
         invocation_seconds: setting("CHAOS_INVOCATION_SECONDS", defaults.invocation_seconds)?,
     };
     let log_path = setting("CHAOS_LOG", "target/chaos.log".to_string())?;

@@ -63,6 +63,9 @@ pub struct ChaosOptions {
     pub langfuse_api: String,
     /// `STRIPE_API_MODE` of the functions (`v1` or `v2_stream`).
     pub stripe_mode: String,
+    /// `LANGFUSE_REQUESTS_PER_MINUTE` of the functions: the shared request budget (the
+    /// template's default, 30, so that its takes meet the AWS faults too), or `unlimited`.
+    pub langfuse_requests_per_minute: String,
     /// Each invocation's deadline, in seconds (the queue's visibility timeout is 2 s more):
     /// short, so that lost work comes back quickly; the template's function has 30 s.
     pub invocation_seconds: i64,
@@ -78,6 +81,7 @@ impl Default for ChaosOptions {
             time_limit: Duration::from_secs(900),
             langfuse_api: "v2".into(),
             stripe_mode: "v1".into(),
+            langfuse_requests_per_minute: "30".into(),
             invocation_seconds: 10,
         }
     }
@@ -191,7 +195,11 @@ impl<'a> ChaosRun<'a> {
             .var("RETRY_MAX_SECONDS", 4)
             .var("LEASE_MARGIN_SECONDS", 2)
             .var("LANGFUSE_API", &options.langfuse_api)
-            .var("STRIPE_API_MODE", &options.stripe_mode),
+            .var("STRIPE_API_MODE", &options.stripe_mode)
+            .var(
+                "LANGFUSE_REQUESTS_PER_MINUTE",
+                &options.langfuse_requests_per_minute,
+            ),
         )
         .await?;
         let ingest = stack.ingest(&[("INGEST_START_LOOKBACK_SECONDS", &(41 * 86_400).to_string())]);
