@@ -26,6 +26,7 @@ use crate::{progress, summary, workload};
 use anyhow::{Context, Result, bail};
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Benchmark settings.
@@ -207,15 +208,15 @@ impl Bench {
         let deadline = Instant::now() + self.options.time_limit;
         let instances = self.start_instances(process).await?;
         let started = Instant::now();
-        let ingest_ended = std::sync::atomic::AtomicBool::new(false);
+        let ingest_ended = AtomicBool::new(false);
         let ingesting = async {
             let ingested = self.ingest(ingest).await;
-            ingest_ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            ingest_ended.store(true, Ordering::SeqCst);
             ingested
         };
         let draining = async {
             loop {
-                let last = ingest_ended.load(std::sync::atomic::Ordering::SeqCst);
+                let last = ingest_ended.load(Ordering::SeqCst);
                 self.drain(&instances, self.options.traces as u64, deadline)
                     .await?;
                 if last || Instant::now() >= deadline {

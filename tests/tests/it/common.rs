@@ -79,6 +79,19 @@ pub fn event(bodies: &[(&str, String)]) -> SqsEvent {
 }
 
 /// The body of a message for a trace.
+/// An SQS event of one message per trace id (message id `m-<trace id>`), in that order.
+pub fn event_for<S: AsRef<str>>(trace_ids: &[S]) -> SqsEvent {
+    let bodies: Vec<(String, String)> = trace_ids
+        .iter()
+        .map(|id| (format!("m-{}", id.as_ref()), body(id.as_ref())))
+        .collect();
+    let refs: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.clone()))
+        .collect();
+    event(&refs)
+}
+
 pub fn body(trace_id: &str) -> String {
     tracemeter::domain::message::MeterMessage::new(trace_id).to_body()
 }

@@ -1,7 +1,7 @@
 //! DynamoDB write capacity per metered trace, counted from the handler's real write requests
 //! (an SDK interceptor) and the written items' real sizes, with DynamoDB's pricing rules.
 
-use crate::common::{body, entry, event, now, trace};
+use crate::common::{entry, event_for, now, trace};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Duration;
 use std::collections::HashMap;
@@ -38,16 +38,10 @@ async fn metered_batch_wcu(stack: &TestStack, traces: usize, customers: usize) -
             .langfuse
             .add_trace(trace(id, &customer(i), 0.004, 0, at));
     }
-    let bodies: Vec<(String, String)> =
-        ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
 
     stack.dynamo_writes.reset();
     let response = stack
-        .invoke_with(&NoFaults, event(&refs))
+        .invoke_with(&NoFaults, event_for(&ids))
         .await
         .expect("no crash");
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
@@ -78,7 +72,7 @@ async fn metered_batch_wcu(stack: &TestStack, traces: usize, customers: usize) -
     // A redelivery of the whole batch writes nothing.
     stack.dynamo_writes.reset();
     let again = stack
-        .invoke_with(&NoFaults, event(&refs))
+        .invoke_with(&NoFaults, event_for(&ids))
         .await
         .expect("no crash");
     assert!(again.batch_item_failures.is_empty());
@@ -170,14 +164,12 @@ async fn a_redelivered_batch_checks_each_customers_budget_once() {
         let customer = customers[i % 2];
         stack.langfuse.add_trace(trace(id, customer, 0.004, 0, at));
     }
-    let refs: Vec<(String, String)> = ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
-    let refs: Vec<(&str, String)> = refs.iter().map(|(m, b)| (m.as_str(), b.clone())).collect();
-    let first = stack.invoke_with(&NoFaults, event(&refs)).await;
+    let first = stack.invoke_with(&NoFaults, event_for(&ids)).await;
     assert!(first.expect("no crash").batch_item_failures.is_empty());
     assert_eq!(stack.stripe.events().len(), 10);
 
     stack.dynamo_writes.reset();
-    let again = stack.invoke_with(&NoFaults, event(&refs)).await;
+    let again = stack.invoke_with(&NoFaults, event_for(&ids)).await;
     assert!(again.expect("no crash").batch_item_failures.is_empty());
     let ops = stack.dynamo_writes.ops();
     let puts: Vec<&WriteOp> = ops.iter().filter(|o| o.operation == "PutItem").collect();

@@ -52,8 +52,9 @@ impl DynamoQuota {
     /// take: a request taken just before a slot ended may land in its counter just after,
     /// so a sum remembered from the slot's start could miss it.
     async fn earlier_sum(&self, slot: i64) -> Result<u64> {
-        let earlier: Vec<i64> = earlier_slots(slot).collect();
-        let (Some(&first), Some(&last)) = (earlier.first(), earlier.last()) else {
+        let mut earlier = earlier_slots(slot);
+        let first = earlier.next();
+        let (Some(first), Some(last)) = (first, earlier.last().or(first)) else {
             return Ok(0);
         };
         let (pk, from) = quota_key(&self.service, first);

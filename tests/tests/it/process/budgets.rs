@@ -182,17 +182,9 @@ async fn a_batch_shares_the_hard_limit_in_trace_order() {
         stack.langfuse.add_trace(trace(id, "cus_b", 0.004, 0, at));
     }
     // Reverse order in the batch: the split follows the trace ids, not the message order.
-    let bodies: Vec<(String, String)> = ids
-        .iter()
-        .rev()
-        .map(|id| (format!("m-{id}"), body(id)))
-        .collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
+    let reversed: Vec<&String> = ids.iter().rev().collect();
     let response = stack
-        .invoke_with(&NoFaults, event(&refs))
+        .invoke_with(&NoFaults, event_for(&reversed))
         .await
         .expect("no crash");
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
@@ -308,14 +300,8 @@ async fn claims_that_meet_another_transaction_try_again_and_bill_once() {
     for id in ids {
         stack.langfuse.add_trace(trace(id, "cus_cf", 0.004, 0, at));
     }
-    let messages: Vec<(String, String)> =
-        ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
-    let refs: Vec<(&str, String)> = messages
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
 
-    let (response, tries) = invoke_with_claim_conflicts(&stack, event(&refs[..2]), 3).await;
+    let (response, tries) = invoke_with_claim_conflicts(&stack, event_for(&ids[..2]), 3).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(tries, 4, "3 conflicts, then the claim");
     assert_eq!(
@@ -323,7 +309,7 @@ async fn claims_that_meet_another_transaction_try_again_and_bill_once() {
         2 * C_0004
     );
 
-    let (response, tries) = invoke_with_claim_conflicts(&stack, event(&refs[2..]), 100).await;
+    let (response, tries) = invoke_with_claim_conflicts(&stack, event_for(&ids[2..]), 100).await;
     assert_eq!(tries, 25, "every try conflicts");
     assert_eq!(response.batch_item_failures.len(), 1, "{response:?}");
     let untouched = stack.ledger.entry("cf-3").await.expect("entry");
@@ -335,7 +321,7 @@ async fn claims_that_meet_another_transaction_try_again_and_bill_once() {
     assert_eq!(stack.stripe.events().len(), 2);
 
     let again = stack
-        .invoke_with(&NoFaults, event(&refs))
+        .invoke_with(&NoFaults, event_for(&ids))
         .await
         .expect("no crash");
     assert!(again.batch_item_failures.is_empty(), "{again:?}");

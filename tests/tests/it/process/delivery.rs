@@ -208,14 +208,8 @@ async fn one_customers_messages_in_a_batch_do_not_overlap_at_stripe() {
     for id in &ids {
         stack.langfuse.add_trace(trace(id, "cus_one", 0.004, 0, at));
     }
-    let bodies: Vec<(String, String)> =
-        ids.iter().map(|id| (format!("m-{id}"), body(id))).collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
     let response = stack
-        .invoke_with(&NoFaults, event(&refs))
+        .invoke_with(&NoFaults, event_for(&ids))
         .await
         .expect("no crash");
     assert!(response.batch_item_failures.is_empty(), "{response:?}");

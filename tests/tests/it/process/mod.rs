@@ -5,7 +5,7 @@ mod budgets;
 mod delivery;
 mod failures;
 
-use crate::common::{CrashOnce, Logs, body, entry, event, now, trace};
+use crate::common::{CrashOnce, Logs, body, entry, event, event_for, now, trace};
 use chrono::{Duration, Timelike, Utc};
 use std::collections::BTreeMap;
 use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, Period};
