@@ -42,11 +42,7 @@ fn batch(
             (format!("{tag}-{id}"), m.to_body())
         })
         .collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
-    event(&refs)
+    event(&bodies)
 }
 
 /// Langfuse usage reads made so far.

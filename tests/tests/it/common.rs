@@ -60,11 +60,12 @@ pub fn trace(
 }
 
 /// An SQS event built by hand (for direct concurrent invocations).
-pub fn event(bodies: &[(&str, String)]) -> SqsEvent {
+pub fn event<M: AsRef<str>>(bodies: &[(M, String)]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = bodies
         .iter()
         .map(|(id, body)| {
+            let id = id.as_ref();
             let mut m = SqsMessage::default();
             m.message_id = Some(id.to_string());
             m.receipt_handle = Some(format!("receipt-{id}"));
@@ -85,11 +86,7 @@ pub fn event_for<S: AsRef<str>>(trace_ids: &[S]) -> SqsEvent {
         .iter()
         .map(|id| (format!("m-{}", id.as_ref()), body(id.as_ref())))
         .collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
-    event(&refs)
+    event(&bodies)
 }
 
 pub fn body(trace_id: &str) -> String {

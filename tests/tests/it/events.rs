@@ -107,7 +107,6 @@ async fn a_soft_budget_crossing_50_80_100_yields_exactly_three_events() {
         .iter()
         .map(|id| (format!("re-{id}"), body(id)))
         .collect();
-    let again: Vec<(&str, String)> = again.iter().map(|(m, b)| (m.as_str(), b.clone())).collect();
     stack
         .invoke_with(&NoFaults, event(&again))
         .await

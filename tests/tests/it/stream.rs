@@ -38,11 +38,7 @@ fn batch(ids: &[String], tag: &str) -> aws_lambda_events::event::sqs::SqsEvent {
         .iter()
         .map(|id| (format!("{tag}-{id}"), body(id)))
         .collect();
-    let refs: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
-    event(&refs)
+    event(&bodies)
 }
 
 async fn assert_billed_once(stack: &TestStack, ids: &[String], prefix: &str) {

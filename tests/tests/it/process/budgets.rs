@@ -90,12 +90,8 @@ async fn soft_mode_alerts_once_per_threshold() {
         .iter()
         .map(|id| (format!("again-{id}"), body(id)))
         .collect();
-    let again: Vec<(&str, String)> = bodies
-        .iter()
-        .map(|(m, b)| (m.as_str(), b.clone()))
-        .collect();
     stack
-        .invoke_with(&NoFaults, event(&again))
+        .invoke_with(&NoFaults, event(&bodies))
         .await
         .expect("no crash");
 

@@ -237,11 +237,7 @@ async fn overlapping_batches_bill_each_trace_once() {
             let bodies: Vec<(String, String)> = (b..b + 4)
                 .map(|i| (format!("b{b}-m{i}"), body(&ids[i % ids.len()])))
                 .collect();
-            let refs: Vec<(&str, String)> = bodies
-                .iter()
-                .map(|(m, body)| (m.as_str(), body.clone()))
-                .collect();
-            event(&refs)
+            event(&bodies)
         })
         .collect();
     let results = futures::future::join_all(
