@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
+.PHONY: venv test lint validate docs run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -21,6 +21,10 @@ lint:
 ## validate: cfn-lint and `sam validate --lint` on template.yaml (offline)
 validate:
 	dev/validate.sh
+
+## docs: regenerate docs/configuration.md's reference from template.yaml and shared/src/config/catalog.rs
+docs:
+	. dev/aws-env.sh && TRACEMETER_WRITE_DOCS=1 cargo test -q -p tracemeter-tests --test it -- docs::the_configuration_reference
 
 ## run: the local stack (moto, fakes, ingest on a schedule, the SQS event source mapping): TRACES=N (250)
 run: venv

@@ -93,7 +93,7 @@ impl IngestSummary {
         Some(now - reached)
     }
 
-    /// The run's CloudWatch metrics (names documented in the README).
+    /// The run's CloudWatch metrics (names documented in docs/operating.md).
     pub fn metrics(&self, now: DateTime<Utc>) -> Vec<Metric> {
         let mut m = vec![
             Metric::count("TracesEnqueued", self.enqueued),

@@ -127,7 +127,7 @@ impl Tally {
         self.failures.values().sum()
     }
 
-    /// The invocation's CloudWatch metrics (names documented in the README).
+    /// The invocation's CloudWatch metrics (names documented in docs/operating.md).
     pub fn metrics(&self, duration: Duration) -> Vec<Metric> {
         let n = |v: usize| v as u64;
         let mut m = vec![

@@ -28,7 +28,7 @@ pub enum Expect {
     Fail(BTreeSet<&'static str>),
 }
 
-/// The defaults the README documents: 1 credit = 0.00004 USD, margin 1, compute
+/// The defaults docs/configuration.md documents: 1 credit = 0.00004 USD, margin 1, compute
 /// 0.05 USD per minute of latency, a trace above 1,000 USD is invalid, Stripe takes usage up
 /// to 35 days old, customers from `stripeCustomerId` then `customerId` then the user
 /// mapping, `aiCredentialsOwnership=user` means the customer's own model key.

@@ -238,7 +238,7 @@ impl LocalRun {
         );
         workload::add_late_cost(&self.stack, &late);
         // The late observations start up to 6 hours back: the re-scan tiers read that range
-        // again once it is old enough (README, "Ingest's steady state"), so the clock moves
+        // again once it is old enough (docs/configuration.md, "Ingest's steady state"), so the clock moves
         // 7 hours on, as if ingest had ticked until then.
         self.stack.clock.advance(chrono::Duration::hours(7));
         let again = ingested

@@ -51,7 +51,7 @@ impl<'a> Env<'a> {
     pub(super) fn required(&self, name: &str) -> Result<String> {
         self.optional(name).ok_or_else(|| {
             Error::Config(format!(
-                "{name} is not set; it is required (see README, Configuration)"
+                "{name} is not set; it is required (see docs/configuration.md)"
             ))
         })
     }

@@ -157,7 +157,7 @@ fn stored<K>(
 fn plain_required(env: &Env<'_>, name: &str, secret_variable: &str) -> Result<String> {
     env.optional(name).ok_or_else(|| {
         Error::Config(format!(
-            "{name} is not set: set {secret_variable} (a Secrets Manager secret), or for local development the plain key variables (see README, Configuration)"
+            "{name} is not set: set {secret_variable} (a Secrets Manager secret), or for local development the plain key variables (see docs/configuration.md)"
         ))
     })
 }

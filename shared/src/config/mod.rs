@@ -7,8 +7,10 @@
 //! - [`ProcessConfig`]: the process function (Langfuse, Stripe, pricing, budgets, tuning).
 //! - [`IngestConfig`]: the ingest function (Langfuse, settling, scan tuning; no Stripe).
 //! - [`AdminConfig`]: the operator command (table and queues).
+//! - [`catalog`]: every variable with its default and meaning (the documented reference).
 
 mod admin;
+pub mod catalog;
 mod env;
 mod ingest;
 mod keys;

@@ -1,4 +1,4 @@
-//! A gateway's read path: "may customer C spend now?", answered from the README's GetItem
+//! A gateway's read path: "may customer C spend now?", answered from docs/operating.md's GetItem
 //! contract alone (the documented keys and attributes, the raw AWS SDK, no tracemeter code),
 //! before and after the processor reaches the customer's hard limit.
 
@@ -16,7 +16,7 @@ struct Standing {
     limit: Option<u64>,
 }
 
-/// The README's contract, step by step.
+/// The operating guide's contract, step by step.
 async fn standing(
     db: &aws_sdk_dynamodb::Client,
     table: &str,

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod contract;
 mod cost;
+mod docs;
 mod events;
 mod gateway;
 mod ingest;
