@@ -152,21 +152,21 @@ impl ClaimStore for FaultyLedger<'_> {
     async fn take_over(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
         self.inner
-            .take_over(trace_id, revision, now, lease_until)
+            .take_over(trace_id, pending, now, lease_until)
             .await
     }
     async fn mark_ambiguous(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.inner.mark_ambiguous(trace_id, revision, now).await
+        self.inner.mark_ambiguous(trace_id, pending, now).await
     }
     async fn note_seen(&self, trace_id: &str, version: u64, last: DateTime<Utc>) -> Result<bool> {
         self.inner.note_seen(trace_id, version, last).await

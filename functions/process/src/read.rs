@@ -269,7 +269,7 @@ async fn resume_claim(
     let lease_until = inv.lease_until(deps);
     if !deps
         .ledger
-        .take_over(trace_id, p.revision, now, lease_until)
+        .take_over(trace_id, &p, now, lease_until)
         .await?
     {
         return Ok(None);
@@ -293,11 +293,7 @@ async fn settle_as_ambiguous(
     p: &PendingClaim,
     now: DateTime<Utc>,
 ) -> Result<Option<Stage>> {
-    if !deps
-        .ledger
-        .mark_ambiguous(trace_id, p.revision, now)
-        .await?
-    {
+    if !deps.ledger.mark_ambiguous(trace_id, p, now).await? {
         return Ok(None);
     }
     error!(

@@ -18,19 +18,22 @@ pub trait ClaimStore: Send + Sync {
     /// Claims revisions of one customer and period (ledger entries + one budget counter
     /// update, in one transaction).
     async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult>;
-    /// Takes over an expired claim. False when it is not claimable (anymore).
+    /// Takes over the expired claim `pending` (the entry's, as read). False when it is not
+    /// claimable (anymore): another claim, a lease still running, or delivered through its
+    /// receipt.
     async fn take_over(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool>;
-    /// Marks a claim that outlived Stripe's dedup window as ambiguous.
+    /// Marks the claim `pending`, which outlived Stripe's dedup window, as ambiguous. False
+    /// when it is no longer the entry's claim, or its receipt lists it as delivered.
     async fn mark_ambiguous(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
     ) -> Result<bool>;
     /// Records that the entry (at `version`) covers usage up to `last_observation_at` though
@@ -65,7 +68,8 @@ pub trait DeliveryStore: Send + Sync {
     /// Ends a claim's lease early (after a transient failure) so a retry can resume at once.
     async fn release(&self, trace_id: &str, revision: u32, now: DateTime<Utc>) -> Result<()>;
     /// Records a permanent failure of a claimed revision and gives its credits back to the
-    /// budget, in one transaction.
+    /// budget, in one transaction. False when `pending` is no longer the entry's claim, or
+    /// its receipt lists it as delivered (a delivered revision stays billed).
     async fn fail_claim(
         &self,
         trace_id: &str,

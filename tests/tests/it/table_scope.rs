@@ -46,7 +46,12 @@ fn needed() -> Scope {
             .collect::<Vec<(String, BTreeSet<String>)>>()
     };
     let mut process: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    process.extend(grant(&["TRACE#", "RECEIPT#"], &["GetItem", "UpdateItem"]));
+    process.extend(grant(&["TRACE#"], &["GetItem", "UpdateItem"]));
+    // Settling a claim some other way checks its receipt in the same transaction.
+    process.extend(grant(
+        &["RECEIPT#"],
+        &["GetItem", "UpdateItem", "ConditionCheckItem"],
+    ));
     process.extend(grant(&["BUDGET#"], &["GetItem", "UpdateItem", "PutItem"]));
     process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
     process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));

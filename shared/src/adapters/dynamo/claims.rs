@@ -201,6 +201,7 @@ fn claimed_parts(claim: &Claim, parts: &mut Parts) -> String {
     values.insert(":billable".into(), n(p.billable));
     values.insert(":ets".into(), n(p.event_timestamp));
     values.insert(":lease".into(), ms(p.lease_until));
+    values.insert(":claimed_at".into(), ms(p.claimed_at));
     values.insert(":base_rev".into(), n(base.revision));
     values.insert(":base_total".into(), n(base.total_credits));
     values.insert(":base_capped".into(), n(base.capped_credits));
@@ -214,7 +215,7 @@ fn claimed_parts(claim: &Claim, parts: &mut Parts) -> String {
         "#p_total = :total",
         "#p_event_ts = :ets",
         "#p_period = :period",
-        "#p_claimed_at = :now",
+        "#p_claimed_at = :claimed_at",
         "#p_lease_until = :lease",
         "#revision = :base_rev",
         "#total_credits = :base_total",
@@ -347,21 +348,21 @@ impl ClaimStore for DynamoLedger {
     async fn take_over(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
-        self.update(
+        self.update_unsettled(
             trace_key(trace_id),
             "SET #p_lease_until = :lease, #updated_at = :now ADD #ver :one",
-            Some("#state = :claimed AND #p_rev = :rev AND #p_lease_until <= :now"),
+            "#state = :claimed AND #p_lease_until <= :now",
             HashMap::from([
                 (":lease".into(), ms(lease_until)),
                 (":now".into(), ms(now)),
                 (":one".into(), n(1)),
                 (":claimed".into(), s(LedgerState::Claimed.as_str())),
-                (":rev".into(), n(revision)),
             ]),
+            pending,
         )
         .await
     }
@@ -369,17 +370,16 @@ impl ClaimStore for DynamoLedger {
     async fn mark_ambiguous(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.update(
+        self.update_unsettled(
             trace_key(trace_id),
             "SET #state = :ambiguous, #reason = :reason, #detail = :detail, #updated_at = :now ADD #ver :one",
-            Some("#state = :claimed AND #p_rev = :rev"),
+            "#state = :claimed",
             HashMap::from([
                 (":ambiguous".into(), s(LedgerState::Ambiguous.as_str())),
                 (":claimed".into(), s(LedgerState::Claimed.as_str())),
-                (":rev".into(), n(revision)),
                 (":reason".into(), s(AMBIGUOUS_REASON)),
                 (
                     ":detail".into(),
@@ -389,6 +389,7 @@ impl ClaimStore for DynamoLedger {
                 (":now".into(), ms(now)),
                 (":one".into(), n(1)),
             ]),
+            pending,
         )
         .await
     }

@@ -3,12 +3,12 @@
 
 use super::DynamoLedger;
 use super::items::{
-    Item, PENDING_FIELDS, SERVICE, budget_key, message_key, ms, n, receipt_key, s, trace_key,
-    truncate,
+    Item, PENDING_FIELDS, budget_key, message_key, ms, n, receipt_key, s, trace_key, truncate,
 };
+use super::unsettled::{pins, settled_unless_cancelled};
 use crate::domain::claim::FailureKey;
 use crate::domain::ledger::{LedgerState, PendingClaim};
-use crate::error::{Error, FailureReason, Result};
+use crate::error::{FailureReason, Result};
 use crate::ports::DeliveryStore;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -165,22 +165,23 @@ impl DynamoLedger {
         (reason, detail): (FailureReason, &str),
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let mut values = HashMap::from([
+            (":failed".into(), s(LedgerState::Failed.as_str())),
+            (":from".into(), s(from.as_str())),
+            (":reason".into(), s(reason.as_str())),
+            (":detail".into(), s(truncate(detail, 1000))),
+            (":now".into(), ms(now)),
+            (":one".into(), n(1)),
+        ]);
+        let condition = format!("#state = :from AND {}", pins(p, &mut values));
         let ledger = self.tx_update(
             trace_key(trace_id),
             &format!(
                 "SET #state = :failed, #reason = :reason, #detail = :detail, #failed_at = :now, #updated_at = :now \
                  REMOVE {PENDING_FIELDS} ADD #ver :one"
             ),
-            Some("#state = :from AND #p_rev = :rev"),
-            HashMap::from([
-                (":failed".into(), s(LedgerState::Failed.as_str())),
-                (":from".into(), s(from.as_str())),
-                (":rev".into(), n(p.revision)),
-                (":reason".into(), s(reason.as_str())),
-                (":detail".into(), s(truncate(detail, 1000))),
-                (":now".into(), ms(now)),
-                (":one".into(), n(1)),
-            ]),
+            Some(&condition),
+            values,
         )?;
         let budget = self.tx_update(
             budget_key(&p.customer_id, &p.period),
@@ -198,22 +199,9 @@ impl DynamoLedger {
                 ),
             ]),
         )?;
-        match self.transact(vec![ledger, budget]).await? {
-            None => Ok(true),
-            Some(reasons)
-                if reasons
-                    .first()
-                    .is_some_and(|r| r.0 == "ConditionalCheckFailed") =>
-            {
-                Ok(false)
-            }
-            Some(reasons) => Err(Error::transient(
-                SERVICE,
-                format!(
-                    "recording the failure of trace {trace_id} cancelled: {:?}",
-                    reasons.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()
-                ),
-            )),
-        }
+        // The claim's receipt must not list it as delivered: a delivered revision is billed.
+        let items = [Some(ledger), Some(budget), self.tx_not_delivered(p)?];
+        let reasons = self.transact(items.into_iter().flatten().collect()).await?;
+        settled_unless_cancelled(reasons, &p.identifier)
     }
 }

@@ -38,6 +38,7 @@ mod rejections;
 mod review;
 mod settle;
 mod totals;
+mod unsettled;
 
 pub use claims::parse_entry;
 pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};

@@ -38,7 +38,7 @@ async fn ambiguous(
     assert_eq!(result, ClaimResult::Claimed, "{trace}");
     assert!(
         ledger
-            .mark_ambiguous(trace, 1, t)
+            .mark_ambiguous(trace, &c.pending, t)
             .await
             .expect("mark_ambiguous")
     );

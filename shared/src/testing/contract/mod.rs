@@ -12,6 +12,7 @@ mod budgets;
 mod claims;
 mod events;
 pub mod quota;
+mod receipts;
 mod rejections;
 mod settle;
 
@@ -32,6 +33,7 @@ pub use events::{
     a_soft_or_unlimited_budget_clears_the_flag, budget_event,
     budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
 };
+pub use receipts::settling_a_claim_sees_its_receipt;
 pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
@@ -122,6 +124,7 @@ macro_rules! ledger_contract_tests {
             operator_items_are_written_and_removed,
             totals_count_delivered_and_in_flight_credits,
             stripe_rejections_give_the_budget_back_once,
+            settling_a_claim_sees_its_receipt,
         );
         $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
     };

@@ -33,16 +33,29 @@ pub async fn take_over_only_after_the_lease_expired(ledger: &dyn Ledger) {
     let t = now();
     let p = claimed(ledger, "k8-t", "cus_k8", 100, 0, t).await;
     let (end, later) = (t + LEASE, t + LEASE * 2);
-    let take = |rev: u32, at: DateTime<Utc>| ledger.take_over("k8-t", rev, at, later);
-    assert!(!take(1, t).await.expect("take_over"), "lease still running");
-    assert!(!take(2, end).await.expect("take_over"), "another revision");
-    let unknown = ledger.take_over("k8-none", 1, end, later).await;
+    let other = PendingClaim {
+        revision: 2,
+        ..p.clone()
+    };
+    let take = |q: &PendingClaim, at: DateTime<Utc>| {
+        let q = q.clone();
+        async move { ledger.take_over("k8-t", &q, at, later).await }
+    };
+    assert!(
+        !take(&p, t).await.expect("take_over"),
+        "lease still running"
+    );
+    assert!(
+        !take(&other, end).await.expect("take_over"),
+        "another revision"
+    );
+    let unknown = ledger.take_over("k8-none", &p, end, later).await;
     assert!(!unknown.expect("take_over"));
     assert!(
         missing(ledger, "k8-none").await,
         "a failed condition writes nothing"
     );
-    assert!(take(1, end).await.expect("take_over"), "at the lease end");
+    assert!(take(&p, end).await.expect("take_over"), "at the lease end");
     let e = entry(ledger, "k8-t").await;
     assert_eq!((e.state, e.version), (LedgerState::Claimed, 2));
     let expected = PendingClaim {
@@ -51,12 +64,12 @@ pub async fn take_over_only_after_the_lease_expired(ledger: &dyn Ledger) {
     };
     assert_eq!(e.pending, Some(expected));
     assert!(
-        !take(1, end).await.expect("take_over"),
+        !take(&p, end).await.expect("take_over"),
         "the new lease runs"
     );
     assert!(ledger.mark_metered("k8-t", &p, t).await.expect("mark"));
     assert!(
-        !take(1, later).await.expect("take_over"),
+        !take(&p, later).await.expect("take_over"),
         "not when metered"
     );
 }
@@ -65,7 +78,7 @@ pub async fn take_over_only_after_the_lease_expired(ledger: &dyn Ledger) {
 /// another revision or an unknown trace it changes nothing and is no error.
 pub async fn release_ends_the_lease(ledger: &dyn Ledger) {
     let t = now();
-    claimed(ledger, "k9-t", "cus_k9", 100, 0, t).await;
+    let p = claimed(ledger, "k9-t", "cus_k9", 100, 0, t).await;
     ledger.release("k9-t", 2, t).await.expect("release");
     assert_eq!(entry(ledger, "k9-t").await.version, 1, "other revision");
     ledger.release("k9-none", 1, t).await.expect("release");
@@ -74,7 +87,7 @@ pub async fn release_ends_the_lease(ledger: &dyn Ledger) {
     let e = entry(ledger, "k9-t").await;
     assert_eq!(e.version, 2);
     assert_eq!(e.pending.as_ref().map(|p| p.lease_until), Some(t));
-    let taken = ledger.take_over("k9-t", 1, t, t + LEASE).await;
+    let taken = ledger.take_over("k9-t", &p, t, t + LEASE).await;
     assert!(taken.expect("take_over"), "taken over at once");
 }
 
@@ -195,11 +208,18 @@ pub async fn fail_claim_gives_the_budget_back_once(ledger: &dyn Ledger) {
 pub async fn mark_ambiguous_keeps_the_pending_revision(ledger: &dyn Ledger) {
     let t = now();
     let p = claimed(ledger, "k13-t", "cus_k13", 100, 0, t).await;
-    let mark = |trace: &'static str, rev: u32| ledger.mark_ambiguous(trace, rev, t);
-    assert!(!mark("k13-t", 2).await.expect("mark_ambiguous"));
-    assert!(!mark("k13-none", 1).await.expect("mark_ambiguous"));
+    let other = PendingClaim {
+        revision: 2,
+        ..p.clone()
+    };
+    let mark = |trace: &'static str, q: &PendingClaim| {
+        let q = q.clone();
+        async move { ledger.mark_ambiguous(trace, &q, t).await }
+    };
+    assert!(!mark("k13-t", &other).await.expect("mark_ambiguous"));
+    assert!(!mark("k13-none", &p).await.expect("mark_ambiguous"));
     assert!(missing(ledger, "k13-none").await);
-    assert!(mark("k13-t", 1).await.expect("mark_ambiguous"));
+    assert!(mark("k13-t", &p).await.expect("mark_ambiguous"));
     let e: LedgerEntry = entry(ledger, "k13-t").await;
     assert_eq!((e.state, e.version), (LedgerState::Ambiguous, 2));
     assert_eq!(e.pending.as_ref(), Some(&p));
@@ -207,11 +227,11 @@ pub async fn mark_ambiguous_keeps_the_pending_revision(ledger: &dyn Ledger) {
         e.reason.as_deref(),
         Some("claim_outlived_stripe_dedup_window")
     );
-    assert!(!mark("k13-t", 1).await.expect("mark_ambiguous"));
+    assert!(!mark("k13-t", &p).await.expect("mark_ambiguous"));
     let later = t + Duration::days(2);
     assert!(
         !ledger
-            .take_over("k13-t", 1, later, later)
+            .take_over("k13-t", &p, later, later)
             .await
             .expect("take")
     );

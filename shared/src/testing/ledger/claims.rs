@@ -5,7 +5,7 @@ use crate::domain::attention::AMBIGUOUS_REASON;
 use crate::domain::claim::{
     BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, MAX_CLAIMS_PER_BATCH,
 };
-use crate::domain::ledger::{LedgerEntry, LedgerState};
+use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
 use crate::error::Result;
 use crate::ports::ClaimStore;
 use async_trait::async_trait;
@@ -68,7 +68,7 @@ impl ClaimStore for MemoryLedger {
             });
         }
         for claim in &batch.claims {
-            write_claim(&mut state, claim, batch.now);
+            write_claim(&mut state, claim);
         }
         if touches_counter {
             let counter = state.counters.entry(key).or_default();
@@ -87,12 +87,12 @@ impl ClaimStore for MemoryLedger {
     async fn take_over(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
         let mut state = self.state();
-        let Some(item) = claimed(&mut state, trace_id, revision) else {
+        let Some(item) = unsettled(&mut state, LedgerState::Claimed, trace_id, pending) else {
             return Ok(false);
         };
         let Some(p) = item.pending.as_mut().filter(|p| p.lease_until <= ms(now)) else {
@@ -106,11 +106,11 @@ impl ClaimStore for MemoryLedger {
     async fn mark_ambiguous(
         &self,
         trace_id: &str,
-        revision: u32,
+        pending: &PendingClaim,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut state = self.state();
-        let Some(item) = claimed(&mut state, trace_id, revision) else {
+        let Some(item) = unsettled(&mut state, LedgerState::Claimed, trace_id, pending) else {
             return Ok(false);
         };
         item.updated_at = Some(ms(now));
@@ -148,6 +148,31 @@ pub(super) fn claimed<'a>(
     revision: u32,
 ) -> Option<&'a mut StoredTrace> {
     pending_in(state, LedgerState::Claimed, trace_id, revision)
+}
+
+/// The stored item when it is in state `from` with `p` as its pending claim (revision,
+/// identifier, receipt), and `p`'s receipt does not list it as delivered: the memory
+/// counterpart of the DynamoDB ledger's receipt condition check.
+pub(super) fn unsettled<'a>(
+    state: &'a mut State,
+    from: LedgerState,
+    trace_id: &str,
+    p: &PendingClaim,
+) -> Option<&'a mut StoredTrace> {
+    let delivered = p.receipt.as_ref().is_some_and(|r| {
+        state
+            .receipts
+            .get(r)
+            .is_some_and(|ids| ids.contains(&p.identifier))
+    });
+    if delivered {
+        return None;
+    }
+    pending_in(state, from, trace_id, p.revision).filter(|item| {
+        item.pending
+            .as_ref()
+            .is_some_and(|q| q.identifier == p.identifier && q.receipt == p.receipt)
+    })
 }
 
 /// The stored item when it is in state `from` with a pending revision `revision`.
@@ -192,7 +217,7 @@ fn expectation_holds(item: Option<&StoredTrace>, expect: Expect) -> bool {
 
 /// The ledger part of a claim: the entry advanced to the claimed revision (or committed at
 /// once when nothing is billable), the settled values written as absolute values.
-fn write_claim(state: &mut State, claim: &Claim, now: DateTime<Utc>) {
+fn write_claim(state: &mut State, claim: &Claim) {
     let (p, base) = (&claim.pending, &claim.settled);
     let item = state
         .traces
@@ -217,7 +242,7 @@ fn write_claim(state: &mut State, claim: &Claim, now: DateTime<Utc>) {
         item.total_credits = base.total_credits;
         item.capped_credits = base.capped_credits;
         let mut pending = p.clone();
-        pending.claimed_at = ms(now);
+        pending.claimed_at = ms(p.claimed_at);
         pending.lease_until = ms(p.lease_until);
         item.pending = Some(pending);
     } else {

@@ -1,6 +1,6 @@
 //! `DeliveryStore`: receipts, marking, releasing and failing claims, recording failures.
 
-use super::claims::{claimed, pending_in};
+use super::claims::{claimed, unsettled};
 use super::{FailedMessage, MemoryLedger, StoredTrace, ms, truncate};
 use crate::domain::claim::FailureKey;
 use crate::domain::ledger::{LedgerState, PendingClaim};
@@ -108,7 +108,7 @@ impl MemoryLedger {
     /// delivered (its reason cleared).
     pub(super) fn metered_from(&self, from: LedgerState, trace_id: &str, p: &PendingClaim) -> bool {
         let mut state = self.state();
-        let Some(item) = pending_in(&mut state, from, trace_id, p.revision) else {
+        let Some(item) = unsettled(&mut state, from, trace_id, p) else {
             return false;
         };
         // The totals come from the caller's pending revision, as the adapter's update writes.
@@ -137,7 +137,7 @@ impl MemoryLedger {
         now: DateTime<Utc>,
     ) -> bool {
         let mut state = self.state();
-        let Some(item) = pending_in(&mut state, from, trace_id, p.revision) else {
+        let Some(item) = unsettled(&mut state, from, trace_id, p) else {
             return false;
         };
         item.state = LedgerState::Failed;
