@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use process::Deps;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tracemeter::Result;
@@ -148,6 +149,9 @@ impl ClaimStore for FaultyLedger<'_> {
             }
         }
         self.inner.claim_batch(batch).await
+    }
+    async fn entries(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerEntry>> {
+        self.inner.entries(trace_ids).await
     }
     async fn take_over(
         &self,

@@ -4,7 +4,7 @@
 use crate::claim::{self, Claimed, CounterCheck};
 use crate::invocation::Invocation;
 use crate::price::Candidate;
-use crate::read::{self, Stage, Usages, Wanted};
+use crate::read::{self, Entries, Stage, Usages, Wanted};
 use crate::send;
 use crate::{Deps, Outcome, failure, finish};
 use aws_lambda_events::event::sqs::SqsMessage;
@@ -187,7 +187,7 @@ async fn claim_rounds(
     let mut claims = Claims::default();
     let mut usages = Usages::new();
     let mut todo = slice.to_vec();
-    for _ in 0..MAX_LEDGER_ROUNDS {
+    for round in 0..MAX_LEDGER_ROUNDS {
         if todo.is_empty() {
             break;
         }
@@ -199,7 +199,14 @@ async fn claim_rounds(
                 newest: parsed.newest[index],
             })
             .collect();
-        let prepared = read::read_round(deps, inv, wanted, &mut usages).await;
+        // The slice's entries in one batch read; a trace read again (its entry changed
+        // under a claim) is read strongly.
+        let entries = if round == 0 {
+            Entries::Batch
+        } else {
+            Entries::Strong
+        };
+        let prepared = read::read_round(deps, inv, wanted, &mut usages, entries).await;
         let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
         for (i, stage) in prepared {
             match stage {

@@ -47,17 +47,34 @@ enum Look {
 /// Langfuse answers kept across the ledger rounds of an invocation (by message index).
 pub(crate) type Usages = HashMap<usize, Option<TraceUsage>>;
 
-/// One round: the ledger entries (`concurrency` at a time), ONE batch usage read for the
-/// traces to price whose usage is not known yet, then the prices.
+/// Where a round's entries come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entries {
+    /// ONE batch read for the round (possibly stale; see [`look_ledger`]): a slice's first
+    /// round.
+    Batch,
+    /// A strong read per trace: a trace read again because its entry changed under a claim.
+    Strong,
+}
+
+/// One round: the ledger entries (one batch read, or strong reads `concurrency` at a time),
+/// ONE batch usage read for the traces to price whose usage is not known yet, then the
+/// prices.
 pub(crate) async fn read_round(
     deps: &Deps<'_>,
     inv: &Invocation,
     wanted: Vec<Wanted<'_>>,
     usages: &mut Usages,
+    entries: Entries,
 ) -> Vec<(usize, Stage)> {
+    let batch = match entries {
+        Entries::Batch => batch_entries(deps, &wanted).await,
+        Entries::Strong => None,
+    };
+    let batch = batch.as_ref();
     let looked: Vec<(Wanted<'_>, Look)> = futures::stream::iter(wanted)
         .map(|w| async move {
-            let look = look(deps, inv, &w).await;
+            let look = look(deps, inv, &w, batch).await;
             (w, look)
         })
         .buffer_unordered(deps.concurrency())
@@ -158,19 +175,74 @@ fn answer_for(answers: &Result<UsageByTrace>, trace_id: &str) -> Result<Option<T
     }
 }
 
+/// The round's entries in one batch read; `None` when it failed (each trace is then read
+/// strongly on its own, and a real outage fails there with its trace named).
+async fn batch_entries(deps: &Deps<'_>, wanted: &[Wanted<'_>]) -> Option<BatchEntries> {
+    let ids: Vec<String> = wanted.iter().map(|w| w.trace_id.to_string()).collect();
+    match deps.ledger.entries(&ids).await {
+        Ok(entries) => Some(entries),
+        Err(e) => {
+            warn!(error = %e, traces = ids.len(), "batch read of ledger entries failed; reading each");
+            None
+        }
+    }
+}
+
+/// A round's entries from one batch read, by trace id (absent: no entry).
+type BatchEntries = HashMap<String, LedgerEntry>;
+
 /// What the ledger alone says: an interrupted claim, an ambiguous entry, or an entry that
 /// covers what ingest saw settle the message; anything else is priced.
-async fn look(deps: &Deps<'_>, inv: &Invocation, w: &Wanted<'_>) -> Look {
-    match look_ledger(deps, inv, w).await {
+async fn look(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    w: &Wanted<'_>,
+    batch: Option<&BatchEntries>,
+) -> Look {
+    let looked = match batch {
+        Some(entries) => look_batch(deps, inv, w, entries).await,
+        None => look_ledger(deps, inv, w, deps.ledger.entry(w.trace_id).await).await,
+    };
+    match looked {
         Ok(look) => look,
         Err(e) => Look::Staged(Stage::Done(failure::outcome(deps, w.trace_id, e).await)),
     }
 }
 
-async fn look_ledger(deps: &Deps<'_>, inv: &Invocation, w: &Wanted<'_>) -> Result<Look> {
+/// From the batch read, which may be stale. Pricing and claiming are guarded by the claim's
+/// condition (the version or absence it read), resuming a claim by the take-over's (the
+/// claim pinned, its receipt checked); but acknowledging a message without any write (an
+/// ambiguous entry, or one that already covers the usage) has no condition to catch a stale
+/// read, so that decision is taken on a strong read only.
+async fn look_batch(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    w: &Wanted<'_>,
+    entries: &BatchEntries,
+) -> Result<Look> {
+    let e = entries.get(w.trace_id).cloned();
+    let acknowledges = e.as_ref().is_some_and(|e| {
+        e.state == LedgerState::Ambiguous
+            || matches!(e.state, LedgerState::Metered | LedgerState::Capped)
+                && ledger_covers(e, w.newest)
+    });
+    let e = if acknowledges {
+        deps.ledger.entry(w.trace_id).await
+    } else {
+        Ok(e)
+    };
+    look_ledger(deps, inv, w, e).await
+}
+
+async fn look_ledger(
+    deps: &Deps<'_>,
+    inv: &Invocation,
+    w: &Wanted<'_>,
+    entry: Result<Option<LedgerEntry>>,
+) -> Result<Look> {
     let now = deps.clock.now();
     let trace_id = w.trace_id;
-    let Some(e) = deps.ledger.entry(trace_id).await? else {
+    let Some(e) = entry? else {
         return Ok(Look::Price(None));
     };
     let stage = match e.state {

@@ -9,26 +9,22 @@
 //! runs never both work; it is released with a delete conditional on the owner.
 
 use super::dynamo::{
-    Item, SERVICE, condition_held, get_item, get_s, get_time, key_item, ms, n, put_item, s,
-    sdk_error, trace_key,
+    Item, batch_get, condition_held, get_item, get_s, get_time, key_item, ms, n, put_item, s,
+    trace_key,
 };
 use crate::domain::ingest::{IngestCursor, LedgerCoverage, PendingScan, TierCursor};
 use crate::domain::ledger::LedgerState;
 use crate::domain::usage::decimal_from_f64;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ports::IngestStore;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
 
-/// Keys per `BatchGetItem` call (the API maximum).
-pub const BATCH_GET_KEYS: usize = 100;
-/// Rounds of `UnprocessedKeys` retries before giving up.
-const UNPROCESSED_ROUNDS: u32 = 8;
+pub use super::dynamo::BATCH_GET_KEYS;
 /// The lease item stays in the table this long after its lease ends (TTL cleans it up).
 const LEASE_TTL_GRACE_SECONDS: i64 = 86_400;
 
@@ -65,55 +61,18 @@ impl DynamoIngestStore {
         }
     }
 
+    /// The coverage attributes of the entries of `keys` (eventually consistent: skipping a
+    /// covered trace is an optimisation the processor's conditional writes back up).
     async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
-        let mut out = Vec::with_capacity(keys.len());
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .projection_expression("#pk, #state, #lo, #cost, #lat")
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#lo", "last_observation_at")
-            .expression_attribute_names("#cost", "cost_usd")
-            .expression_attribute_names("#lat", "latency_s")
-            .build()
-            .map_err(|e| Error::transient(SERVICE, format!("BatchGetItem request: {e}")))?;
-        for round in 0..=UNPROCESSED_ROUNDS {
-            let result = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request.clone())
-                .send()
-                .await
-                .map_err(|e| sdk_error("BatchGetItem", &e))?;
-            if let Some(mut responses) = result.responses
-                && let Some(items) = responses.remove(&self.table)
-            {
-                out.extend(items);
-            }
-            match result
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-                .filter(|k| !k.keys().is_empty())
-            {
-                None => return Ok(out),
-                Some(unprocessed) => {
-                    tracing::info!(
-                        unprocessed = unprocessed.keys().len(),
-                        round,
-                        "BatchGetItem returned unprocessed keys; retrying them"
-                    );
-                    request = unprocessed;
-                    let backoff = 50u64.saturating_mul(1 << round.min(6));
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                }
-            }
-        }
-        Err(Error::transient(
-            SERVICE,
-            format!(
-                "BatchGetItem: keys still unprocessed after {UNPROCESSED_ROUNDS} retries (throttled)"
-            ),
-        ))
+        let names = [
+            ("#pk", "pk"),
+            ("#state", "state"),
+            ("#lo", "last_observation_at"),
+            ("#cost", "cost_usd"),
+            ("#lat", "latency_s"),
+        ];
+        let projection = ("#pk, #state, #lo, #cost, #lat", &names[..]);
+        batch_get(&self.client, &self.table, keys, Some(projection), false).await
     }
 }
 

@@ -9,12 +9,17 @@ use crate::domain::ledger::{LedgerEntry, PendingClaim};
 use crate::error::{FailureReason, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 /// Reading a trace's entry and claiming revisions.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
     /// The trace's entry, read consistently.
     async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>>;
+    /// The entries of these traces that exist (a batch's, in as few reads as the store
+    /// allows), read as `entry` reads them but possibly stale: a decision taken on one must
+    /// be guarded by a conditional write, or confirmed with `entry` first.
+    async fn entries(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerEntry>>;
     /// Claims revisions of one customer and period (ledger entries + one budget counter
     /// update, in one transaction).
     async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult>;

@@ -46,12 +46,19 @@ fn needed() -> Scope {
             .collect::<Vec<(String, BTreeSet<String>)>>()
     };
     let mut process: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    process.extend(grant(&["TRACE#"], &["GetItem", "UpdateItem"]));
-    // Settling a claim some other way checks its receipt in the same transaction.
     process.extend(grant(
-        &["RECEIPT#"],
-        &["GetItem", "UpdateItem", "ConditionCheckItem"],
+        &["TRACE#"],
+        &["GetItem", "UpdateItem", "BatchGetItem"],
     ));
+    // A batch's entries and receipts are read in one BatchGetItem each; settling a claim
+    // some other way checks its receipt in the same transaction.
+    let receipt = [
+        "GetItem",
+        "UpdateItem",
+        "BatchGetItem",
+        "ConditionCheckItem",
+    ];
+    process.extend(grant(&["RECEIPT#"], &receipt));
     process.extend(grant(&["BUDGET#"], &["GetItem", "UpdateItem", "PutItem"]));
     process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
     process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));

@@ -282,6 +282,10 @@ impl ClaimStore for DynamoLedger {
         Ok(Some(entry))
     }
 
+    async fn entries(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerEntry>> {
+        self.read_entries(trace_ids).await
+    }
+
     async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult> {
         if batch.claims.is_empty() {
             return Ok(ClaimResult::Claimed);

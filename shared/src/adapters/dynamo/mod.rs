@@ -28,10 +28,12 @@
 //! `review` (the `attention` index), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
 
 mod admin;
+mod batch_get;
 mod budgets;
 mod claims;
 mod customers;
 mod deliveries;
+mod entries;
 mod items;
 mod quota;
 mod rejections;
@@ -40,6 +42,8 @@ mod settle;
 mod totals;
 mod unsettled;
 
+pub use batch_get::BATCH_GET_KEYS;
+pub(crate) use batch_get::batch_get;
 pub use claims::parse_entry;
 pub(crate) use items::{Item, SERVICE, condition_held, get_time, key_item, ms, sdk_error};
 pub use items::{

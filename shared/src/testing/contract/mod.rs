@@ -33,7 +33,7 @@ pub use events::{
     a_soft_or_unlimited_budget_clears_the_flag, budget_event,
     budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
 };
-pub use receipts::settling_a_claim_sees_its_receipt;
+pub use receipts::{entries_read_a_batch_as_entry_reads_each, settling_a_claim_sees_its_receipt};
 pub use rejections::stripe_rejections_give_the_budget_back_once;
 pub use settle::{
     a_receipt_makes_the_entry_read_delivered, fail_claim_gives_the_budget_back_once,
@@ -125,6 +125,7 @@ macro_rules! ledger_contract_tests {
             totals_count_delivered_and_in_flight_credits,
             stripe_rejections_give_the_budget_back_once,
             settling_a_claim_sees_its_receipt,
+            entries_read_a_batch_as_entry_reads_each,
         );
         $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
     };

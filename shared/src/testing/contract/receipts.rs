@@ -58,3 +58,50 @@ pub async fn settling_a_claim_sees_its_receipt(ledger: &dyn Ledger) {
         "its credits given back"
     );
 }
+
+/// `entries` reads a batch's entries as `entry` reads them: absent traces absent, a claim
+/// delivered through its receipt read delivered, another receipt's listing ignored.
+pub async fn entries_read_a_batch_as_entry_reads_each(ledger: &dyn Ledger) {
+    let t = now();
+    let mut claims: Vec<_> = ["k31-a", "k31-b", "k31-c"]
+        .iter()
+        .map(|trace| claim(trace, "cus_k31", Expect::Absent, 10, 0, t))
+        .collect();
+    claims[0].pending.receipt = Some("rcpt-k31".into());
+    claims[1].pending.receipt = Some("rcpt-k31".into());
+    let (a, b) = (claims[0].pending.clone(), claims[1].pending.clone());
+    let result = claim_all(ledger, "cus_k31", None, claims, t).await;
+    assert_eq!(result, ClaimResult::Claimed);
+    for (receipt, p) in [("rcpt-k31", &a), ("rcpt-k31-other", &b)] {
+        let ids = [p.identifier.clone()];
+        let done = ledger.record_delivered(receipt, &ids, t).await;
+        done.expect("record_delivered");
+    }
+
+    let ids: Vec<String> = ["k31-a", "k31-b", "k31-c", "k31-none", "k31-a"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let batch = ledger.entries(&ids).await.expect("entries");
+    let mut keys: Vec<&str> = batch.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["k31-a", "k31-b", "k31-c"],
+        "absent traces are absent"
+    );
+    for id in ["k31-a", "k31-b", "k31-c"] {
+        let one = ledger.entry(id).await.expect("entry");
+        assert_eq!(batch.get(id), one.as_ref(), "{id} as entry reads it");
+    }
+    assert_eq!(
+        batch["k31-a"].state,
+        LedgerState::Metered,
+        "its receipt lists it"
+    );
+    assert_eq!(
+        batch["k31-b"].state,
+        LedgerState::Claimed,
+        "another receipt's"
+    );
+}

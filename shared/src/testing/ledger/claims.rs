@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ports::ClaimStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// `mark_ambiguous`'s detail, as the DynamoDB adapter writes it.
 const AMBIGUOUS_DETAIL: &str = "claimed but never marked metered, and older than Stripe's identifier dedup window: check Stripe for the identifier before resending or releasing the budget";
@@ -19,6 +19,14 @@ const AMBIGUOUS_DETAIL: &str = "claimed but never marked metered, and older than
 impl ClaimStore for MemoryLedger {
     async fn entry(&self, trace_id: &str) -> Result<Option<LedgerEntry>> {
         Ok(self.state().entry(trace_id))
+    }
+
+    async fn entries(&self, trace_ids: &[String]) -> Result<HashMap<String, LedgerEntry>> {
+        let state = self.state();
+        Ok(trace_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.entry(id)?)))
+            .collect())
     }
 
     async fn claim_batch(&self, batch: &ClaimBatch) -> Result<ClaimResult> {
