@@ -9,6 +9,7 @@ mod contract;
 mod cost;
 mod events;
 mod gateway;
+mod goldens;
 mod ingest;
 mod process;
 mod secrets;

@@ -11,9 +11,10 @@
 //! [`StripeFake::set_error_sample_limit`] sample identifiers per error type (samples, as on
 //! Stripe, not the whole list).
 //!
-//! - `GET /v2/core/events`: `types` (repeated, `types[]` or `types[N]`), `created[gte]` (or
-//!   `created.gte`, RFC 3339), `limit` (default 20), `page` (from `next_page_url`); newest
-//!   first.
+//! - `GET /v2/core/events`: `types` as the official SDKs encode an array (`types[0]=..&
+//!   types[1]=..`; a repeated `types=` is refused with 400), `created[gte]` (RFC 3339),
+//!   `limit` (default 20), `page` (from `next_page_url`); newest first. The filters need a
+//!   `Stripe-Version` of `2025-10-29` or later (before it Stripe required `object_id`).
 //! - `GET /v2/core/events/{id}`: one event, or 404.
 
 use super::errors::{invalid_request, stripe_error};
@@ -26,6 +27,8 @@ use std::collections::{BTreeMap, HashSet};
 
 const ERROR_REPORT: &str = "v1.billing.meter.error_report_triggered";
 const NO_METER: &str = "v1.billing.meter.no_meter_found";
+/// The API version whose events list has the `types` and `created` filters (`2025-10-29.clover`).
+const FILTERS_GA: &str = "2025-10-29";
 /// The meter every report names (the fake has one).
 const METER: &str = "mtr_fake";
 
@@ -205,6 +208,16 @@ pub(super) fn events(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
             }
         };
     }
+    let version = incoming.header("stripe-version").unwrap_or_default();
+    if version.get(..10).is_none_or(|date| date < FILTERS_GA) {
+        let message = format!(
+            "object_id is required: the types and created filters need Stripe-Version {FILTERS_GA} or later (sent: {version:?})"
+        );
+        return (
+            invalid_request(Some("parameter_missing"), Some("object_id"), &message),
+            true,
+        );
+    }
     match list(
         &st.validation.events,
         incoming.query.as_deref().unwrap_or_default(),
@@ -223,9 +236,20 @@ fn list(events: &[Value], query: &str) -> Result<Value, Reply> {
         |name: &str, v: &str| invalid_request(None, Some(name), &format!("Invalid {name}: {v}"));
     for (k, v) in &params {
         match k.as_str() {
-            "types" | "types[]" => types.push(v.clone()),
-            k if k.starts_with("types[") => types.push(v.clone()),
-            "created[gte]" | "created.gte" => {
+            // What the official SDKs send; a repeated `types=` (or `types[]=`) is not an
+            // array to Stripe, and refused here so a client sending it is seen to fail.
+            k if k.starts_with("types[")
+                && k.ends_with(']')
+                && k[6..k.len() - 1].parse::<usize>().is_ok() =>
+            {
+                types.push(v.clone())
+            }
+            "types" | "types[]" => {
+                let message =
+                    format!("Invalid array: send types as types[0]=..&types[1]=.., not {k}=..");
+                return Err(invalid_request(None, Some("types"), &message));
+            }
+            "created[gte]" => {
                 let t = DateTime::parse_from_rfc3339(v).map_err(|_| bad(k, v))?;
                 since = Some(t.with_timezone(&Utc));
             }

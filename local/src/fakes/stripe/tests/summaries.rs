@@ -7,7 +7,8 @@ async fn summaries(fake: &StripeFake, query: &str) -> Answer {
         "{}/v1/billing/meters/mtr_1/event_summaries?{query}",
         fake.base_url()
     );
-    send(reqwest::Client::new().get(url).bearer_auth(KEY)).await
+    let request = reqwest::Client::new().get(url).bearer_auth(KEY);
+    send(request.header("Stripe-Version", "2026-10-28.endive")).await
 }
 
 #[tokio::test]
@@ -60,7 +61,8 @@ async fn summaries_sum_a_customers_events_in_the_range_without_dropped_ones() {
 
 async fn thin_events(fake: &StripeFake, query: &str) -> Answer {
     let url = format!("{}/v2/core/events?{query}", fake.base_url());
-    send(reqwest::Client::new().get(url).bearer_auth(KEY)).await
+    let request = reqwest::Client::new().get(url).bearer_auth(KEY);
+    send(request.header("Stripe-Version", "2026-10-28.endive")).await
 }
 
 #[tokio::test]
@@ -89,8 +91,12 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     let real = summaries(&fake, &range("cus_real")).await;
     assert_eq!(real.body["data"][0]["aggregated_value"], 4);
 
-    let types =
+    let repeated =
         "types=v1.billing.meter.error_report_triggered&types=v1.billing.meter.no_meter_found";
+    let refused = thin_events(&fake, repeated).await;
+    assert_eq!(refused.status, 400, "a repeated key is not an array");
+    assert_eq!(refused.body["error"]["param"], "types");
+    let types = "types[0]=v1.billing.meter.error_report_triggered&types%5B1%5D=v1.billing.meter.no_meter_found";
     let listed = thin_events(&fake, types).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     let event = &listed.body["data"][0];
@@ -131,7 +137,8 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     let rest = send(
         reqwest::Client::new()
             .get(format!("{}{next}", fake.base_url()))
-            .bearer_auth(KEY),
+            .bearer_auth(KEY)
+            .header("Stripe-Version", "2026-10-28.endive"),
     )
     .await;
     assert_eq!(rest.body["data"][0]["id"], id);
@@ -148,7 +155,7 @@ async fn an_event_name_without_a_meter_is_reported_as_no_meter_found() {
             .status,
         200
     );
-    let listed = thin_events(&fake, "types[]=v1.billing.meter.no_meter_found").await;
+    let listed = thin_events(&fake, "types[0]=v1.billing.meter.no_meter_found").await;
     let event = &listed.body["data"][0];
     assert_eq!(
         event["type"], "v1.billing.meter.no_meter_found",
@@ -159,7 +166,7 @@ async fn an_event_name_without_a_meter_is_reported_as_no_meter_found() {
     let kind = &event["data"]["reason"]["error_types"][0];
     assert_eq!(kind["code"], "no_meter");
     assert_eq!(kind["sample_errors"][0]["request"]["identifier"], "n1");
-    let other = thin_events(&fake, "types=v1.billing.meter.error_report_triggered").await;
+    let other = thin_events(&fake, "types[0]=v1.billing.meter.error_report_triggered").await;
     assert_eq!(other.body["data"], json!([]));
     assert_eq!(fake.error_reports().len(), 1);
 }
