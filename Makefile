@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
+.PHONY: venv test lint validate goldens run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -21,6 +21,10 @@ lint:
 ## validate: cfn-lint and `sam validate --lint` on template.yaml (offline)
 validate:
 	dev/validate.sh
+
+## goldens: record the requests the official SDKs send (tests/goldens; see docs/conformance.md)
+goldens: venv
+	$(VENV)/bin/python dev/goldens.py
 
 ## run: the local stack (moto, fakes, ingest on a schedule, the SQS event source mapping): TRACES=N (250)
 run: venv

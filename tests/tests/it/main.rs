@@ -12,6 +12,7 @@ mod gateway;
 mod goldens;
 mod ingest;
 mod process;
+mod sdk;
 mod secrets;
 mod stream;
 mod table_scope;
