@@ -64,6 +64,8 @@ async fn the_official_sdks_read_what_the_fakes_serve() {
     langfuse.fail_next(1, 429);
     let stripe = StripeFake::start(STRIPE_KEY).await;
     stripe.plant_unknown_customer("cus_sdk_ghost");
+    // Reported as soon as the script lists the events.
+    stripe.set_validation_window(Duration::milliseconds(1));
     stripe.fail_next(1, 429);
     let vars = [
         ("LANGFUSE_URL", langfuse.base_url()),

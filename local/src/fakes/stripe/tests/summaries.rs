@@ -97,6 +97,9 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     assert_eq!(refused.status, 400, "a repeated key is not an array");
     assert_eq!(refused.body["error"]["param"], "types");
     let types = "types[0]=v1.billing.meter.error_report_triggered&types%5B1%5D=v1.billing.meter.no_meter_found";
+    let open = thin_events(&fake, types).await;
+    assert_eq!(open.body["data"], json!([]), "the window is still open");
+    fake.advance(chrono::Duration::seconds(10));
     let listed = thin_events(&fake, types).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     let event = &listed.body["data"][0];
@@ -104,6 +107,14 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     assert_eq!(event["type"], "v1.billing.meter.error_report_triggered");
     let reason = &event["data"]["reason"];
     assert_eq!(reason["error_count"], 3);
+    let bound = |k: &str| {
+        let t = event["data"][k].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let (start, end) = (bound("validation_start"), bound("validation_end"));
+    assert_eq!(end - start, 10_000, "one 10 s validation window");
     let kind = &reason["error_types"][0];
     assert_eq!(kind["code"], "meter_event_customer_not_found");
     let samples: Vec<&str> = kind["sample_errors"]
@@ -129,6 +140,7 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     let token = session.body["authentication_token"].as_str().unwrap();
     let events = json!([stream::stream_event("g4", "cus_ghost", "2")]);
     assert_eq!(stream::stream(&fake, token, events).await.status, 200);
+    fake.advance(chrono::Duration::seconds(10));
     let both = thin_events(&fake, "limit=1").await;
     assert_eq!(both.body["data"].as_array().map(Vec::len), Some(1));
     let first = &both.body["data"][0]["data"]["reason"]["error_types"][0]["sample_errors"][0];
@@ -155,6 +167,7 @@ async fn an_event_name_without_a_meter_is_reported_as_no_meter_found() {
             .status,
         200
     );
+    fake.advance(chrono::Duration::seconds(10));
     let listed = thin_events(&fake, "types[0]=v1.billing.meter.no_meter_found").await;
     let event = &listed.body["data"][0];
     assert_eq!(
