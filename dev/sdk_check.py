@@ -39,7 +39,7 @@ def expect_error(what, call, kind, status):
 
 def langfuse_clients():
     from langfuse.api.client import LangfuseAPI
-    from langfuse.api.commons.errors import UnauthorizedError
+    from langfuse.api.commons.errors import Error, NotFoundError, UnauthorizedError
     from langfuse.api.core.api_error import ApiError
 
     url = env("LANGFUSE_URL")
@@ -74,10 +74,16 @@ def langfuse_clients():
     assert last.data == [], last
     trace = api.trace.get(ids[0], fields="core,io,observations,metrics")
     assert trace.id == ids[0] and trace.observations and trace.total_cost is not None, trace
+    missing = expect_error("404", lambda: api.trace.get("no-such-trace"), NotFoundError, 404)
+    assert "not found" in json.dumps(missing.body), missing.body
+    expect_error("400", lambda: api.observations.get_many(limit=5000), Error, 400)
+    empty = api.observations.get_many(fields="core", trace_id="no-such-trace")
+    assert empty.data == [] and empty.meta.cursor is None, empty
     score = api.scores.create(id=f"tm_{ids[0]}_r1", trace_id=ids[0], name="tracemeter_billed_credits",
                               value=7, data_type="NUMERIC")
     assert score.id == f"tm_{ids[0]}_r1", score
-    print(f"sdk_check: langfuse {pages} v2 pages, legacy list and get, score, 429 and 401 read")
+    print(f"sdk_check: langfuse {pages} v2 pages and an empty one, legacy list and get, score, "
+          "errors 400, 401, 404, 429 read")
 
 
 def stripe_clients():

@@ -33,6 +33,10 @@ async fn summaries_sum_a_customers_events_in_the_range_without_dropped_ones() {
     let summary = &answer.body["data"][0];
     assert_eq!(summary["object"], "billing.meter_event_summary");
     assert_eq!(
+        shape_of(summary),
+        fixture_shape("billing.meter_event_summary")
+    );
+    assert_eq!(
         (
             summary["aggregated_value"].as_u64(),
             summary["meter"].as_str()
@@ -104,6 +108,7 @@ async fn an_unknown_customer_is_accepted_then_reported_with_samples_in_both_mode
     assert_eq!(listed.status, 200, "{}", listed.body);
     let event = &listed.body["data"][0];
     assert_eq!(event["object"], "v2.core.event");
+    assert_eq!(shape_of(event), fixture_shape("v2.core.event"));
     assert_eq!(event["type"], "v1.billing.meter.error_report_triggered");
     let reason = &event["data"]["reason"];
     assert_eq!(reason["error_count"], 3);
@@ -182,4 +187,38 @@ async fn an_event_name_without_a_meter_is_reported_as_no_meter_found() {
     let other = thin_events(&fake, "types[0]=v1.billing.meter.error_report_triggered").await;
     assert_eq!(other.body["data"], json!([]));
     assert_eq!(fake.error_reports().len(), 1);
+}
+
+/// The keys of a JSON value, nested (`a.b`, `a[].c`), and the type of each value (null
+/// matches anything, as Stripe's fixtures leave optional objects null).
+fn shape_of(v: &Value) -> std::collections::BTreeMap<String, &'static str> {
+    fn walk(v: &Value, at: String, out: &mut std::collections::BTreeMap<String, &'static str>) {
+        let kind = match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    walk(v, format!("{at}.{k}"), out);
+                }
+                "object"
+            }
+            Value::Array(a) => {
+                a.iter().for_each(|v| walk(v, format!("{at}[]"), out));
+                "array"
+            }
+            Value::String(_) => "string",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "bool",
+            Value::Null => return,
+        };
+        out.insert(at, kind);
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(v, String::new(), &mut out);
+    out
+}
+
+/// The shape of Stripe's published example object (`local/specs/stripe-meter-fixtures.json`).
+fn fixture_shape(resource: &str) -> std::collections::BTreeMap<String, &'static str> {
+    let fixtures: Value =
+        serde_json::from_str(include_str!("../../../../specs/stripe-meter-fixtures.json")).unwrap();
+    shape_of(&fixtures["resources"][resource])
 }
