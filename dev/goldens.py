@@ -10,13 +10,18 @@ written as "<random>"). tests/tests/it/goldens drives tracemeter's adapters agai
 recorder answering the same way and compares (docs/conformance.md).
 
 The recorder answers as tests/goldens/answers.json says, the same answers the Rust
-recorder gives.
+recorder gives. When npm is on PATH, stripe-node (STRIPE_NODE, installed into
+.venv/node) is driven through the same Stripe calls too (dev/goldens_node.js), into
+tests/goldens/stripe-node/; without npm those files are left as they are.
 """
 
 import datetime as dt
 import http.server
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -27,7 +32,8 @@ from langfuse.api.client import LangfuseAPI
 ROOT = Path(__file__).resolve().parent.parent
 GOLDENS = ROOT / "tests" / "goldens"
 HEADERS = ("authorization", "content-type", "idempotency-key", "stripe-version")
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+STRIPE_NODE = "23.2.0"
+UUID = re.compile(r"^(stripe-node-retry-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
 def answer_for(answers, method, path, query):
@@ -166,24 +172,48 @@ def langfuse_calls(url, lf):
     ]
 
 
+def node_calls(url):
+    """(call name, function) for stripe-node, or [] without npm."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        print("goldens: npm not found: tests/goldens/stripe-node left as it is")
+        return []
+    prefix = ROOT / ".venv" / "node"
+    installed = prefix / "node_modules" / "stripe" / "package.json"
+    if not installed.exists() or json.loads(installed.read_text())["version"] != STRIPE_NODE:
+        subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix",
+                        str(prefix), f"stripe@{STRIPE_NODE}"], check=True)
+    env = {**os.environ, "NODE_PATH": str(prefix / "node_modules")}
+    script = [str(ROOT / "dev" / "goldens_node.js"), url]
+    inputs = str(GOLDENS / "inputs.json")
+    listed = subprocess.run(["node", *script, "list", inputs], env=env, check=True,
+                            capture_output=True, text=True)
+    return [(name, lambda name=name: subprocess.run(["node", *script, name, inputs], env=env,
+                                                    check=True))
+            for name in json.loads(listed.stdout)["calls"]]
+
+
+def record(server, service, calls):
+    out = GOLDENS / service
+    out.mkdir(parents=True, exist_ok=True)
+    for name, call in calls:
+        call()
+        requests = server.take()
+        if len(requests) != 1:
+            sys.exit(f"goldens: {service} {name} sent {len(requests)} requests, not 1")
+        golden = {"call": name, "sdk": sdk(service), **requests[0]}
+        (out / f"{name}.json").write_text(json.dumps(golden, indent=2) + "\n")
+        print(f"goldens: {service}/{name}.json")
+
+
 def main():
     inputs = json.loads((GOLDENS / "inputs.json").read_text())
     answers = json.loads((GOLDENS / "answers.json").read_text())["answers"]
     server = Recorder(answers)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        for service, calls in (("stripe", stripe_calls(server.url, inputs["stripe"])),
-                               ("langfuse", langfuse_calls(server.url, inputs["langfuse"]))):
-            out = GOLDENS / service
-            out.mkdir(parents=True, exist_ok=True)
-            for name, call in calls:
-                call()
-                requests = server.take()
-                if len(requests) != 1:
-                    sys.exit(f"goldens: {service} {name} sent {len(requests)} requests, not 1")
-                golden = {"call": name, "sdk": sdk(service), **requests[0]}
-                (out / f"{name}.json").write_text(json.dumps(golden, indent=2) + "\n")
-                print(f"goldens: {service}/{name}.json")
+        record(server, "stripe", stripe_calls(server.url, inputs["stripe"]))
+        record(server, "langfuse", langfuse_calls(server.url, inputs["langfuse"]))
+        record(server, "stripe-node", node_calls(server.url))
     finally:
         server.shutdown()
 
@@ -191,6 +221,8 @@ def main():
 def sdk(service):
     if service == "stripe":
         return f"stripe-python {stripe.VERSION}"
+    if service == "stripe-node":
+        return f"stripe-node {STRIPE_NODE}"
     from importlib.metadata import version
     return f"langfuse {version('langfuse')}"
 

@@ -27,8 +27,8 @@ use std::sync::Arc;
 const SERVICE: &str = "stripe";
 /// Events per stream request (Stripe's limit).
 pub const MAX_STREAM_EVENTS: usize = 100;
-/// The `Stripe-Version` of every Stripe request: the GA version the official SDKs tracemeter
-/// was checked against pin (stripe-python 16.1.0, stripe-node 23.2.0; docs/conformance.md).
+/// The `Stripe-Version` of every Stripe request: the GA version stripe-python 16.1.0 pins,
+/// the SDK tracemeter's requests were checked against (docs/conformance.md).
 /// It documents all tracemeter uses: v1 meter events and event summaries, the v2 meter event
 /// session and stream, and the v2 events list with its `types` and `created` filters (GA
 /// since `2025-10-29.clover`).
