@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate docs run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
+.PHONY: venv test lint validate docs goldens run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -25,6 +25,10 @@ validate:
 ## docs: regenerate docs/configuration.md's reference from template.yaml and shared/src/config/catalog.rs
 docs:
 	. dev/aws-env.sh && TRACEMETER_WRITE_DOCS=1 cargo test -q -p tracemeter-tests --test it -- docs::the_configuration_reference
+
+## goldens: record the requests the official SDKs send (tests/goldens; see docs/conformance.md)
+goldens: venv
+	$(VENV)/bin/python dev/goldens.py
 
 ## run: the local stack (moto, fakes, ingest on a schedule, the SQS event source mapping): TRACES=N (250)
 run: venv

@@ -16,6 +16,8 @@ trap 'status=$?; if [ $status -ne 0 ]; then echo "dev/test.sh: FAILED (exit $sta
 echo "+ dev/shape.py (product files <= 500 lines, functions <= 80)"
 "$repo/dev/shape.py"
 
+# cargo test includes the conformance checks (docs/conformance.md): tracemeter's requests
+# against the official SDKs' golden requests, and dev/sdk_check.py with the venv's SDKs.
 echo "+ cargo test --workspace"
 cargo test --workspace
 

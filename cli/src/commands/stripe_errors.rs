@@ -117,8 +117,10 @@ fn show(
     samples: &[Sample],
 ) -> CliResult<Value> {
     let errors: u64 = reports.iter().map(|r| r.error_count).sum();
+    let unsampled = without_sample(reports);
     let value = json!({
-        "since": time(since), "reports": reports.len(), "errors": errors, "note": SAMPLES,
+        "since": time(since), "reports": reports.len(), "errors": errors,
+        "without_sample": unsampled, "note": SAMPLES,
         "samples": samples.iter().map(|s| json!({
             "event_id": s.event_id, "event_type": s.event_type, "code": s.code,
             "identifier": s.identifier, "message": s.message,
@@ -145,7 +147,7 @@ fn show(
     ctx.out.report(&Value::Null, || {
         let headers = ["event", "code", "identifier", "trace", "ledger", "credits"];
         format!(
-            "{}{} error report(s) since {}: {errors} invalid event(s), {} sample(s)\n({SAMPLES})\n",
+            "{}{} error report(s) since {}: {errors} invalid event(s), {} sample(s), {unsampled} without a sample (not mapped back to a trace)\n({SAMPLES})\n",
             table(&headers, &rows),
             reports.len(),
             time(since),
@@ -153,6 +155,15 @@ fn show(
         )
     })?;
     Ok(value)
+}
+
+/// How many of the reports' errors came without a sample: Stripe counts every invalid event
+/// but samples only some, so these cannot be mapped back to a trace (reconcile finds them).
+fn without_sample(reports: &[MeterErrorReport]) -> u64 {
+    reports
+        .iter()
+        .map(|r| r.error_count.saturating_sub(r.samples.len() as u64))
+        .sum()
 }
 
 /// Records every sampled revision still delivered as `stripe_rejected`, after approval.
@@ -301,6 +312,31 @@ mod tests {
             detail: None,
             receipted: None,
         }
+    }
+
+    #[test]
+    fn errors_beyond_the_samples_are_counted_as_without_a_sample() {
+        let sample = |id: &str| tracemeter::domain::meter_errors::MeterErrorSample {
+            code: "meter_event_customer_not_found".into(),
+            identifier: id.into(),
+            message: String::new(),
+        };
+        let report = |count: u64, samples: Vec<_>| MeterErrorReport {
+            event_id: "evt_1".into(),
+            event_type: "v1.billing.meter.error_report_triggered".into(),
+            created: Utc::now(),
+            validation_start: None,
+            validation_end: None,
+            error_count: count,
+            samples,
+        };
+        let reports = [
+            report(5, vec![sample("a"), sample("b")]),
+            report(1, vec![sample("c")]),
+            report(0, vec![sample("d")]),
+        ];
+        assert_eq!(without_sample(&reports), 3);
+        assert_eq!(without_sample(&[]), 0);
     }
 
     #[test]

@@ -45,6 +45,7 @@ macro_rules! server_handle_methods {
 
 pub mod langfuse;
 mod limits;
+pub mod recorder;
 pub mod stripe;
 
 pub(crate) use limits::{FailPlan, FixedWindow, RateDecision};

@@ -27,8 +27,12 @@ use std::sync::Arc;
 const SERVICE: &str = "stripe";
 /// Events per stream request (Stripe's limit).
 pub const MAX_STREAM_EVENTS: usize = 100;
-/// The API version sent with v2 requests (the one that introduced the meter event stream).
-pub const V2_API_VERSION: &str = "2024-09-30.acacia";
+/// The `Stripe-Version` of every Stripe request: the GA version stripe-python 16.1.0 pins,
+/// the SDK tracemeter's requests were checked against (docs/conformance.md).
+/// It documents all tracemeter uses: v1 meter events and event summaries, the v2 meter event
+/// session and stream, and the v2 events list with its `types` and `created` filters (GA
+/// since `2025-10-29.clover`).
+pub const API_VERSION: &str = "2026-10-28.endive";
 /// A session token this close to its expiry is renewed before use.
 const SESSION_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -191,6 +195,7 @@ impl StripeClient {
         let request = self
             .http
             .post(format!("{}/v1/billing/meter_events", self.api_base))
+            .header("Stripe-Version", API_VERSION)
             .header("Idempotency-Key", &event.identifier)
             .form(&form);
         let response = self.key.send(SERVICE, request).await?;
@@ -219,7 +224,7 @@ impl StripeClient {
         let request = self
             .http
             .post(format!("{}/v2/billing/meter_event_session", self.api_base))
-            .header("Stripe-Version", V2_API_VERSION)
+            .header("Stripe-Version", API_VERSION)
             .json(&serde_json::json!({}));
         let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
@@ -269,7 +274,7 @@ impl StripeClient {
                     self.meter_events_base
                 ))
                 .bearer_auth(token.expose())
-                .header("Stripe-Version", V2_API_VERSION)
+                .header("Stripe-Version", API_VERSION)
                 .json(&body)
                 .send()
                 .await

@@ -1,7 +1,8 @@
 //! Stripe, asynchronous meter event errors: the thin events
 //! `v1.billing.meter.error_report_triggered` and `v1.billing.meter.no_meter_found`, read from
-//! the v2 events API: `GET /v2/core/events` (filters `types` and `created[gte]`, paged with
-//! `page` through `next_page_url`), and `GET /v2/core/events/{id}` for an event listed
+//! the v2 events API: `GET /v2/core/events` (filters `types` and `created`, encoded as the
+//! official SDKs encode a GET's arrays and objects: `types[0]=..&types[1]=..&created[gte]=..`;
+//! paged through `next_page_url`), and `GET /v2/core/events/{id}` for an event listed
 //! without its `data` (Stripe documents `data` as a field included when the event is
 //! fetched). A sample's `request.identifier` is, in Stripe's words, the request's idempotency
 //! key: tracemeter sends the meter event identifier as both (v1), and the stream has only the
@@ -9,7 +10,7 @@
 
 use super::credential::Credential;
 use super::http;
-use super::stripe::Failure;
+use super::stripe::{API_VERSION, Failure};
 use crate::config::{StripeConfig, StripeKey};
 use crate::domain::meter_errors::{
     ERROR_REPORT_TRIGGERED, MeterErrorReport, MeterErrorSample, NO_METER_FOUND,
@@ -21,9 +22,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
 const SERVICE: &str = "stripe";
-/// The API version of the events requests: the one whose list documents `types` and
-/// `created` filters (earlier versions require `object_id`).
-pub const EVENTS_API_VERSION: &str = "2026-01-28.preview";
 /// Events per page.
 const PAGE_SIZE: &str = "20";
 /// Pages read before giving up (20 events each: 10,000 error reports).
@@ -119,7 +117,7 @@ impl StripeEvents {
         let request = self
             .http
             .get(format!("{}{path_and_query}", self.api_base))
-            .header("Stripe-Version", EVENTS_API_VERSION)
+            .header("Stripe-Version", API_VERSION)
             .query(query);
         let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
@@ -148,9 +146,11 @@ impl StripeEvents {
 #[async_trait]
 impl MeterErrorReports for StripeEvents {
     async fn error_reports(&self, since: DateTime<Utc>) -> Result<Vec<MeterErrorReport>> {
+        // Brackets with indexes, as the SDKs send them: repeated `types=` keys are not the
+        // same request.
         let first = vec![
-            ("types", ERROR_REPORT_TRIGGERED.to_string()),
-            ("types", NO_METER_FOUND.to_string()),
+            ("types[0]", ERROR_REPORT_TRIGGERED.to_string()),
+            ("types[1]", NO_METER_FOUND.to_string()),
             (
                 "created[gte]",
                 since.to_rfc3339_opts(SecondsFormat::Millis, true),

@@ -3,7 +3,7 @@
 
 use super::credential::Credential;
 use super::http;
-use super::stripe::Failure;
+use super::stripe::{API_VERSION, Failure};
 use crate::config::{StripeConfig, StripeKey};
 use crate::error::{Error, Result};
 use crate::ports::MeterReports;
@@ -64,7 +64,11 @@ impl StripeReports {
             "{}/v1/billing/meters/{}/event_summaries",
             self.api_base, self.meter_id
         );
-        let request = self.http.get(url).query(query);
+        let request = self
+            .http
+            .get(url)
+            .header("Stripe-Version", API_VERSION)
+            .query(query);
         let response = self.key.send(SERVICE, request).await?;
         if !response.status().is_success() {
             let what = format!("meter event summaries of meter {}", self.meter_id);

@@ -611,6 +611,8 @@ async fn stripe_errors_round_trip(stack: &TestStack, p: &str) {
     let cli = Command::on(stack);
     let (ghost, known) = (format!("cus_{p}_ghost"), format!("cus_{p}_ok"));
     stack.stripe.plant_unknown_customer(&ghost);
+    // One validation window for the whole test, reported once it closes (below).
+    stack.stripe.set_validation_window(Duration::hours(1));
     let at = now() - Duration::hours(1);
     let ids = [format!("{p}-g1"), format!("{p}-g2"), format!("{p}-k1")];
     for (id, customer) in ids.iter().zip([&ghost, &ghost, &known]) {
@@ -635,9 +637,16 @@ async fn stripe_errors_round_trip(stack: &TestStack, p: &str) {
         .await;
     assert_eq!(drift.code, 3, "Stripe dropped them: {}", drift.out);
 
+    let early = cli.json(&["stripe-errors", "--since", "1h"]).await;
+    assert_eq!(early["reports"], 0, "the window is still open: {early}");
+    stack.stripe.advance(Duration::hours(1));
     let shown = cli.json(&["stripe-errors", "--since", "1h"]).await;
     let samples = shown["samples"].as_array().cloned().unwrap_or_default();
     assert_eq!(samples.len(), 2, "{shown}");
+    assert_eq!(
+        (&shown["errors"], &shown["without_sample"]),
+        (&2.into(), &0.into())
+    );
     let mut traces: Vec<&str> = samples
         .iter()
         .filter_map(|s| s["trace_id"].as_str())
@@ -739,6 +748,39 @@ async fn stripe_errors_round_trip(stack: &TestStack, p: &str) {
     assert_eq!(counter(stack, &ghost).await, dropped);
     let after = cli.json(&["reconcile", "--period", &month]).await;
     assert_eq!(after["drift"], false, "{after}");
+}
+
+/// Stripe samples some of a window's errors: `stripe-errors` says how many it could not
+/// map back instead of pretending it found them all.
+#[tokio::test]
+async fn stripe_errors_counts_the_errors_without_a_sample() {
+    let stack = TestStack::start("cli-unsampled").await.expect("stack");
+    let cli = Command::on(&stack);
+    stack.stripe.plant_unknown_customer("cus_un_ghost");
+    stack.stripe.set_validation_window(Duration::hours(1));
+    stack.stripe.set_error_sample_limit(1);
+    let at = now() - Duration::hours(1);
+    let ids = ["un-g1", "un-g2", "un-g3"];
+    for id in ids {
+        stack
+            .langfuse
+            .add_trace(trace(id, "cus_un_ghost", 0.004, 0, at));
+    }
+    stack.send_traces(&ids).await.expect("send");
+    stack.drain(10).await.expect("drain");
+    stack.stripe.advance(Duration::hours(1));
+    let shown = cli.json(&["stripe-errors", "--since", "1h"]).await;
+    assert_eq!(shown["reports"], 1, "{shown}");
+    assert_eq!(shown["errors"], 3, "{shown}");
+    assert_eq!(
+        shown["samples"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    assert_eq!(shown["without_sample"], 2, "{shown}");
+    let human = cli.run(&["stripe-errors", "--since", "1h"]).await;
+    let said = "3 invalid event(s), 1 sample(s), 2 without a sample";
+    assert!(human.out.contains(said), "{}", human.out);
 }
 
 #[tokio::test]

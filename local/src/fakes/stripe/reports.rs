@@ -4,16 +4,19 @@
 //!
 //! A meter event (v1 or the v2 stream) whose customer Stripe does not know, or whose
 //! `event_name` has no meter, is accepted with 200 as on Stripe, recorded, and then dropped
-//! by the validation: it does not count in the summaries. The errors wait until the events
-//! API is read; then each kind becomes one thin event for the window since the last report
-//! (`v1.billing.meter.error_report_triggered` with `meter_event_customer_not_found`,
-//! `v1.billing.meter.no_meter_found` with `no_meter`), holding at most
-//! [`StripeFake::set_error_sample_limit`] sample identifiers per error type (samples, as on
-//! Stripe, not the whole list).
+//! by the validation: it does not count in the summaries. Errors are reported per validation
+//! window (windows of [`StripeFake::set_validation_window`], 10 s by default as in Stripe's
+//! example report, one after another from the fake's start), once the window has closed on the fake's clock: one thin event
+//! per window and type (`v1.billing.meter.error_report_triggered` with
+//! `meter_event_customer_not_found`, `v1.billing.meter.no_meter_found` with `no_meter`) with
+//! `validation_start`/`validation_end`, every error counted in `error_count` and at most
+//! [`StripeFake::set_error_sample_limit`] sample identifiers per error code (samples, as on
+//! Stripe, not the whole list: the rest cannot be mapped back).
 //!
-//! - `GET /v2/core/events`: `types` (repeated, `types[]` or `types[N]`), `created[gte]` (or
-//!   `created.gte`, RFC 3339), `limit` (default 20), `page` (from `next_page_url`); newest
-//!   first.
+//! - `GET /v2/core/events`: `types` as the official SDKs encode an array (`types[0]=..&
+//!   types[1]=..`; a repeated `types=` is refused with 400), `created[gte]` (RFC 3339),
+//!   `limit` (default 20), `page` (from `next_page_url`); newest first. The filters need a
+//!   `Stripe-Version` of `2025-10-29` or later (before it Stripe required `object_id`).
 //! - `GET /v2/core/events/{id}`: one event, or 404.
 
 use super::errors::{invalid_request, stripe_error};
@@ -26,6 +29,10 @@ use std::collections::{BTreeMap, HashSet};
 
 const ERROR_REPORT: &str = "v1.billing.meter.error_report_triggered";
 const NO_METER: &str = "v1.billing.meter.no_meter_found";
+/// The API version whose events list has the `types` and `created` filters (`2025-10-29.clover`).
+const FILTERS_GA: &str = "2025-10-29";
+/// The default length of a validation window (the documented example report spans 10 s).
+pub const VALIDATION_WINDOW: chrono::Duration = chrono::Duration::seconds(10);
 /// The meter every report names (the fake has one).
 const METER: &str = "mtr_fake";
 
@@ -38,8 +45,11 @@ pub(super) struct Validation {
     unknown: HashSet<String>,
     /// The only event name with a meter (`None`: every name).
     meter_event_name: Option<String>,
-    /// Errors not reported yet: event type, code, identifier, message, when.
-    pending: Vec<(&'static str, &'static str, String, String, DateTime<Utc>)>,
+    /// Errors not reported yet (their window is still open).
+    pending: Vec<Pending>,
+    /// The length of a validation window, and where the first one starts.
+    window: chrono::Duration,
+    origin: DateTime<Utc>,
     /// The thin events created so far, oldest first.
     events: Vec<Value>,
     sample_limit: usize,
@@ -52,6 +62,8 @@ impl Default for Validation {
             unknown: HashSet::new(),
             meter_event_name: None,
             pending: Vec::new(),
+            window: VALIDATION_WINDOW,
+            origin: Utc::now(),
             events: Vec::new(),
             sample_limit: 20,
         }
@@ -94,7 +106,14 @@ impl StripeFake {
         lock(&self.state).validation.sample_limit = limit;
     }
 
-    /// The error report events created so far, oldest first (creating the pending ones).
+    /// How long a validation window lasts ([`VALIDATION_WINDOW`] by default): the errors of
+    /// a window are reported once it has closed, on the fake's clock ([`StripeFake::advance`]).
+    pub fn set_validation_window(&self, window: chrono::Duration) {
+        lock(&self.state).validation.window = window;
+    }
+
+    /// The error report events created so far, oldest first (creating those of the windows
+    /// closed by now).
     pub fn error_reports(&self) -> Vec<Value> {
         let mut st = lock(&self.state);
         let now = st.now();
@@ -130,55 +149,89 @@ impl StripeState {
     }
 }
 
+/// A pending error: event type, code, identifier, message, when.
+type Pending = (&'static str, &'static str, String, String, DateTime<Utc>);
+
 impl Validation {
-    /// Turns the pending errors into one thin event per event type.
+    /// The start of the validation window `at` falls in (windows follow one another from
+    /// the fake's start, so a test knows which errors share one).
+    fn window_of(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let len = self.window.num_milliseconds().max(1);
+        let since = (at - self.origin).num_milliseconds();
+        self.origin + chrono::Duration::milliseconds(since - since.rem_euclid(len))
+    }
+
+    /// Reports every window that has closed by `now`: one thin event per window and event
+    /// type. Errors of the window still open wait for it to close.
     fn report(&mut self, now: DateTime<Utc>) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        for kind in [ERROR_REPORT, NO_METER] {
-            let of_kind: Vec<_> = pending.iter().filter(|p| p.0 == kind).collect();
-            let Some(start) = of_kind.iter().map(|p| p.4).min() else {
-                continue;
-            };
-            let mut by_code: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-            for p in &of_kind {
-                by_code.entry(p.1).or_default().push(*p);
+        let mut windows: BTreeMap<DateTime<Utc>, Vec<Pending>> = BTreeMap::new();
+        for p in std::mem::take(&mut self.pending) {
+            let start = self.window_of(p.4);
+            match start + self.window <= now {
+                true => windows.entry(start).or_default().push(p),
+                false => self.pending.push(p),
             }
-            let types: Vec<Value> = by_code
-                .iter()
-                .map(|(code, errors)| {
-                    let samples: Vec<Value> = errors
-                        .iter()
-                        .take(self.sample_limit)
-                        .map(|p| json!({"error_message": p.3, "request": {"identifier": p.2}}))
-                        .collect();
-                    json!({"code": code, "error_count": errors.len(), "sample_errors": samples})
-                })
-                .collect();
-            let count = of_kind.len();
-            let related = (kind == ERROR_REPORT).then(|| {
-                json!({"id": METER, "type": "billing.meter",
-                       "url": format!("/v1/billing/meters/{METER}")})
-            });
-            self.events.push(json!({
-                "id": format!("evt_test_fake{:020x}", next_sequence()),
-                "object": "v2.core.event",
-                "context": null,
-                "created": rfc3339(now),
-                "data": {
-                    "developer_message_summary": format!("There are {count} invalid events"),
-                    "reason": {"error_count": count, "error_types": types},
-                    "validation_start": rfc3339(start),
-                    "validation_end": rfc3339(now),
-                },
-                "livemode": false,
-                "reason": null,
-                "related_object": related,
-                "type": kind,
-            }));
         }
+        for (start, errors) in windows {
+            for kind in [ERROR_REPORT, NO_METER] {
+                let of_kind: Vec<&Pending> = errors.iter().filter(|p| p.0 == kind).collect();
+                if !of_kind.is_empty() {
+                    let event = self.window_report(kind, start, start + self.window, &of_kind);
+                    self.events.push(event);
+                }
+            }
+        }
+    }
+
+    /// The thin event of one window's errors of one type: every error counted, at most
+    /// `sample_limit` samples per error code.
+    fn window_report(
+        &self,
+        kind: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        errors: &[&Pending],
+    ) -> Value {
+        let mut by_code: BTreeMap<&str, Vec<&Pending>> = BTreeMap::new();
+        for p in errors {
+            by_code.entry(p.1).or_default().push(p);
+        }
+        let types: Vec<Value> = by_code
+            .iter()
+            .map(|(code, errors)| {
+                let samples: Vec<Value> = errors
+                    .iter()
+                    .take(self.sample_limit)
+                    .map(|p| json!({"error_message": p.3, "request": {"identifier": p.2}}))
+                    .collect();
+                json!({"code": code, "error_count": errors.len(), "sample_errors": samples})
+            })
+            .collect();
+        let count = errors.len();
+        let related = (kind == ERROR_REPORT).then(|| {
+            json!({"id": METER, "type": "billing.meter",
+                   "url": format!("/v1/billing/meters/{METER}")})
+        });
+        let summary = match count {
+            1 => "There is 1 invalid event".to_string(),
+            n => format!("There are {n} invalid events"),
+        };
+        json!({
+            "id": format!("evt_test_fake{:020x}", next_sequence()),
+            "object": "v2.core.event",
+            "context": null,
+            "created": rfc3339(end),
+            "data": {
+                "developer_message_summary": summary,
+                "reason": {"error_count": count, "error_types": types},
+                "validation_start": rfc3339(start),
+                "validation_end": rfc3339(end),
+            },
+            "livemode": false,
+            "reason": null,
+            "related_object": related,
+            "type": kind,
+        })
     }
 }
 
@@ -205,6 +258,16 @@ pub(super) fn events(state: &Shared, incoming: &Incoming) -> (Reply, bool) {
             }
         };
     }
+    let version = incoming.header("stripe-version").unwrap_or_default();
+    if version.get(..10).is_none_or(|date| date < FILTERS_GA) {
+        let message = format!(
+            "object_id is required: the types and created filters need Stripe-Version {FILTERS_GA} or later (sent: {version:?})"
+        );
+        return (
+            invalid_request(Some("parameter_missing"), Some("object_id"), &message),
+            true,
+        );
+    }
     match list(
         &st.validation.events,
         incoming.query.as_deref().unwrap_or_default(),
@@ -223,9 +286,20 @@ fn list(events: &[Value], query: &str) -> Result<Value, Reply> {
         |name: &str, v: &str| invalid_request(None, Some(name), &format!("Invalid {name}: {v}"));
     for (k, v) in &params {
         match k.as_str() {
-            "types" | "types[]" => types.push(v.clone()),
-            k if k.starts_with("types[") => types.push(v.clone()),
-            "created[gte]" | "created.gte" => {
+            // What the official SDKs send; a repeated `types=` (or `types[]=`) is not an
+            // array to Stripe, and refused here so a client sending it is seen to fail.
+            k if k.starts_with("types[")
+                && k.ends_with(']')
+                && k[6..k.len() - 1].parse::<usize>().is_ok() =>
+            {
+                types.push(v.clone())
+            }
+            "types" | "types[]" => {
+                let message =
+                    format!("Invalid array: send types as types[0]=..&types[1]=.., not {k}=..");
+                return Err(invalid_request(None, Some("types"), &message));
+            }
+            "created[gte]" => {
                 let t = DateTime::parse_from_rfc3339(v).map_err(|_| bad(k, v))?;
                 since = Some(t.with_timezone(&Utc));
             }
