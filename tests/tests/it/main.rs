@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod contract;
 mod cost;
+mod doctor;
 mod events;
 mod gateway;
 mod ingest;
