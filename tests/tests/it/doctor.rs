@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tracemeter_cli::doctor::{Check, Status, doctor, examine};
 use tracemeter_local::fakes::stripe::FakeMeter;
 use tracemeter_local::harness::{StackOptions, TestStack};
+use tracemeter_local::operator::operator_env;
 use tracemeter_local::stack;
 
 /// A stack provisioned as template.yaml deploys it (the queue's 180 s visibility timeout).
@@ -15,14 +16,6 @@ async fn deployed(label: &str) -> TestStack {
         ..StackOptions::default()
     };
     TestStack::start_with(label, options).await.expect("stack")
-}
-
-/// The variables an operator has: the functions', plus the meter and the DLQ.
-fn operator_env(stack: &TestStack) -> HashMap<String, String> {
-    let mut env = stack.env.clone();
-    env.insert("STRIPE_METER_ID".into(), stack.stripe.meter().id);
-    env.insert("DLQ_URL".into(), stack.resources.dlq_url.clone());
-    env
 }
 
 /// The checks doctor reports for `env` on `stack`.
