@@ -1,7 +1,9 @@
 //! `tracemeter doctor` on the local stack (moto, the Langfuse and Stripe fakes): a
 //! deployment as template.yaml makes it passes, and each planted misconfiguration gives
-//! exactly one FAIL, the one that names it.
+//! exactly one FAIL, the one that names it. The deploy guide's `local-stack` commands
+//! (`dev/guide.py local-stack`: doctor and the first reconcile) run as the guide has them.
 
+use crate::common::function_binary;
 use std::collections::HashMap;
 use tracemeter_cli::doctor::{Check, Status, doctor, examine};
 use tracemeter_local::fakes::stripe::FakeMeter;
@@ -96,6 +98,13 @@ async fn a_meter_of_another_event_name_fails_naming_both_names() {
     let code = doctor(&|name| env.get(name).cloned(), &sdk, false, &mut out).await;
     let text = String::from_utf8(out).expect("utf-8");
     assert_eq!(code, 1, "{text}");
+    // The guide's example is this very output.
+    let guide = std::fs::read_to_string(stack::repo_root().join("docs/deploying.md"));
+    let guide = guide.expect("docs/deploying.md");
+    let example = guide.split("```text\n").nth(1).and_then(|b| b.split("```").next());
+    for line in example.expect("the guide's example").lines() {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
     let line = text.lines().find(|l| l.contains("stripe.event_name"));
     let line = line.expect("the check's line");
     assert!(
@@ -208,4 +217,35 @@ async fn a_table_without_its_stream_fails() {
         .expect("update");
     let failed = the_failure(&stack, &operator_env(&stack), "dynamodb.stream").await;
     assert!(failed.message.starts_with("no stream"), "{failed:?}");
+}
+
+#[tokio::test]
+async fn the_guides_doctor_and_first_reconcile_pass_on_the_local_stack() {
+    let binary = function_binary("tracemeter");
+    let stack = deployed("doctor-guide").await;
+    let root = stack::repo_root();
+    let extracted = tokio::process::Command::new(root.join("dev/guide.py"))
+        .arg("local-stack")
+        .output()
+        .await
+        .expect("dev/guide.py");
+    assert!(extracted.status.success(), "{extracted:?}");
+    let script = String::from_utf8(extracted.stdout).expect("utf-8");
+    assert!(script.contains("tracemeter doctor\n"), "{script}");
+    let bin = binary.parent().expect("target dir").display().to_string();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let run = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env_clear()
+        .env("PATH", path)
+        .envs(operator_env(&stack))
+        .current_dir(&root)
+        .output()
+        .await
+        .expect("bash");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{script}\n{out}\n{err}");
+    assert!(out.contains("doctor: 18 OK, 2 WARN, 0 FAIL\n"), "{out}");
+    assert!(out.contains("no drift beyond 0 credits"), "{out}");
 }
