@@ -4,11 +4,11 @@
 
 use crate::harness::TestStack;
 use anyhow::Result;
+use std::collections::HashMap;
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, sqs::SqsSender, stripe_events::StripeEvents,
     stripe_reports::StripeReports,
 };
-use std::collections::HashMap;
 use tracemeter_cli::confirm::Answer;
 use tracemeter_cli::doctor::{Status, examine};
 use tracemeter_cli::{Deps, execute, parse};

@@ -101,7 +101,10 @@ async fn a_meter_of_another_event_name_fails_naming_both_names() {
     // The guide's example is this very output.
     let guide = std::fs::read_to_string(stack::repo_root().join("docs/deploying.md"));
     let guide = guide.expect("docs/deploying.md");
-    let example = guide.split("```text\n").nth(1).and_then(|b| b.split("```").next());
+    let example = guide
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next());
     for line in example.expect("the guide's example").lines() {
         assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
     }
@@ -122,7 +125,9 @@ async fn a_meter_mapping_customers_on_another_key_fails() {
     });
     let failed = the_failure(&stack, &operator_env(&stack), "stripe.customer_mapping").await;
     assert!(
-        failed.message.contains("on `customer`; the functions send the customer id in `stripe_customer_id`"),
+        failed
+            .message
+            .contains("on `customer`; the functions send the customer id in `stripe_customer_id`"),
         "{failed:?}"
     );
 }
@@ -135,7 +140,10 @@ async fn an_inactive_meter_fails() {
         ..stack.stripe.meter()
     });
     let failed = the_failure(&stack, &operator_env(&stack), "stripe.meter").await;
-    assert!(failed.message.contains("mtr_fake is inactive"), "{failed:?}");
+    assert!(
+        failed.message.contains("mtr_fake is inactive"),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,13 +155,18 @@ async fn a_live_key_against_the_test_mode_meter_fails() {
     let env = operator_env(&stack);
     let failed = the_failure(&stack, &env, "stripe.meter").await;
     assert!(
-        failed.message.starts_with("meter mtr_fake not found with this live mode key")
+        failed
+            .message
+            .starts_with("meter mtr_fake not found with this live mode key")
             && failed.message.contains("exists in test mode"),
         "{failed:?}"
     );
     let all = checks(&stack, &env).await;
     let key = all.iter().find(|c| c.check == "stripe.key").expect("key");
-    assert!(key.message.contains("a LIVE mode key"), "said aloud: {key:?}");
+    assert!(
+        key.message.contains("a LIVE mode key"),
+        "said aloud: {key:?}"
+    );
 }
 
 #[tokio::test]
@@ -161,10 +174,15 @@ async fn a_langfuse_key_of_another_project_fails() {
     let stack = deployed("doctor-lf").await;
     let secret = "sk-lf-another-project";
     let public = tracemeter_local::harness::LANGFUSE_PUBLIC_KEY;
-    stack.secrets.rotate_langfuse(public, secret).await.expect("rotate");
+    stack
+        .secrets
+        .rotate_langfuse(public, secret)
+        .await
+        .expect("rotate");
     let failed = the_failure(&stack, &operator_env(&stack), "langfuse.keys").await;
     assert!(
-        failed.message.contains("refused the keys") && failed.message.contains("LANGFUSE_SECRET_ARN"),
+        failed.message.contains("refused the keys")
+            && failed.message.contains("LANGFUSE_SECRET_ARN"),
         "{failed:?}"
     );
 }
@@ -176,14 +194,20 @@ async fn a_queue_without_a_dead_letter_queue_fails() {
         .sqs
         .create_queue()
         .queue_name(format!("{}-bare", stack.resources.prefix))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "180")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "180",
+        )
         .send()
         .await
         .expect("queue");
     let mut env = operator_env(&stack);
     env.insert("QUEUE_URL".into(), created.queue_url.expect("url"));
     let failed = the_failure(&stack, &env, "sqs.dlq").await;
-    assert!(failed.message.contains("has no RedrivePolicy"), "{failed:?}");
+    assert!(
+        failed.message.contains("has no RedrivePolicy"),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +216,9 @@ async fn a_visibility_timeout_under_six_function_timeouts_fails() {
         visibility_timeout: Some(60),
         ..StackOptions::default()
     };
-    let stack = TestStack::start_with("doctor-vis", options).await.expect("stack");
+    let stack = TestStack::start_with("doctor-vis", options)
+        .await
+        .expect("stack");
     let failed = the_failure(&stack, &operator_env(&stack), "sqs.visibility_timeout").await;
     assert_eq!(
         failed.message,

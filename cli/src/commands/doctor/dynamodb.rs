@@ -69,11 +69,16 @@ fn index(t: &TableDescription) -> Check {
     let want = "reason (HASH), updated_at (RANGE)";
     let message = match &found {
         Some(k) => format!("index {INDEX} on {k}; the commands query {want}"),
-        None => format!("no index {INDEX}; `failures list` and `ambiguous list` query it on {want}"),
+        None => {
+            format!("no index {INDEX}; `failures list` and `ambiguous list` query it on {want}")
+        }
     };
-    Check::expect("dynamodb.index", found.as_deref() == Some(want), message, || {
-        "deploy template.yaml's LedgerTable with its attention index".to_string()
-    })
+    Check::expect(
+        "dynamodb.index",
+        found.as_deref() == Some(want),
+        message,
+        || "deploy template.yaml's LedgerTable with its attention index".to_string(),
+    )
 }
 
 fn stream(t: &TableDescription, table: &str) -> Check {
@@ -104,7 +109,12 @@ async fn ttl(client: &aws_sdk_dynamodb::Client, table: &str) -> Check {
             "aws dynamodb update-time-to-live --table-name {table} --time-to-live-specification Enabled=true,AttributeName={TTL_ATTRIBUTE}"
         )
     };
-    let out = match client.describe_time_to_live().table_name(table).send().await {
+    let out = match client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+    {
         Ok(out) => out,
         Err(e) => {
             let why = DisplayErrorContext(&e).to_string();

@@ -33,7 +33,10 @@ pub(super) async fn check(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) 
             ),
             Check::ok(
                 "langfuse.api",
-                format!("LANGFUSE_API={api}: {} answered {}", probe.request, probe.status),
+                format!(
+                    "LANGFUSE_API={api}: {} answered {}",
+                    probe.request, probe.status
+                ),
             ),
             rate_limit(cfg.requests, &probe),
         ],
@@ -45,7 +48,9 @@ pub(super) async fn check(cfg: &LangfuseConfig, keys: Credential<LangfuseKeys>) 
                 probe.request, cfg.base_url, probe.detail
             ),
             match cfg.api {
-                LangfuseApi::V2 => "a self-hosted Langfuse v3 serves only the legacy API: set LANGFUSE_API=legacy (the LangfuseApi parameter); else check LANGFUSE_BASE_URL",
+                LangfuseApi::V2 => {
+                    "a self-hosted Langfuse v3 serves only the legacy API: set LANGFUSE_API=legacy (the LangfuseApi parameter); else check LANGFUSE_BASE_URL"
+                }
                 LangfuseApi::Legacy => "check LANGFUSE_BASE_URL (the Langfuse host, without /api)",
             },
         )],

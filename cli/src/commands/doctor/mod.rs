@@ -50,7 +50,10 @@ pub async fn doctor(
 }
 
 /// Every check, in order: secrets and Langfuse, Stripe, DynamoDB, SQS, Lambda and schedule.
-pub async fn examine(lookup: &dyn Fn(&str) -> Option<String>, aws: &aws_config::SdkConfig) -> Report {
+pub async fn examine(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    aws: &aws_config::SdkConfig,
+) -> Report {
     let secrets = SecretsManagerSource::shared(aws);
     let mut checks = Vec::new();
     checks.extend(langfuse_checks(lookup, secrets.clone()).await);
@@ -140,7 +143,9 @@ fn process_timeout(lookup: &dyn Fn(&str) -> Option<String>) -> Result<u32, Check
         Ok(t) if (1..=900).contains(&t) => Ok(t),
         _ => Err(Check::fail(
             "config.process_timeout",
-            format!("PROCESS_TIMEOUT_SECONDS={raw:?} is not valid: expected seconds, 1 to 900 (the process function's timeout)"),
+            format!(
+                "PROCESS_TIMEOUT_SECONDS={raw:?} is not valid: expected seconds, 1 to 900 (the process function's timeout)"
+            ),
             "set it to the process function's Timeout, or unset it for template.yaml's 30",
         )),
     }

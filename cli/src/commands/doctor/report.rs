@@ -141,11 +141,18 @@ mod tests {
         let report = Report {
             checks: vec![
                 Check::ok("a.one", "fine"),
-                Check::fail("b.two", "the meter counts `x`; the functions send `y`", "set it"),
+                Check::fail(
+                    "b.two",
+                    "the meter counts `x`; the functions send `y`",
+                    "set it",
+                ),
             ],
         };
         let text = report.human();
-        assert!(text.contains("FAIL    b.two  the meter counts `x`"), "{text}");
+        assert!(
+            text.contains("FAIL    b.two  the meter counts `x`"),
+            "{text}"
+        );
         assert!(text.contains("\n               fix: set it\n"), "{text}");
         assert!(text.ends_with("doctor: 1 OK, 0 WARN, 1 FAIL\n"), "{text}");
         let json = report.json();

@@ -26,8 +26,18 @@ pub(super) async fn check(
     };
     let get = |name: QueueAttributeName| attributes.get(&name).map(String::as_str);
     vec![
-        dead_letters(client, queue_url, get(QueueAttributeName::RedrivePolicy), dlq_url).await,
-        visibility(queue_url, get(QueueAttributeName::VisibilityTimeout), timeout),
+        dead_letters(
+            client,
+            queue_url,
+            get(QueueAttributeName::RedrivePolicy),
+            dlq_url,
+        )
+        .await,
+        visibility(
+            queue_url,
+            get(QueueAttributeName::VisibilityTimeout),
+            timeout,
+        ),
     ]
 }
 
@@ -64,8 +74,12 @@ async fn dead_letters(
     let Some(arn) = target else {
         return Check::fail(
             "sqs.dlq",
-            format!("the queue {queue_url} has no RedrivePolicy: a message that keeps failing is received again and again, and never reaches a dead-letter queue"),
-            format!("set a RedrivePolicy to the stack's dead-letter queue (template.yaml: MeterQueue, maxReceiveCount 5): aws sqs set-queue-attributes --queue-url {queue_url} --attributes file://redrive.json"),
+            format!(
+                "the queue {queue_url} has no RedrivePolicy: a message that keeps failing is received again and again, and never reaches a dead-letter queue"
+            ),
+            format!(
+                "set a RedrivePolicy to the stack's dead-letter queue (template.yaml: MeterQueue, maxReceiveCount 5): aws sqs set-queue-attributes --queue-url {queue_url} --attributes file://redrive.json"
+            ),
         );
     };
     // The target exists: look its URL up by name (the ARN's last part) and account.

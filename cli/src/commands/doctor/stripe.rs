@@ -60,11 +60,17 @@ pub(super) async fn check(
             ];
         }
         Err(e) => {
-            let fix = format!("check STRIPE_API_BASE ({}), then run doctor again", cfg.api_base);
+            let fix = format!(
+                "check STRIPE_API_BASE ({}), then run doctor again",
+                cfg.api_base
+            );
             return vec![Check::fail("stripe.meter", e.to_string(), fix)];
         }
     };
-    let mut checks = vec![Check::ok("stripe.key", format!("the key authenticates: {said}"))];
+    let mut checks = vec![Check::ok(
+        "stripe.key",
+        format!("the key authenticates: {said}"),
+    )];
     checks.push(meter_state(&meter, live));
     checks.extend(meter_settings(&meter, &cfg.meter_event_name));
     checks

@@ -406,8 +406,7 @@ impl Route {
                 Some(Self::EventSummaries)
             }
             (&Method::GET, p)
-                if p
-                    .strip_prefix("/v1/billing/meters/")
+                if p.strip_prefix("/v1/billing/meters/")
                     .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
             {
                 Some(Self::Meter)
