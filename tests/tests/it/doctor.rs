@@ -275,3 +275,40 @@ async fn the_guides_doctor_and_first_reconcile_pass_on_the_local_stack() {
     assert!(out.contains("doctor: 18 OK, 2 WARN, 0 FAIL\n"), "{out}");
     assert!(out.contains("no drift beyond 0 credits"), "{out}");
 }
+
+#[tokio::test]
+async fn a_request_budget_over_langfuses_announced_limit_warns() {
+    let stack = deployed("doctor-rate").await;
+    stack.langfuse.set_rate_limit(Some(20));
+    let mut env = operator_env(&stack);
+    let rate = |checks: Vec<Check>| {
+        checks
+            .into_iter()
+            .find(|c| c.check == "langfuse.rate_limit")
+    };
+    env.insert("LANGFUSE_REQUESTS_PER_MINUTE".into(), "30".into());
+    let over = rate(checks(&stack, &env).await).expect("checked");
+    assert_eq!(over.status, Status::Warn, "{over:?}");
+    assert!(
+        over.message
+            .starts_with("LANGFUSE_REQUESTS_PER_MINUTE=30 is over Langfuse's 20 per minute"),
+        "{over:?}"
+    );
+    env.insert("LANGFUSE_REQUESTS_PER_MINUTE".into(), "20".into());
+    let fits = rate(checks(&stack, &env).await).expect("checked");
+    assert_eq!(fits.status, Status::Ok, "{fits:?}");
+}
+
+#[tokio::test]
+async fn the_legacy_api_is_read_when_configured() {
+    let stack = deployed("doctor-legacy").await;
+    let mut env = operator_env(&stack);
+    env.insert("LANGFUSE_API".into(), "legacy".into());
+    let all = checks(&stack, &env).await;
+    let api = all.iter().find(|c| c.check == "langfuse.api").expect("api");
+    assert_eq!(api.status, Status::Ok, "{api:?}");
+    assert_eq!(
+        api.message,
+        "LANGFUSE_API=legacy: GET /api/public/traces answered 200"
+    );
+}
