@@ -122,7 +122,7 @@ fn config_failure(name: &'static str, e: tracemeter::Error, service: &str) -> Ch
     Check::fail(
         name,
         format!("{e} (the {service} checks need it)"),
-        "set the variable as the functions have it (template.yaml's parameters)",
+        "export the variables the functions have (docs/deploying.md, step 4)",
     )
 }
 
