@@ -69,16 +69,18 @@ pub async fn reconcile(stack: &TestStack) -> Result<()> {
 }
 
 /// The variables an operator of the stack has: the functions', the meter (the fake's, or
-/// `STRIPE_METER_ID` of this process for the real Stripe) and the DLQ.
+/// for the real Stripe `STRIPE_METER_ID` of this process, when set) and the DLQ.
 pub fn operator_env(stack: &TestStack) -> HashMap<String, String> {
     let mut env = stack.env.clone();
     let real_meter = std::env::var("STRIPE_METER_ID").ok();
     let fake = stack.config.stripe.api_base == stack.stripe.base_url();
-    let meter = match (fake, real_meter) {
-        (false, Some(id)) => id,
-        _ => stack.stripe.meter().id,
+    let meter = match fake {
+        true => Some(stack.stripe.meter().id),
+        false => real_meter,
     };
-    env.insert("STRIPE_METER_ID".into(), meter);
+    if let Some(id) = meter {
+        env.insert("STRIPE_METER_ID".into(), id);
+    }
     env.insert("DLQ_URL".into(), stack.resources.dlq_url.clone());
     env
 }
