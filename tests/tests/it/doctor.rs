@@ -312,3 +312,17 @@ async fn the_legacy_api_is_read_when_configured() {
         "LANGFUSE_API=legacy: GET /api/public/traces answered 200"
     );
 }
+
+#[tokio::test]
+async fn a_secret_without_the_expected_json_keys_fails() {
+    let stack = deployed("doctor-secret").await;
+    let raw = r#"{"key": "sk_test_local_secret_9d21"}"#;
+    stack.secrets.put_stripe_raw(raw).await.expect("put");
+    let failed = the_failure(&stack, &operator_env(&stack), "secrets.stripe").await;
+    assert!(
+        failed
+            .message
+            .contains(r#"is not valid: expected JSON {"secret_key": "sk_..."}"#),
+        "{failed:?}"
+    );
+}
