@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate docs goldens run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
+.PHONY: venv test lint validate docs goldens run build serve watch invoke lambda-check sam-build deploy-check deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -62,6 +62,10 @@ lambda-check:
 ## sam-build: `sam build` (cargo-lambda) for ARCH, offline
 sam-build: venv
 	dev/lambda.sh sam-build $(ARCH)
+
+## deploy-check: docs/deploying.md's offline commands as the guide has them (sam build, cfn-lint of .aws-sam/build/template.yaml; part of make test)
+deploy-check: venv
+	dev/deploy-check.sh
 
 ## deploy: `sam build` + `sam deploy --guided` for ARCH (needs AWS credentials: the only target that leaves loopback)
 deploy: venv

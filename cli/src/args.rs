@@ -57,6 +57,10 @@ pub enum Command {
     /// customer), each sample mapped to its ledger entry; --apply records them stripe_rejected
     /// and gives their credits back. Samples only: reconcile stays the complete check.
     StripeErrors(StripeErrorsArgs),
+    /// Checks the deployment's configuration against the live services and the AWS
+    /// resources (secrets, Langfuse, Stripe meter, table, queue): one line per check, OK /
+    /// WARN / FAIL with the fix; exits 0 only when nothing fails, 1 otherwise.
+    Doctor,
 }
 
 /// `stripe-errors`.

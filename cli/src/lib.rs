@@ -12,6 +12,7 @@ pub mod error;
 pub mod output;
 
 pub use args::Cli;
+pub use commands::doctor::{self, doctor};
 pub use error::{CliError, CliResult};
 
 use confirm::Confirm;

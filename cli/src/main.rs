@@ -18,11 +18,17 @@ use tracemeter::ports::SecretSource;
 use tracemeter::ports::{DeadLetters, MeterErrorReports, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
-use tracemeter_cli::{Cli, Deps, execute};
+use tracemeter_cli::{Cli, Deps, doctor, execute};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Doctor = cli.command {
+        let aws = aws_config::load_from_env().await;
+        let lookup = |name: &str| std::env::var(name).ok();
+        let code = doctor(&lookup, &aws, cli.json, &mut std::io::stdout()).await;
+        return ExitCode::from(code);
+    }
     let config = match AdminConfig::from_env() {
         Ok(c) => c,
         Err(e) => {

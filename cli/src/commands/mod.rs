@@ -5,6 +5,7 @@ mod backfill;
 mod budget;
 mod customer;
 mod dlq;
+pub mod doctor;
 mod failures;
 mod reconcile;
 mod stripe_errors;
@@ -28,6 +29,10 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Reconcile(args) => reconcile::run(ctx, args).await,
         Command::Backfill(args) => backfill::run(ctx, args).await,
         Command::StripeErrors(args) => stripe_errors::run(ctx, args).await,
+        // Reads its own configuration, before the other verbs' (see `doctor::doctor`).
+        Command::Doctor => Err(CliError::Invalid(
+            "doctor runs through tracemeter_cli::doctor, not execute".into(),
+        )),
     }
 }
 

@@ -10,4 +10,5 @@ pub mod secrets;
 pub mod sqs;
 pub mod stripe;
 pub mod stripe_events;
+pub mod stripe_meter;
 pub mod stripe_reports;

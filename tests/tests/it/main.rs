@@ -8,6 +8,7 @@ mod common;
 mod contract;
 mod cost;
 mod docs;
+mod doctor;
 mod events;
 mod gateway;
 mod goldens;
