@@ -70,8 +70,8 @@ pub struct Aggregation {
     pub formula: String,
 }
 
-/// Retrieves the meter `meter_id` with the Stripe key (GET, Bearer auth, no body, as
-/// stripe-python's `stripe.billing.Meter.retrieve`). A refused key and an unknown meter are
+/// Retrieves the meter `meter_id` with the Stripe key (GET, Bearer auth, the pinned
+/// `Stripe-Version`, no body, as stripe-python's `stripe.billing.Meter.retrieve`). A refused key and an unknown meter are
 /// answers; other failures (throttling, 5xx, transport) are errors.
 pub async fn retrieve_meter(
     cfg: &StripeConfig,
@@ -79,7 +79,9 @@ pub async fn retrieve_meter(
     meter_id: &str,
 ) -> Result<MeterLookup> {
     let url = format!("{}/v1/billing/meters/{meter_id}", cfg.api_base);
-    let request = http::client(cfg.timeout)?.get(url);
+    let request = http::client(cfg.timeout)?
+        .get(url)
+        .header("Stripe-Version", super::stripe::API_VERSION);
     let response = key.send(SERVICE, request).await?;
     let what = format!("billing meter {meter_id}");
     let status = response.status().as_u16();

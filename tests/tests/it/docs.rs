@@ -25,6 +25,8 @@ const OUTSIDE_LOADERS: &[(&str, &[&str])] = &[
     ("RUST_LOG", &["ingest", "process"]),
     // The AWS SDK's own endpoint override (local runs only).
     ("AWS_ENDPOINT_URL", &["ingest", "process", "tracemeter"]),
+    // `tracemeter doctor` only (it reads its variables itself, to report each as a check).
+    ("PROCESS_TIMEOUT_SECONDS", &["tracemeter"]),
 ];
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
