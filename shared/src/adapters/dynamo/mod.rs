@@ -25,7 +25,7 @@
 //! This file holds the table's few primitives (get, put, conditional update, transaction);
 //! `items` the keys and attribute helpers (the ingest store uses them too); one file per
 //! port implements it: `claims`, `deliveries`, `budgets`, `customers`, and for operators
-//! `review` (the `attention` index), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
+//! `review` (the `attention` index), `messages` (malformed messages' records), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
 
 mod admin;
 mod budgets;
@@ -33,6 +33,7 @@ mod claims;
 mod customers;
 mod deliveries;
 mod items;
+mod messages;
 mod quota;
 mod rejections;
 mod review;
