@@ -66,7 +66,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StripeErrorsArgs {
     /// Reports created since: RFC 3339, or an age such as 6h, 7d (Stripe keeps 30 days).
-    #[arg(long, default_value = "7d", value_parser = Flag(parse::when))]
+    #[arg(long, default_value = "7d", value_parser = Flag(parse::when), allow_hyphen_values = true)]
     pub since: When,
     /// Record the sampled revisions as failed (stripe_rejected), their credits given back.
     #[arg(long)]
@@ -77,10 +77,10 @@ pub struct StripeErrorsArgs {
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
     /// Start (inclusive): RFC 3339, or an age such as 6h, 2d.
-    #[arg(long, value_parser = Flag(parse::when))]
+    #[arg(long, value_parser = Flag(parse::when), allow_hyphen_values = true)]
     pub from: When,
     /// End (exclusive), settled (at least SETTLE_SECONDS ago): RFC 3339 or an age.
-    #[arg(long, value_parser = Flag(parse::when))]
+    #[arg(long, value_parser = Flag(parse::when), allow_hyphen_values = true)]
     pub to: When,
     /// Stop after this many minutes, 1 to 720 (run it again to go on).
     #[arg(long, default_value = "14", value_parser = Flag(parse::minutes))]
@@ -141,7 +141,7 @@ pub struct FailureFilter {
     #[arg(long, value_parser = Flag(parse::reason))]
     pub reason: Option<FailureReason>,
     /// Only entries written since: RFC 3339, or an age such as 30m, 6h, 7d.
-    #[arg(long, value_parser = Flag(parse::when))]
+    #[arg(long, value_parser = Flag(parse::when), allow_hyphen_values = true)]
     pub since: Option<When>,
 }
 

@@ -54,7 +54,10 @@ async fn run(cli: &Cli) -> Result<u8, CliError> {
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
     let secrets = SecretsManagerSource::shared(&aws);
-    let stripe = config.stripe.as_ref().filter(|_| calls_stripe(&cli.command));
+    let stripe = config
+        .stripe
+        .as_ref()
+        .filter(|_| calls_stripe(&cli.command));
     let (meter, meter_errors) = stripe_readers(stripe, secrets.clone()).await?;
     let ingest_config = match &cli.command {
         Command::Backfill(_) => Some(IngestConfig::from_env()?),

@@ -143,7 +143,10 @@ mod tests {
         for (text, lines) in cases {
             // One line per row: the only raw newlines are the table's own.
             assert_eq!(text.lines().count(), lines, "{text:?}");
-            assert!(!text.lines().any(|l| l.chars().any(unsafe_char)), "{text:?}");
+            assert!(
+                !text.lines().any(|l| l.chars().any(unsafe_char)),
+                "{text:?}"
+            );
             assert!(text.contains("\\u{001b}[2J"), "{text}");
             assert!(text.contains("\\u{202e}gnp.exe\\r\\nx"), "{text}");
         }

@@ -49,12 +49,15 @@ impl When {
     pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
             When::At(t) => t,
-            When::Ago(age) => now.checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            When::Ago(age) => now
+                .checked_sub_signed(age)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
         }
     }
 }
 
-const WHEN_FORM: &str = "RFC 3339 (2026-11-01T00:00:00Z) or an age such as 30m, 6h, 7d (at most 3660d)";
+const WHEN_FORM: &str =
+    "RFC 3339 (2026-11-01T00:00:00Z) or an age such as 30m, 6h, 7d (at most 3660d)";
 
 /// RFC 3339, or a positive age in minutes, hours or days up to [`MAX_AGE_DAYS`].
 pub fn when(raw: &str) -> Parsed<When> {

@@ -90,29 +90,58 @@ proptest! {
 
 #[test]
 fn the_probes_that_panicked_are_refusals() {
-    for raw in ["7é", "é", "ééh", "99999999999999999d", "9223372036854775807m", "-6h", ""] {
+    for raw in [
+        "7é",
+        "é",
+        "ééh",
+        "99999999999999999d",
+        "9223372036854775807m",
+        "-6h",
+        "",
+    ] {
         assert!(when(raw).is_err(), "{raw}");
     }
     let why = when("-6h").err().map(|e| e.0).unwrap_or_default();
     assert!(why.contains("negative"), "{why}");
     let text = refusal("--from", "99999999999999999d", &Expected(why));
-    assert!(text.starts_with("--from \"99999999999999999d\": expected RFC 3339"), "{text}");
+    assert!(
+        text.starts_with("--from \"99999999999999999d\": expected RFC 3339"),
+        "{text}"
+    );
 }
 
 #[test]
 fn times_and_ages_resolve() {
-    assert_eq!(when("6h").map(|w| w.resolve(now())).ok(), Some(now() - Duration::hours(6)));
-    assert_eq!(when("7d").map(|w| w.resolve(now())).ok(), Some(now() - Duration::days(7)));
+    assert_eq!(
+        when("6h").map(|w| w.resolve(now())).ok(),
+        Some(now() - Duration::hours(6))
+    );
+    assert_eq!(
+        when("7d").map(|w| w.resolve(now())).ok(),
+        Some(now() - Duration::days(7))
+    );
     assert_eq!(when("0m").map(|w| w.resolve(now())).ok(), Some(now()));
     assert!(when("3660d").is_ok() && when("3661d").is_err());
     let at = when("2026-11-01T00:00:00Z").map(|w| w.resolve(now()));
-    assert_eq!(at.ok().map(|t| t.to_rfc3339()), Some("2026-11-01T00:00:00+00:00".into()));
+    assert_eq!(
+        at.ok().map(|t| t.to_rfc3339()),
+        Some("2026-11-01T00:00:00+00:00".into())
+    );
     assert!(when("5y").is_err() && when("soon").is_err() && when("h").is_err());
 }
 
 #[test]
 fn periods_are_exact_keys() {
-    for bad in ["2026-13", "", "2026-1", "2026-11-31", "2026-W54", "2026-W00", " 2026-11", "+2026-11"] {
+    for bad in [
+        "2026-13",
+        "",
+        "2026-1",
+        "2026-11-31",
+        "2026-W54",
+        "2026-W00",
+        " 2026-11",
+        "+2026-11",
+    ] {
         assert!(period_key(bad).is_err(), "{bad}");
     }
     assert_eq!(period_key("2026-11").map(|p| p.kind), Ok(Period::Month));

@@ -25,10 +25,15 @@ pub(super) async fn list(ctx: &mut Ctx<'_, '_>, filter: &FailureFilter) -> CliRe
         Some(_) => Vec::new(),
         None => ctx.deps.ledger.failed_messages(since).await?,
     };
-    let mut listed: Vec<Value> = found.iter().map(|f| json!({
-        "trace_id": f.entry.trace_id, "reason": f.entry.reason, "detail": f.entry.detail,
-        "customer_id": f.entry.customer_id, "updated_at": time(f.updated_at),
-    })).collect();
+    let mut listed: Vec<Value> = found
+        .iter()
+        .map(|f| {
+            json!({
+                "trace_id": f.entry.trace_id, "reason": f.entry.reason, "detail": f.entry.detail,
+                "customer_id": f.entry.customer_id, "updated_at": time(f.updated_at),
+            })
+        })
+        .collect();
     listed.extend(super::messages::json(&messages));
     let value = Value::from(listed);
     let rows: Vec<Vec<String>> = found
@@ -48,10 +53,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_, '_>, filter: &FailureFilter) -> CliRe
         let t = table(&["trace", "reason", "customer", "updated", "detail"], &rows);
         let mut text = format!("{t}{count} failed entries\n");
         if !messages.is_empty() {
-            text.push_str(&format!(
-                "\n{}",
-                super::messages::human(&messages)
-            ));
+            text.push_str(&format!("\n{}", super::messages::human(&messages)));
         }
         text
     })

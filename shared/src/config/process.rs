@@ -5,8 +5,8 @@ use super::env::Env;
 use super::langfuse::LangfuseConfig;
 use super::stripe::StripeConfig;
 use crate::domain::budget::{BudgetMode, BudgetPolicy, Period, parse_thresholds};
-use crate::domain::customer::{CUSTOMER_ID_FORM, check_customer_id};
 use crate::domain::credits::{ByoKeyRule, Pricing};
+use crate::domain::customer::{CUSTOMER_ID_FORM, check_customer_id};
 use crate::error::{Error, Result};
 
 /// How the Stripe customer of a trace is found.

@@ -61,7 +61,10 @@ pub fn period_of_key(key: &str) -> Option<(Period, DateTime<Utc>)> {
             Period::Month,
             NaiveDate::parse_from_str(&format!("{key}-01"), "%Y-%m-%d").ok()?,
         ),
-        None => (Period::Day, NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()?),
+        None => (
+            Period::Day,
+            NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()?,
+        ),
     };
     let start = Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?);
     // Only the exact written form: no unpadded month, no sign, no spaces.

@@ -28,8 +28,7 @@ pub fn from_metadata(usage: &TraceUsage, keys: &[String]) -> Option<(String, Cus
 pub const MAX_CUSTOMER_ID_BYTES: usize = 255;
 
 /// What a customer id must look like, for messages.
-pub const CUSTOMER_ID_FORM: &str =
-    "a Stripe customer id such as cus_NffrFeUfNV2Hib: not empty, at most 255 bytes, no spaces or control characters";
+pub const CUSTOMER_ID_FORM: &str = "a Stripe customer id such as cus_NffrFeUfNV2Hib: not empty, at most 255 bytes, no spaces or control characters";
 
 /// The one rule for a customer id, shared by the processor (metadata, mappings), the
 /// configuration (`DEFAULT_CUSTOMER_ID`) and the operator's command: what is wrong with `id`,

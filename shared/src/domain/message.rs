@@ -55,7 +55,8 @@ impl MeterMessage {
                 "body is not a JSON object with a string traceId: {e}"
             ))
         })?;
-        let id = check_trace_id(&msg.trace_id).map_err(|why| malformed(format!("traceId {why}")))?;
+        let id =
+            check_trace_id(&msg.trace_id).map_err(|why| malformed(format!("traceId {why}")))?;
         Ok(MeterMessage {
             trace_id: id.to_string(),
             newest_observation: msg.newest_observation,

@@ -50,7 +50,10 @@ pub fn parse_tiers(raw: &str) -> Result<Vec<RescanTier>, String> {
     }
     for (i, part) in raw.split(',').map(str::trim).enumerate() {
         if part.is_empty() {
-            return Err(format!("item {} is empty; expected AGE:EVERY pairs such as 900:900,3600:3600", i + 1));
+            return Err(format!(
+                "item {} is empty; expected AGE:EVERY pairs such as 900:900,3600:3600",
+                i + 1
+            ));
         }
         let (age, every) = part
             .split_once(':')

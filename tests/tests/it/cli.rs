@@ -19,7 +19,7 @@ use tracemeter_local::faults::Step;
 use tracemeter_local::harness::{IngestRig, StackOptions, TestStack};
 
 /// The command wired to a stack, answering "no" when asked.
-struct Command<'s> {
+pub(crate) struct Command<'s> {
     stack: &'s TestStack,
     queue: SqsSender,
     dlq: SqsDeadLetters,
@@ -29,14 +29,14 @@ struct Command<'s> {
 }
 
 /// What a run printed and returned.
-struct Run {
-    code: u8,
-    out: String,
-    err: String,
+pub(crate) struct Run {
+    pub(crate) code: u8,
+    pub(crate) out: String,
+    pub(crate) err: String,
 }
 
 impl<'s> Command<'s> {
-    fn on(stack: &'s TestStack) -> Command<'s> {
+    pub(crate) fn on(stack: &'s TestStack) -> Command<'s> {
         let r = &stack.resources;
         Command {
             stack,
@@ -50,7 +50,7 @@ impl<'s> Command<'s> {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
         let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let rig = &self.ingest;
@@ -83,7 +83,7 @@ impl<'s> Command<'s> {
     }
 
     /// Runs with `--json`; the report, which must come with exit code 0.
-    async fn json(&self, args: &[&str]) -> Value {
+    pub(crate) async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let run = self.run(&all).await;
