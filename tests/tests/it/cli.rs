@@ -51,8 +51,17 @@ impl<'s> Command<'s> {
     }
 
     pub(crate) async fn run(&self, args: &[&str]) -> Run {
-        let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        // A refusal while parsing is what the binary prints and exits with.
+        let cli = match parse(std::iter::once("tracemeter").chain(args.iter().copied())) {
+            Ok(cli) => cli,
+            Err(e) => {
+                return Run {
+                    code: u8::try_from(e.exit_code()).unwrap_or(u8::MAX),
+                    out: String::new(),
+                    err: e.to_string(),
+                };
+            }
+        };
         let rig = &self.ingest;
         let ingest = ingest::Deps {
             config: &rig.config,
