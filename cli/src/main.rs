@@ -43,7 +43,7 @@ fn calls_stripe(command: &Command) -> bool {
 /// Wires what the verb uses (the Stripe key only for verbs that call Stripe, the Langfuse
 /// keys only for `backfill`) and runs it; its exit code.
 async fn run(cli: &Cli) -> Result<u8, CliError> {
-    let config = AdminConfig::from_env()?;
+    let config = AdminConfig::from_env(calls_stripe(&cli.command))?;
     let aws = aws_config::load_from_env().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let ledger = DynamoLedger::new(dynamo.clone(), &config.table_name);
@@ -54,11 +54,7 @@ async fn run(cli: &Cli) -> Result<u8, CliError> {
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
     let secrets = SecretsManagerSource::shared(&aws);
-    let stripe = config
-        .stripe
-        .as_ref()
-        .filter(|_| calls_stripe(&cli.command));
-    let (meter, meter_errors) = stripe_readers(stripe, secrets.clone()).await?;
+    let (meter, meter_errors) = stripe_readers(config.stripe.as_ref(), secrets.clone()).await?;
     let ingest_config = match &cli.command {
         Command::Backfill(_) => Some(IngestConfig::from_env()?),
         _ => None,

@@ -246,6 +246,14 @@ async fn only_the_verbs_that_call_stripe_read_its_secret() {
         "{err}"
     );
     assert!(!err.contains("configuration error"), "{err}");
+    // A Stripe variable missing: the verbs that call Stripe stop (exit 2, naming it), the
+    // others do not read it.
+    env.retain(|(k, _)| *k != "STRIPE_METER_EVENT_NAME");
+    let (code, err, _) = binary(&["reconcile", "--period", &month], &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("STRIPE_METER_EVENT_NAME"), "{err}");
+    let (code, err, _) = binary(&["budget", "list"], &env);
+    assert_eq!(code, Some(0), "{err}");
     // A configuration error is exit 2, naming the variable.
     env.retain(|(k, _)| *k != "TABLE_NAME");
     let (code, err, _) = binary(&["budget", "list"], &env);
