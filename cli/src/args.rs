@@ -11,8 +11,10 @@ use tracemeter::domain::budget::{BudgetMode, Period};
 /// Configured like the functions: TABLE_NAME, QUEUE_URL (DLQ_URL for `dlq`; STRIPE_METER_ID
 /// with the Stripe variables for `reconcile`
 /// and `stripe-errors`; the ingest function's Langfuse variables for
-/// `backfill`), plus the AWS SDK's own variables. Exit codes: 0 done, 1 failed, 2 bad usage or configuration,
-/// 3 reconcile found drift, 4 a change was not confirmed (nothing done).
+/// `backfill`), plus the AWS SDK's own variables; a verb reads only what it uses. Every
+/// argument is checked before anything is read (see docs/input-rules.md). Exit codes: 0 done,
+/// 1 failed (an outage names the service and the resource), 2 bad usage or configuration (the
+/// flag or variable named), 3 reconcile found drift, 4 a change was not confirmed (nothing done).
 #[derive(Debug, Parser)]
 #[command(name = "tracemeter", version)]
 pub struct Cli {
