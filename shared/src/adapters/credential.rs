@@ -121,7 +121,7 @@ impl<K: Key> Credential<K> {
                         retry_after,
                     } => Error::Transient {
                         service,
-                        detail: format!("{variable}: cannot read secret {id}: {detail}"),
+                        detail: format!("{variable}: {detail}"),
                         retry_after,
                     },
                     other => Error::Config(format!("{variable}: cannot read secret {id}: {other}")),
