@@ -254,6 +254,15 @@ async fn only_the_verbs_that_call_stripe_read_its_secret() {
     assert!(err.contains("STRIPE_METER_EVENT_NAME"), "{err}");
     let (code, err, _) = binary(&["budget", "list"], &env);
     assert_eq!(code, Some(0), "{err}");
+    // An outage of the table: exit 1, naming the service and the table.
+    env.retain(|(k, _)| *k != "TABLE_NAME");
+    env.push(("TABLE_NAME", "tracemeter-no-such-table"));
+    let (code, err, _) = binary(&["budget", "list"], &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("dynamodb") && err.contains("tracemeter-no-such-table"),
+        "{err}"
+    );
     // A configuration error is exit 2, naming the variable.
     env.retain(|(k, _)| *k != "TABLE_NAME");
     let (code, err, _) = binary(&["budget", "list"], &env);

@@ -33,7 +33,7 @@ impl MessageFailures for DynamoLedger {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| sdk_error("DeleteItem", &e))?;
+            .map_err(|e| sdk_error(&format!("DeleteItem on table {}", self.table), &e))?;
         Ok(out.attributes.is_some())
     }
 }

@@ -96,7 +96,7 @@ impl DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        condition_held("UpdateItem", result)
+        condition_held(&format!("UpdateItem on table {}", self.table), result)
     }
 
     fn tx_update(
@@ -151,7 +151,10 @@ impl DynamoLedger {
                 {
                     return Ok(Some(vec![("TransactionConflict".to_string(), None)]));
                 }
-                Err(sdk_error("TransactWriteItems", &e))
+                Err(sdk_error(
+                    &format!("TransactWriteItems on table {}", self.table),
+                    &e,
+                ))
             }
         }
     }
@@ -177,7 +180,7 @@ impl DynamoLedger {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk_error("Scan", &e))?;
+                .map_err(|e| sdk_error(&format!("Scan on table {}", self.table), &e))?;
             out.extend(page.items().iter().cloned());
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -206,7 +209,7 @@ pub(crate) async fn get_item(
         .consistent_read(consistent)
         .send()
         .await
-        .map_err(|e| sdk_error(op, &e))?;
+        .map_err(|e| sdk_error(&format!("{op} on table {table}"), &e))?;
     Ok(out.item)
 }
 
@@ -223,6 +226,6 @@ pub(crate) async fn put_item(
         .set_item(Some(item))
         .send()
         .await
-        .map_err(|e| sdk_error(op, &e))?;
+        .map_err(|e| sdk_error(&format!("{op} on table {table}"), &e))?;
     Ok(())
 }

@@ -101,7 +101,7 @@ impl DynamoLedger {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk_error("Query", &e))?;
+                .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
             out.extend(page.items().iter().cloned());
             start = page.last_evaluated_key;
             if start.is_none() {
