@@ -83,6 +83,6 @@ chaos: venv
 soak: venv
 	dev/soak.sh
 
-## fuzz: the Langfuse parser fuzz target for FUZZ_SECONDS (60); needs the nightly toolchain
+## fuzz: the fuzz targets (Langfuse parsers, the command's argument parsers) for FUZZ_SECONDS (60) each; needs nightly
 fuzz:
 	dev/fuzz.sh

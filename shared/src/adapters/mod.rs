@@ -8,6 +8,7 @@ pub mod ingest_store;
 pub mod langfuse;
 pub mod secrets;
 pub mod sqs;
+pub mod startup;
 pub mod stripe;
 pub mod stripe_events;
 pub mod stripe_meter;

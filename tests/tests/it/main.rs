@@ -4,6 +4,8 @@
 mod batch_reads;
 mod binary;
 mod cli;
+mod cli_input;
+mod cli_malformed;
 mod common;
 mod contract;
 mod cost;
