@@ -25,7 +25,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use check::{check, check_against};
+pub use check::{StripeSeen, check, check_against};
 pub use expect::{Expect, expect, expected_totals, seed_bad_data};
 pub use report::{ChaosReport, Invariant};
 
