@@ -115,9 +115,85 @@ fn hard_limits_cap_each_period_and_soft_limits_do_not() {
     assert_eq!(totals["soft"], 140);
 }
 
+/// A ledger entry of `total` credits, `billed` of them billed (the rest capped).
+fn entry(id: &str, customer: &str, total: u64, billed: u64) -> LedgerEntry {
+    LedgerEntry {
+        trace_id: id.into(),
+        state: if billed < total {
+            LedgerState::Capped
+        } else {
+            LedgerState::Metered
+        },
+        version: 2,
+        revision: 1,
+        total_credits: total,
+        billed_credits: billed,
+        capped_credits: total - billed,
+        customer_id: Some(customer.into()),
+        last_observation_at: None,
+        pending: None,
+        reason: None,
+        detail: None,
+        receipted: None,
+    }
+}
+
 #[test]
 fn identifiers_name_their_trace() {
     assert_eq!(trace_of("tm_tr-000001_r1"), Some("tr-000001"));
     assert_eq!(trace_of("tm_a_r_b_r2"), Some("a_r_b"));
     assert_eq!(trace_of("other"), None);
+}
+
+#[test]
+fn every_trace_is_expected_or_settling_around_the_cutoff() {
+    let cutoff = at(12);
+    let bill = Expect::Bill {
+        customer: "c".into(),
+        credits: 1,
+        at: cutoff,
+    };
+    let offsets = [
+        ("old", -3_600),
+        ("before", -3),
+        ("at", 0),
+        ("after", 3),
+        ("young", 3_600),
+    ];
+    let mut all = BTreeMap::new();
+    let mut touched = Vec::new();
+    for (name, seconds) in offsets {
+        let usage = cutoff + ChronoDuration::seconds(seconds);
+        for has_entry in [false, true] {
+            let id = format!("{name}-{}", if has_entry { "entry" } else { "none" });
+            if has_entry {
+                touched.push(entry(&id, "c", 1, 1));
+            }
+            all.insert(id, (usage, bill.clone()));
+        }
+    }
+    let summary = Summary {
+        entries: touched,
+        ..Summary::default()
+    };
+    let (expected, settling) = due(&all, cutoff, &summary);
+    for id in all.keys() {
+        assert!(
+            expected.contains_key(id) != settling.contains(id),
+            "{id}: expected {}, settling {}",
+            expected.contains_key(id),
+            settling.contains(id)
+        );
+    }
+    let expected: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(
+        expected,
+        [
+            "after-entry",
+            "at-entry",
+            "before-entry",
+            "old-entry",
+            "old-none"
+        ]
+    );
 }

@@ -61,28 +61,6 @@ fn event(identifier: &str, customer: &str, value: u64) -> RecordedMeterEvent {
     }
 }
 
-fn entry(id: &str, customer: &str, total: u64, billed: u64) -> LedgerEntry {
-    LedgerEntry {
-        trace_id: id.into(),
-        state: if billed < total {
-            LedgerState::Capped
-        } else {
-            LedgerState::Metered
-        },
-        version: 2,
-        revision: 1,
-        total_credits: total,
-        billed_credits: billed,
-        capped_credits: total - billed,
-        customer_id: Some(customer.into()),
-        last_observation_at: None,
-        pending: None,
-        reason: None,
-        detail: None,
-        receipted: None,
-    }
-}
-
 /// `soft`: two traces (10 + 5 credits), no limit. `hard`: two traces of 60 credits in one
 /// month under a hard limit of 100 (the second capped by 20). One permanent failure, one
 /// trace still settling.
