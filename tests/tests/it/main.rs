@@ -9,6 +9,7 @@ mod contract;
 mod cost;
 mod events;
 mod gateway;
+mod iam_calls;
 mod ingest;
 mod process;
 mod secrets;
