@@ -270,12 +270,7 @@ async fn forward(
         return answer;
     }
     let (wcu, rcu) = if op.starts_with("DynamoDB_") {
-        let needed = table_grants(&op, &body);
-        state
-            .grants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(needed);
+        state.record_grants(&op, &body);
         capacity(&op, &body)
     } else {
         (0.0, 0.0)
@@ -333,6 +328,12 @@ async fn forward(
 }
 
 impl ProxyState {
+    fn record_grants(&self, op: &str, body: &[u8]) {
+        let needed = table_grants(op, body);
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.extend(needed);
+    }
+
     fn count(&self, op: String, (wcu, rcu): (f64, f64), empty_receive: bool, messages: usize) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let c = counts.entry(op).or_default();
