@@ -317,7 +317,7 @@ fn nothing_in_flight(f: &Figures) -> Invariant {
 }
 
 /// ` (a, b, …)`: the first few of `items`, or nothing when there are none.
-fn named<'a>(items: impl Iterator<Item = &'a String>) -> String {
+pub(super) fn named<'a>(items: impl Iterator<Item = &'a String>) -> String {
     let first: Vec<&str> = items.take(5).map(String::as_str).collect();
     if first.is_empty() {
         String::new()

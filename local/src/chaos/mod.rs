@@ -17,10 +17,12 @@
 //!
 //! The run: ingest and drain in rounds until an ingest run finds nothing new and the queue
 //! is empty, then redrive the dead-letter queue as an operator would until it is empty, then
-//! switch the faults off and check.
+//! switch the faults off and check; then, a day later by Stripe's clock (past its 24 h
+//! identifier window), deliver every settled trace again: nothing may be sent twice.
 
 mod check;
 mod expect;
+mod replay;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -153,6 +155,9 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     report.settled = expectations.len();
     report.settling = settling.len();
     report.invariants = check(&run.stack, &seeded, &expectations, &settling, &summary);
+    let settled: Vec<&str> = expectations.keys().map(String::as_str).collect();
+    let later = replay::a_day_later(&run, &settled, &mut report).await?;
+    report.invariants.push(later);
     let secrets = secrets_never_logged(&mut report);
     report.invariants.push(secrets);
     report.seconds = started.elapsed().as_secs_f64();

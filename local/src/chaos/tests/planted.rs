@@ -275,3 +275,20 @@ fn work_left_in_flight_is_reported() {
     run.summary.dlq = 1;
     assert_eq!(run.failing(), [IN_FLIGHT]);
 }
+
+#[test]
+fn a_resend_a_day_later_is_reported() {
+    let earlier = holding().events;
+    let quiet = super::replay::nothing_sent_again(4, &earlier, &[]);
+    assert!(quiet.holds, "{quiet:?}");
+    let again = [event("tm_t3_r1", "hard", 60)];
+    let resent = super::replay::nothing_sent_again(4, &earlier, &again);
+    assert!(!resent.holds);
+    assert!(
+        resent
+            .detail
+            .ends_with("1 events sent again, 1 identifiers recorded twice (tm_t3_r1)"),
+        "{}",
+        resent.detail
+    );
+}
