@@ -91,4 +91,11 @@ mod tests {
         assert_eq!(wait_for_next_slot(at(12_500)), Duration::from_millis(2_500));
         assert_eq!(wait_for_next_slot(at(20_000)), Duration::from_millis(5_000));
     }
+
+    #[test]
+    fn a_slot_counter_expires_an_hour_after_its_last_window() {
+        // Slot 100 (500-505 s) is in windows until slot 112 ends, at 565 s.
+        assert_eq!(slot_expiry(100), 565 + 3_600);
+        assert_eq!(slot_expiry(-1), 60 + 3_600);
+    }
 }
