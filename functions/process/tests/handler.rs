@@ -89,17 +89,21 @@ impl World {
 
     /// Runs the handler on one SQS batch with this invocation deadline.
     async fn deliver_until(&self, bodies: &[String], deadline: DateTime<Utc>) -> SqsBatchResponse {
-        let deps = Deps {
+        process::handle(&self.deps(), event(bodies), deadline)
+            .await
+            .response
+    }
+
+    /// The handler's ports: this world's adapters.
+    fn deps(&self) -> Deps<'_> {
+        Deps {
             config: &self.config,
             usage: &self.usage,
             meter: &self.meter,
             ledger: &self.ledger,
             redelivery: &self.queue,
             clock: &*self.clock,
-        };
-        process::handle(&deps, event(bodies), deadline)
-            .await
-            .response
+        }
     }
 
     /// Runs the handler on one batch with a message for each trace id.

@@ -2,6 +2,7 @@
 //! expectations.
 
 use super::{Expect, Invariant, expected_totals};
+use crate::fakes::stripe::RecordedMeterEvent;
 use crate::harness::TestStack;
 use crate::summary::Summary;
 use crate::workload::Seeded;
@@ -17,6 +18,38 @@ pub(super) fn trace_of(identifier: &str) -> Option<&str> {
         .map(|(t, _)| t)
 }
 
+/// What Stripe recorded, as the invariants see it: credits per trace (by the identifier's
+/// trace) and per customer, and every identifier recorded more than once (which Stripe's
+/// dedup allows once its window has passed).
+#[derive(Debug, Clone, Default)]
+pub struct StripeSeen {
+    /// Credits per trace (`?` for an identifier naming none).
+    pub by_trace: BTreeMap<String, u64>,
+    /// Credits per customer.
+    pub by_customer: BTreeMap<String, u64>,
+    /// Identifiers recorded again, once per repetition.
+    pub repeated: Vec<String>,
+}
+
+impl StripeSeen {
+    /// The figures of the recorded events.
+    pub fn of(events: &[RecordedMeterEvent]) -> StripeSeen {
+        let mut seen = StripeSeen::default();
+        let mut identifiers = BTreeSet::new();
+        for e in events {
+            if !identifiers.insert(e.identifier.as_str()) {
+                seen.repeated.push(e.identifier.clone());
+            }
+            *seen
+                .by_trace
+                .entry(trace_of(&e.identifier).unwrap_or("?").to_string())
+                .or_default() += e.value;
+            *seen.by_customer.entry(e.customer.clone()).or_default() += e.value;
+        }
+        seen
+    }
+}
+
 /// The invariants, checked against the independently computed expectations.
 pub fn check(
     stack: &TestStack,
@@ -25,49 +58,27 @@ pub fn check(
     settling: &BTreeSet<String>,
     summary: &Summary,
 ) -> Vec<Invariant> {
-    let events = stack.stripe.events();
-    let mut stripe_by_trace: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut stripe_by_customer: BTreeMap<String, u64> = BTreeMap::new();
-    let mut identifiers = BTreeSet::new();
-    let mut repeated = Vec::new();
-    for e in &events {
-        if !identifiers.insert(e.identifier.as_str()) {
-            repeated.push(e.identifier.clone());
-        }
-        *stripe_by_trace
-            .entry(trace_of(&e.identifier).unwrap_or("?"))
-            .or_default() += e.value;
-        *stripe_by_customer.entry(e.customer.clone()).or_default() += e.value;
-    }
-    check_against(
-        expectations,
-        &seeded.budgets,
-        settling,
-        summary,
-        &stripe_by_trace,
-        &stripe_by_customer,
-        &repeated,
-    )
+    let stripe = StripeSeen::of(&stack.stripe.events());
+    check_against(expectations, &seeded.budgets, settling, summary, &stripe)
 }
 
-/// [`check`] on plain figures (what the unit tests feed it).
+/// [`check`] on observed state only: a pure function, what the unit tests feed planted
+/// violations to.
 pub fn check_against(
     expectations: &BTreeMap<String, Expect>,
     budgets: &[(String, Option<BudgetPolicy>)],
     settling: &BTreeSet<String>,
     summary: &Summary,
-    stripe_by_trace: &BTreeMap<&str, u64>,
-    stripe_by_customer: &BTreeMap<String, u64>,
-    repeated_identifiers: &[String],
+    stripe: &StripeSeen,
 ) -> Vec<Invariant> {
     let f = Figures {
         expectations,
         budgets,
         settling,
         summary,
-        stripe_by_trace,
-        stripe_by_customer,
-        repeated_identifiers,
+        stripe_by_trace: &stripe.by_trace,
+        stripe_by_customer: &stripe.by_customer,
+        repeated_identifiers: &stripe.repeated,
         entries: summary
             .entries
             .iter()
@@ -100,7 +111,7 @@ struct Figures<'a> {
     budgets: &'a [(String, Option<BudgetPolicy>)],
     settling: &'a BTreeSet<String>,
     summary: &'a Summary,
-    stripe_by_trace: &'a BTreeMap<&'a str, u64>,
+    stripe_by_trace: &'a BTreeMap<String, u64>,
     stripe_by_customer: &'a BTreeMap<String, u64>,
     repeated_identifiers: &'a [String],
     /// The ledger entries by trace.
@@ -155,7 +166,7 @@ fn per_trace(f: &Figures) -> Invariant {
     let (mut billed, mut failed) = (0, 0);
     for (id, want) in expectations.iter() {
         let entry = entries.get(id.as_str());
-        let sent = stripe_by_trace.get(id.as_str()).copied().unwrap_or(0);
+        let sent = stripe_by_trace.get(id).copied().unwrap_or(0);
         match (want, entry) {
             (
                 Expect::Bill {
@@ -220,9 +231,9 @@ fn no_double_billing(f: &Figures) -> Invariant {
         entries,
         ..
     } = f;
-    let strays: Vec<&&str> = stripe_by_trace
+    let strays: Vec<&String> = stripe_by_trace
         .keys()
-        .filter(|t| !expectations.contains_key(**t))
+        .filter(|t| !expectations.contains_key(*t))
         .collect();
     let early: Vec<&String> = settling
         .iter()
@@ -232,8 +243,9 @@ fn no_double_billing(f: &Figures) -> Invariant {
         name: "no double billing, nothing billed early",
         holds: repeated_identifiers.is_empty() && strays.is_empty() && early.is_empty(),
         detail: format!(
-            "{} identifiers recorded twice, {} events for traces not seeded, {} settling traces touched",
+            "{} identifiers recorded twice{}, {} events for traces not seeded, {} settling traces touched",
             repeated_identifiers.len(),
+            named(repeated_identifiers.iter()),
             strays.len(),
             early.len()
         ),
@@ -301,5 +313,15 @@ fn nothing_in_flight(f: &Figures) -> Invariant {
             "{open} claims unresolved, {} messages queued, {} in the dead-letter queue",
             summary.queued, summary.dlq
         ),
+    }
+}
+
+/// ` (a, b, …)`: the first few of `items`, or nothing when there are none.
+pub(super) fn named<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let first: Vec<&str> = items.take(5).map(String::as_str).collect();
+    if first.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", first.join(", "))
     }
 }

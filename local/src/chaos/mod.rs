@@ -17,15 +17,17 @@
 //!
 //! The run: ingest and drain in rounds until an ingest run finds nothing new and the queue
 //! is empty, then redrive the dead-letter queue as an operator would until it is empty, then
-//! switch the faults off and check.
+//! switch the faults off and check; then, a day later by Stripe's clock (past its 24 h
+//! identifier window), deliver every settled trace again: nothing may be sent twice.
 
 mod check;
 mod expect;
+mod replay;
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use check::{check, check_against};
+pub use check::{StripeSeen, check, check_against};
 pub use expect::{Expect, expect, expected_totals, seed_bad_data};
 pub use report::{ChaosReport, Invariant};
 
@@ -153,6 +155,9 @@ pub async fn run(options: &ChaosOptions) -> Result<ChaosReport> {
     report.settled = expectations.len();
     report.settling = settling.len();
     report.invariants = check(&run.stack, &seeded, &expectations, &settling, &summary);
+    let settled: Vec<&str> = expectations.keys().map(String::as_str).collect();
+    let later = replay::a_day_later(&run, &settled, &mut report).await?;
+    report.invariants.push(later);
     let secrets = secrets_never_logged(&mut report);
     report.invariants.push(secrets);
     report.seconds = started.elapsed().as_secs_f64();
@@ -316,10 +321,11 @@ impl<'a> ChaosRun<'a> {
     }
 }
 
-/// Which traces must be billed by the end, and which are still settling. Usage older than
-/// the last ingest run's `cutoff` must be billed; younger usage must not be touched yet
-/// (traces seeded as "settling" settle during a long run); within 5 s of the cutoff either
-/// is right.
+/// Which traces must be billed by the end, and which are still settling: every trace is in
+/// exactly one of the two. Usage older than the last ingest run's `cutoff` must be billed;
+/// younger usage must not be touched yet (traces seeded as "settling" settle during a long
+/// run); within 5 s of the cutoff either is right, so a trace there is expected when it has
+/// a ledger entry and settling (it must stay untouched, nothing sent) when it has none.
 fn due(
     all: &BTreeMap<String, (DateTime<Utc>, Expect)>,
     cutoff: DateTime<Utc>,
@@ -336,7 +342,7 @@ fn due(
     for (id, (at, expected)) in all {
         if *at < cutoff - margin || (*at <= cutoff + margin && touched.contains(id.as_str())) {
             expectations.insert(id.clone(), expected.clone());
-        } else if *at > cutoff + margin {
+        } else {
             settling.insert(id.clone());
         }
     }

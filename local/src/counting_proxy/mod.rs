@@ -10,8 +10,10 @@
 //! their units, as on DynamoDB.
 
 mod capacity;
+mod grants;
 
 pub use capacity::capacity;
+pub use grants::table_grants;
 
 use crate::faults::Chaos;
 use anyhow::Result;
@@ -41,6 +43,9 @@ pub struct OpCount {
 /// What the proxy saw, by operation (`DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessageBatch`).
 pub type Counts = BTreeMap<String, OpCount>;
 
+/// IAM grants calls needed: `(dynamodb:Action, item family)`.
+pub type Grants = std::collections::BTreeSet<(String, String)>;
+
 /// The fault kinds of [`CountingProxy::start_with`]: `throttle` (DynamoDB's
 /// `ProvisionedThroughputExceededException` or `ThrottlingException`, SQS's
 /// `ThrottlingException`, 400), `500` (`InternalServerError`), `reset_before` (the
@@ -53,6 +58,7 @@ struct ProxyState {
     client: reqwest::Client,
     target: String,
     counts: Arc<Mutex<Counts>>,
+    grants: Arc<Mutex<Grants>>,
     chaos: Option<Arc<Chaos>>,
     /// Answer SendMessageBatch here, every entry successful, instead of forwarding it.
     absorb_sends: bool,
@@ -62,6 +68,7 @@ struct ProxyState {
 pub struct CountingProxy {
     addr: SocketAddr,
     counts: Arc<Mutex<Counts>>,
+    grants: Arc<Mutex<Grants>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -90,10 +97,12 @@ impl CountingProxy {
         absorb_sends: bool,
     ) -> Result<CountingProxy> {
         let counts = Arc::new(Mutex::new(Counts::new()));
+        let grants = Arc::new(Mutex::new(Grants::new()));
         let state = ProxyState {
             client: reqwest::Client::builder().no_proxy().build()?,
             target: target.trim_end_matches('/').to_string(),
             counts: counts.clone(),
+            grants: grants.clone(),
             chaos,
             absorb_sends,
         };
@@ -124,6 +133,7 @@ impl CountingProxy {
         Ok(CountingProxy {
             addr,
             counts,
+            grants,
             shutdown: Some(tx),
         })
     }
@@ -141,9 +151,22 @@ impl CountingProxy {
             .clone()
     }
 
-    /// Forgets the counts.
+    /// The IAM grants the DynamoDB calls that reached moto needed: `(action, item family)`
+    /// (see [`table_grants`]).
+    pub fn grants(&self) -> Grants {
+        self.grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets the counts and the grants.
     pub fn reset(&self) {
         self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.grants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -247,6 +270,7 @@ async fn forward(
         return answer;
     }
     let (wcu, rcu) = if op.starts_with("DynamoDB_") {
+        state.record_grants(&op, &body);
         capacity(&op, &body)
     } else {
         (0.0, 0.0)
@@ -304,6 +328,12 @@ async fn forward(
 }
 
 impl ProxyState {
+    fn record_grants(&self, op: &str, body: &[u8]) {
+        let needed = table_grants(op, body);
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        grants.extend(needed);
+    }
+
     fn count(&self, op: String, (wcu, rcu): (f64, f64), empty_receive: bool, messages: usize) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let c = counts.entry(op).or_default();

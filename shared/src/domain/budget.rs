@@ -249,6 +249,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn periods_and_modes_read_back_from_their_stored_names() {
+        for p in [Period::Day, Period::Week, Period::Month] {
+            assert_eq!(Period::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(
+            [Period::Day, Period::Week, Period::Month].map(Period::as_str),
+            ["day", "week", "month"]
+        );
+        assert_eq!(Period::parse(" Daily"), Some(Period::Day));
+        assert_eq!(Period::parse("WEEKLY"), Some(Period::Week));
+        assert_eq!(Period::parse("monthly"), Some(Period::Month));
+        assert_eq!(Period::parse("year"), None);
+        for m in [BudgetMode::Hard, BudgetMode::Soft] {
+            assert_eq!(BudgetMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(
+            [BudgetMode::Hard, BudgetMode::Soft].map(BudgetMode::as_str),
+            ["hard", "soft"]
+        );
+        assert_eq!(BudgetMode::parse(" HARD "), Some(BudgetMode::Hard));
+        assert_eq!(BudgetMode::parse("strict"), None);
+    }
+
+    #[test]
+    fn a_zero_limit_reaches_no_threshold() {
+        let policy = BudgetPolicy {
+            limit: Some(0),
+            mode: BudgetMode::Soft,
+            ..hard(0)
+        };
+        assert_eq!(policy.thresholds_reached(500), Vec::<u32>::new());
+    }
+
     fn billed(splits: &[Split]) -> Vec<(u64, u64)> {
         splits.iter().map(|s| (s.billable, s.capped)).collect()
     }

@@ -228,4 +228,16 @@ mod tests {
         .expect_err("lat");
         assert!(err.to_string().contains("latency"));
     }
+
+    #[test]
+    fn a_trace_costing_exactly_the_maximum_is_priced() {
+        // 1,000 USD is MAX_TRACE_COST_USD's default: allowed, 25,000,000 credits.
+        let q = quote(
+            &usage("1000", "0"),
+            &Pricing::default(),
+            &ByoKeyRule::default(),
+        )
+        .expect("at the maximum");
+        assert_eq!(q.credits, 25_000_000);
+    }
 }

@@ -12,15 +12,18 @@
 //! - [`MemoryQueue`]: SQS visibility changes and sends, recorded;
 //! - [`MemoryQuota`]: the shared Langfuse request budget's slot counters.
 //!
-//! None of them injects faults in the ports' calls beyond what is listed; wrap them for that.
+//! None of them injects faults in the ports' calls beyond what is listed; wrap them for that
+//! ([`FaultyLedger`] wraps a ledger with planted [`LedgerFaults`]).
 
 pub mod contract;
+mod faulty;
 mod ledger;
 mod meter;
 mod queue;
 mod quota;
 mod usage;
 
+pub use faulty::{FaultyLedger, LedgerFaults};
 pub use ledger::{Alert, Counter, FailedMessage, MemoryLedger, StoredTrace};
 pub use meter::{MemoryMeter, StripeMode};
 pub use queue::MemoryQueue;

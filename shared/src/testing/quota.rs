@@ -54,6 +54,7 @@ impl RequestQuota for MemoryQuota {
 mod tests {
     use super::MemoryQuota;
     use crate::testing::contract::quota::{self, CONTRACT_LIMIT};
+    use proptest::prelude::*;
 
     #[tokio::test]
     async fn the_memory_quota_keeps_the_contract() {
@@ -61,5 +62,38 @@ mod tests {
         quota::earlier_slots_count(&MemoryQuota::new(CONTRACT_LIMIT)).await;
         let shared = MemoryQuota::new(CONTRACT_LIMIT);
         quota::concurrent_takers_share_one_budget(&[&shared, &shared]).await;
+    }
+
+    /// `MemoryQuota`'s answers at these times (ms), from a fresh budget of `limit`.
+    fn granted(limit: u32, times: &[i64]) -> Vec<i64> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(quota::granted_at(&MemoryQuota::new(limit), times))
+    }
+
+    proptest! {
+        /// Whatever the arrival times, no 60-second span holds more granted requests than
+        /// the limit, wherever Langfuse's own window starts.
+        #[test]
+        fn no_sixty_seconds_hold_more_than_the_limit(
+            limit in 1u32..50,
+            mut times in proptest::collection::vec(0i64..600_000, 0..400),
+        ) {
+            times.sort_unstable();
+            let granted = granted(limit, &times);
+            prop_assert_eq!(quota::no_minute_holds_more_than(limit, &granted), Ok(()));
+        }
+
+        /// Under steady demand the budget is used: at least 12/13 of the nominal rate.
+        #[test]
+        fn steady_demand_gets_most_of_the_budget(limit in 6u32..60) {
+            let times: Vec<i64> = (0..600_000).step_by(100).collect();
+            let granted = granted(limit, &times).len();
+            prop_assert_eq!(
+                quota::steady_demand_gets_most_of_the_budget(limit, 600_000, granted),
+                Ok(())
+            );
+        }
     }
 }

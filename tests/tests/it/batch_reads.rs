@@ -215,7 +215,7 @@ async fn cost_added_to_a_billed_observation_is_billed_as_a_revision() {
         .expect("no crash");
     assert!(second.batch_item_failures.is_empty(), "{second:?}");
     let e = entry(&stack, "t-grow").await;
-    assert_eq!(e.revision, 2, "{e:?}");
+    assert_eq!((e.state, e.revision), (LedgerState::Metered, 2), "{e:?}");
     assert_eq!(stack.stripe.totals_by_customer()["cus_grow"], 2 * C_0004);
     assert_eq!(stack.stripe.events().len(), 2, "one event per revision");
 
@@ -228,5 +228,7 @@ async fn cost_added_to_a_billed_observation_is_billed_as_a_revision() {
         .await
         .expect("no crash");
     assert_eq!(stack.stripe.events().len(), 2);
-    assert_eq!(e.state, LedgerState::Metered);
+    let after = entry(&stack, "t-grow").await;
+    assert_eq!(after.state, LedgerState::Metered);
+    assert_eq!(after, e, "the redelivery changed nothing");
 }

@@ -14,6 +14,7 @@ mod doctor;
 mod events;
 mod gateway;
 mod goldens;
+mod iam_calls;
 mod ingest;
 mod process;
 mod sdk;

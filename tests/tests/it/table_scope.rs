@@ -1,7 +1,8 @@
 //! Least privilege on the ledger table, by item family: each role may touch only the key
-//! prefixes (`dynamodb:LeadingKeys`) and actions its function uses; and on the secrets: each
-//! role may only `GetSecretValue` the secrets its function reads. Checked on template.yaml as
-//! written, and on planted over-broad templates the check must refuse.
+//! prefixes (`dynamodb:LeadingKeys`) and actions its function uses, as recorded at the proxy
+//! in front of moto while the real handlers run (`iam_calls`), exactly; and on the secrets:
+//! each role may only `GetSecretValue` the secrets its function reads. Checked on
+//! template.yaml as written, and on planted over-broad templates the check must refuse.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,8 +10,7 @@ use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use tracemeter_local::stack::{intrinsic, template_path};
 
-/// Role -> item family (`TRACE#`, ...) -> DynamoDB actions granted on it.
-type Scope = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+use crate::iam_calls::{Scope, recorded};
 
 /// The "family" of a grant on the table's stream (`!GetAtt LedgerTable.StreamArn`): its
 /// records, not the table's items; the stream has no `dynamodb:LeadingKeys`.
@@ -34,50 +34,31 @@ fn is_ledger_stream(resource: &Value) -> bool {
     }
 }
 
-/// What each function's code does on the table, by item family (and nothing more).
-fn needed() -> Scope {
-    let grant = |families: &[&str], actions: &[&str]| {
+/// What each role needs on the table, by item family (and nothing more): the functions'
+/// roles as their code was seen calling DynamoDB ([`recorded`]); the two roles whose code is
+/// not in this repository as declared: the gateways' read of budget state (`BUDGET#` counters
+/// and `CUSTOMER#` policies, `GetItem` only) and the budget events pipe, which reads the
+/// table's stream and never an item.
+async fn needed() -> Scope {
+    let declared = |families: &[&str], actions: &[&str]| {
         families
             .iter()
             .map(|f| {
                 let set = actions.iter().map(|a| format!("dynamodb:{a}")).collect();
                 (f.to_string(), set)
             })
-            .collect::<Vec<(String, BTreeSet<String>)>>()
+            .collect::<BTreeMap<String, BTreeSet<String>>>()
     };
-    let mut process: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    process.extend(grant(
-        &["TRACE#"],
-        &["GetItem", "UpdateItem", "BatchGetItem"],
-    ));
-    // A batch's entries and receipts are read in one BatchGetItem each; settling a claim
-    // some other way checks its receipt in the same transaction.
-    let receipt = [
-        "GetItem",
-        "UpdateItem",
-        "BatchGetItem",
-        "ConditionCheckItem",
-    ];
-    process.extend(grant(&["RECEIPT#"], &receipt));
-    process.extend(grant(&["BUDGET#"], &["GetItem", "UpdateItem", "PutItem"]));
-    process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
-    process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));
-    process.extend(grant(&["QUOTA#"], &["Query", "UpdateItem"]));
-    let mut ingest: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    ingest.extend(grant(&["INGEST#"], &["GetItem", "PutItem", "DeleteItem"]));
-    ingest.extend(grant(&["TRACE#"], &["BatchGetItem"]));
-    ingest.extend(grant(&["QUOTA#"], &["Query", "UpdateItem"]));
-    let mut gateway: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    gateway.extend(grant(&["BUDGET#", "CUSTOMER#"], &["GetItem"]));
-    // The budget events pipe reads the table's stream, never an item.
-    let pipe: BTreeMap<String, BTreeSet<String>> =
-        grant(&[STREAM], &STREAM_ACTIONS).into_iter().collect();
-    BTreeMap::from([
-        ("ProcessFunctionRole".to_string(), process),
-        ("IngestFunctionRole".to_string(), ingest),
-        ("GatewayBudgetReadPolicy".to_string(), gateway),
-        ("BudgetEventsPipeRole".to_string(), pipe),
-    ])
+    let mut scope = recorded().await;
+    scope.insert(
+        "GatewayBudgetReadPolicy".to_string(),
+        declared(&["BUDGET#", "CUSTOMER#"], &["GetItem"]),
+    );
+    scope.insert(
+        "BudgetEventsPipeRole".to_string(),
+        declared(&[STREAM], &STREAM_ACTIONS),
+    );
+    scope
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -126,9 +107,9 @@ fn statement_scope(role: &str, st: &Value) -> Result<Vec<(String, String)>, Stri
     Ok(out)
 }
 
-/// Every refusal for `root` against what the functions need: unscoped statements, grants
+/// Every refusal for `root` against what the roles `needed`: unscoped statements, grants
 /// nobody needs, needs nobody grants.
-fn violations(root: &Value) -> Vec<String> {
+fn violations(root: &Value, needed: &Scope) -> Vec<String> {
     let mut granted: Scope = BTreeMap::new();
     let mut refused = Vec::new();
     for (name, resource) in root["Resources"].as_mapping().unwrap() {
@@ -157,7 +138,6 @@ fn violations(root: &Value) -> Vec<String> {
             }
         }
     }
-    let needed = needed();
     for (role, families) in &granted {
         for (family, actions) in families {
             let need = needed.get(role).and_then(|f| f.get(family));
@@ -168,7 +148,7 @@ fn violations(root: &Value) -> Vec<String> {
             }
         }
     }
-    for (role, families) in &needed {
+    for (role, families) in needed {
         for (family, actions) in families {
             let have = granted.get(role).and_then(|f| f.get(family));
             for a in actions {
@@ -196,17 +176,20 @@ fn statement<'a>(root: &'a mut Value, role: &str, sid: &str) -> &'a mut Value {
         .unwrap_or_else(|| panic!("{role} has no statement {sid}"))
 }
 
-#[test]
-fn each_role_touches_only_its_item_families() {
-    assert_eq!(violations(&template()), Vec::<String>::new());
+/// The template grants exactly what the roles were seen needing, and the check refuses
+/// planted over-broad (and too narrow) templates.
+#[tokio::test]
+async fn each_role_touches_only_the_item_families_its_function_was_seen_using() {
+    let needed = needed().await;
+    assert_eq!(violations(&template(), &needed), Vec::<String>::new());
+    over_broad_templates_are_refused(&needed);
 }
 
-#[test]
-fn over_broad_templates_are_refused() {
+fn over_broad_templates_are_refused(needed: &Scope) {
     let refuses = |plant: &dyn Fn(&mut Value), expected: &str| {
         let mut root = template();
         plant(&mut root);
-        let found = violations(&root);
+        let found = violations(&root, needed);
         assert!(
             found.iter().any(|v| v.contains(expected)),
             "expected a refusal containing {expected:?}, got {found:?}"

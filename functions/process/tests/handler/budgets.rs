@@ -1,6 +1,8 @@
 //! Budgets: the hard limit shared in trace-id order, soft limits that alert once.
 
 use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tracemeter::testing::{FaultyLedger, LedgerFaults};
 
 #[tokio::test]
 async fn a_batch_shares_the_hard_limit_in_trace_order() {
@@ -163,4 +165,72 @@ async fn credits_stripe_refuses_go_back_and_lift_the_limit_they_reached() {
         .filter(|k| *k != "Budget Threshold Crossed")
         .collect();
     assert_eq!(kinds, vec!["Budget Limit Cleared"]);
+}
+
+/// Fails the first budget counter reads (the alert check's first step), then reads.
+struct FailingBudgetReads(AtomicUsize);
+
+impl LedgerFaults for FailingBudgetReads {
+    fn budget_usage(&self) -> tracemeter::Result<()> {
+        let take = |n: usize| n.checked_sub(1);
+        match self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
+        {
+            Ok(_) => Err(tracemeter::Error::transient(
+                "dynamodb",
+                "planted: the budget counter read failed",
+            )),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_alert_check_is_retried_and_its_event_follows_the_redelivery() {
+    // GIVEN a soft limit of one trace with alerts at 50 and 100 %, and a ledger whose next
+    // budget counter read fails
+    let world = World::new();
+    let policy = BudgetPolicy {
+        limit: Some(C_0004),
+        period: Period::Month,
+        mode: BudgetMode::Soft,
+        thresholds: vec![50, 100],
+    };
+    world.ledger.put_budget_policy("cus_r", &policy);
+    let at = an_hour_ago(&world);
+    world.trace("tr-alert", "cus_r", "0.004", at);
+    let faulty = FaultyLedger {
+        inner: &world.ledger,
+        faults: FailingBudgetReads(AtomicUsize::new(1)),
+    };
+    let deps = Deps {
+        ledger: &faulty,
+        ..world.deps()
+    };
+    let deadline = world.clock.now() + Duration::seconds(30);
+
+    // WHEN the trace is billed and the alert check after it fails
+    let first = process::handle(&deps, event(&[body("tr-alert")]), deadline).await;
+
+    // THEN the message is retried: billed, but no alert yet
+    assert_eq!(failures(&first.response), ["m0"]);
+    assert_eq!(world.entry("tr-alert").await.state, LedgerState::Metered);
+    assert!(
+        world.ledger.alerts().is_empty(),
+        "{:?}",
+        world.ledger.alerts()
+    );
+
+    // AND its redelivery checks again: both thresholds alerted, nothing billed twice
+    let again = world.meter(&["tr-alert"]).await;
+    assert!(failures(&again).is_empty(), "{again:?}");
+    let alerts: Vec<(u32, u64)> = world
+        .ledger
+        .alerts()
+        .iter()
+        .map(|a| (a.threshold_pct, a.used))
+        .collect();
+    assert_eq!(alerts, vec![(50, C_0004), (100, C_0004)]);
+    assert_eq!(world.meter.totals_by_customer().get("cus_r"), Some(&C_0004));
 }

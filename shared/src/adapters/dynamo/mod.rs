@@ -77,6 +77,13 @@ impl DynamoLedger {
         }
     }
 
+    /// Ingest's store on the same table: what reads the coverage a claim stored back (the
+    /// ledger contract's read-back).
+    #[cfg(feature = "testing")]
+    pub(crate) fn ingest_store(&self) -> crate::adapters::ingest_store::DynamoIngestStore {
+        crate::adapters::ingest_store::DynamoIngestStore::new(self.client.clone(), &self.table)
+    }
+
     async fn get(&self, key: (String, String), consistent: bool) -> Result<Option<Item>> {
         get_item(&self.client, &self.table, key, consistent, "GetItem").await
     }

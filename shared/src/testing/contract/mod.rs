@@ -10,6 +10,7 @@
 mod admin;
 mod budgets;
 mod claims;
+mod coverage;
 mod events;
 pub mod quota;
 mod receipts;
@@ -29,6 +30,7 @@ pub use claims::{
     invalid_batches_are_errors, note_seen_moves_the_newest_observation_forward_only,
     nothing_billable_commits_at_once, the_hard_limit_refuses_a_claim_past_it,
 };
+pub use coverage::{CoverageReading, a_claim_stores_the_coverage_ingest_reads_back};
 pub use events::{
     a_soft_or_unlimited_budget_clears_the_flag, budget_event,
     budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
@@ -88,7 +90,7 @@ impl Seeding for DynamoLedger {
 
 /// One `#[tokio::test]` per contract check, each on a ledger from `$fresh`: a closure taking
 /// the check's name (`&'static str`) and returning a future of something that dereferences
-/// to the ledger (which must also implement [`Seeding`]).
+/// to the ledger (which must also implement [`Seeding`] and [`CoverageReading`]).
 ///
 /// ```ignore
 /// tracemeter::ledger_contract_tests!(|_name: &'static str| async {
@@ -127,7 +129,10 @@ macro_rules! ledger_contract_tests {
             settling_a_claim_sees_its_receipt,
             entries_read_a_batch_as_entry_reads_each,
         );
-        $crate::ledger_contract_tests!(@seeded $fresh; policies_and_mappings_read_as_seeded);
+        $crate::ledger_contract_tests!(@seeded $fresh;
+            policies_and_mappings_read_as_seeded,
+            a_claim_stores_the_coverage_ingest_reads_back,
+        );
     };
     (@plain $fresh:expr; $($check:ident),* $(,)?) => {$(
         #[tokio::test]

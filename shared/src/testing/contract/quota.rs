@@ -66,3 +66,56 @@ pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
         "exactly the budget, across instances"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The budget's property, for a property test to drive on a real adapter with arbitrary
+// arrival times (`MemoryQuota` in `testing::quota`, `DynamoQuota` in
+// `tests/tests/it/contract.rs`).
+// ---------------------------------------------------------------------------------------
+
+/// Asks `quota` once at each of `times` (milliseconds after the contract's epoch, in the
+/// order given); the times it granted.
+pub async fn granted_at(quota: &dyn RequestQuota, times: &[i64]) -> Vec<i64> {
+    let mut granted = Vec::new();
+    for &ms in times {
+        let at = t(0) + chrono::Duration::milliseconds(ms);
+        if quota.take(at).await.expect("take") == Grant::Granted {
+            granted.push(ms);
+        }
+    }
+    granted
+}
+
+/// No 60-second span holds more of the `granted` times (sorted) than `limit`, wherever the
+/// span starts (what keeps Langfuse from answering 429); the first span over it otherwise.
+pub fn no_minute_holds_more_than(limit: u32, granted: &[i64]) -> Result<(), String> {
+    for (i, start) in granted.iter().enumerate() {
+        let within = granted[i..]
+            .iter()
+            .take_while(|t| **t < start + 60_000)
+            .count();
+        if within > limit as usize {
+            return Err(format!(
+                "{within} requests granted within 60 s of {start} ms, limit {limit}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Under steady demand over `span_ms`, at least 12/13 of the nominal rate was granted (less
+/// one budget for the first window's edge).
+pub fn steady_demand_gets_most_of_the_budget(
+    limit: u32,
+    span_ms: i64,
+    granted: usize,
+) -> Result<(), String> {
+    let nominal = f64::from(limit) * span_ms as f64 / 60_000.0;
+    let floor = nominal * 12.0 / 13.0 - f64::from(limit);
+    if (granted as f64) < floor {
+        return Err(format!(
+            "{granted} of a nominal {nominal} granted, under {floor}"
+        ));
+    }
+    Ok(())
+}

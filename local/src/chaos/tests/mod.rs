@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
+mod planted;
+
 use super::check::trace_of;
 use super::*;
 use crate::fakes::langfuse::{FakeObservation, FakeTrace};
@@ -113,15 +115,20 @@ fn hard_limits_cap_each_period_and_soft_limits_do_not() {
     assert_eq!(totals["soft"], 140);
 }
 
-fn entry(id: &str, customer: &str, credits: u64) -> LedgerEntry {
+/// A ledger entry of `total` credits, `billed` of them billed (the rest capped).
+fn entry(id: &str, customer: &str, total: u64, billed: u64) -> LedgerEntry {
     LedgerEntry {
         trace_id: id.into(),
-        state: LedgerState::Metered,
+        state: if billed < total {
+            LedgerState::Capped
+        } else {
+            LedgerState::Metered
+        },
         version: 2,
         revision: 1,
-        total_credits: credits,
-        billed_credits: credits,
-        capped_credits: 0,
+        total_credits: total,
+        billed_credits: billed,
+        capped_credits: total - billed,
         customer_id: Some(customer.into()),
         last_observation_at: None,
         pending: None,
@@ -132,62 +139,61 @@ fn entry(id: &str, customer: &str, credits: u64) -> LedgerEntry {
 }
 
 #[test]
-fn the_checker_catches_double_billing_and_loss() {
-    let ex = BTreeMap::from([
-        (
-            "t1".to_string(),
-            Expect::Bill {
-                customer: "c".into(),
-                credits: 10,
-                at: at(1),
-            },
-        ),
-        (
-            "t2".to_string(),
-            Expect::Bill {
-                customer: "c".into(),
-                credits: 5,
-                at: at(1),
-            },
-        ),
-    ]);
-    let mut summary = Summary {
-        entries: vec![entry("t1", "c", 10), entry("t2", "c", 5)],
-        ..Summary::default()
-    };
-    let line = summary.customers.entry("c".into()).or_default();
-    line.ledger_credits = 15;
-    line.budget_used = 15;
-    line.stripe_credits = 15;
-    let by_trace = BTreeMap::from([("t1", 10), ("t2", 5)]);
-    let by_customer = BTreeMap::from([("c".to_string(), 15)]);
-    let none = BTreeSet::new();
-    let ok = check_against(&ex, &[], &none, &summary, &by_trace, &by_customer, &[]);
-    assert!(ok.iter().all(|i| i.holds), "{ok:?}");
-
-    // t1 billed twice under two identifiers: totals and the per-trace check fail.
-    let twice = BTreeMap::from([("t1", 20), ("t2", 5)]);
-    let twice_c = BTreeMap::from([("c".to_string(), 25)]);
-    let r = check_against(&ex, &[], &none, &summary, &twice, &twice_c, &[]);
-    assert!(!r[0].holds && !r[1].holds, "{r:?}");
-
-    // t2 lost: no ledger entry, nothing sent.
-    summary.entries.pop();
-    let lost = BTreeMap::from([("t1", 10)]);
-    let lost_c = BTreeMap::from([("c".to_string(), 10)]);
-    let r = check_against(&ex, &[], &none, &summary, &lost, &lost_c, &[]);
-    assert!(!r[0].holds && !r[1].holds, "{r:?}");
-    assert!(r[1].detail.contains("t2"), "{}", r[1].detail);
-
-    // A message left in the dead-letter queue.
-    summary.dlq = 1;
-    let r = check_against(&ex, &[], &none, &summary, &lost, &lost_c, &[]);
-    assert!(!r[5].holds);
-}
-
-#[test]
 fn identifiers_name_their_trace() {
     assert_eq!(trace_of("tm_tr-000001_r1"), Some("tr-000001"));
     assert_eq!(trace_of("tm_a_r_b_r2"), Some("a_r_b"));
     assert_eq!(trace_of("other"), None);
+}
+
+#[test]
+fn every_trace_is_expected_or_settling_around_the_cutoff() {
+    let cutoff = at(12);
+    let bill = Expect::Bill {
+        customer: "c".into(),
+        credits: 1,
+        at: cutoff,
+    };
+    let offsets = [
+        ("old", -3_600),
+        ("before", -3),
+        ("at", 0),
+        ("after", 3),
+        ("young", 3_600),
+    ];
+    let mut all = BTreeMap::new();
+    let mut touched = Vec::new();
+    for (name, seconds) in offsets {
+        let usage = cutoff + ChronoDuration::seconds(seconds);
+        for has_entry in [false, true] {
+            let id = format!("{name}-{}", if has_entry { "entry" } else { "none" });
+            if has_entry {
+                touched.push(entry(&id, "c", 1, 1));
+            }
+            all.insert(id, (usage, bill.clone()));
+        }
+    }
+    let summary = Summary {
+        entries: touched,
+        ..Summary::default()
+    };
+    let (expected, settling) = due(&all, cutoff, &summary);
+    for id in all.keys() {
+        assert!(
+            expected.contains_key(id) != settling.contains(id),
+            "{id}: expected {}, settling {}",
+            expected.contains_key(id),
+            settling.contains(id)
+        );
+    }
+    let expected: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(
+        expected,
+        [
+            "after-entry",
+            "at-entry",
+            "before-entry",
+            "old-entry",
+            "old-none"
+        ]
+    );
 }
