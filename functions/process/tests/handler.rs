@@ -183,6 +183,7 @@ fn usage(id: &str, cost_usd: &str, at: DateTime<Utc>) -> TraceUsage {
         metadata: BTreeMap::new(),
         observation_count: 1,
         last_observation_at: Some(at),
+        tokens: Vec::new(),
     }
 }
 
