@@ -63,6 +63,7 @@ fn needed() -> Scope {
     process.extend(grant(&["MESSAGE#"], &["UpdateItem"]));
     process.extend(grant(&["CUSTOMER#", "USER#"], &["GetItem"]));
     process.extend(grant(&["QUOTA#"], &["Query", "UpdateItem"]));
+    process.extend(grant(&["PRICE#"], &["Query"]));
     let mut ingest: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     ingest.extend(grant(&["INGEST#"], &["GetItem", "PutItem", "DeleteItem"]));
     ingest.extend(grant(&["TRACE#"], &["BatchGetItem"]));

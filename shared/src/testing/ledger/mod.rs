@@ -15,6 +15,7 @@ mod admin;
 mod budgets;
 mod claims;
 mod deliveries;
+mod prices;
 mod rejections;
 
 use super::lock;
@@ -22,6 +23,7 @@ use crate::domain::budget::BudgetPolicy;
 use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::domain::claim::BilledUsage;
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
+use crate::domain::price_book::{PriceScope, PriceVersion};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -43,6 +45,8 @@ struct State {
     events: BTreeMap<(String, String), BudgetEvent>,
     policies: BTreeMap<String, BudgetPolicy>,
     users: BTreeMap<String, String>,
+    /// Price versions (`PRICE#<scope>` / `FROM#<time>`).
+    prices: BTreeMap<(PriceScope, DateTime<Utc>), PriceVersion>,
 }
 
 /// A trace's ledger item as stored (`TRACE#<id>` / `LEDGER`): a claimed entry stays claimed
