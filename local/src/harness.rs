@@ -228,6 +228,7 @@ impl TestStack {
             usage: &self.langfuse_client,
             meter: &self.stripe_client,
             ledger: &self.ledger,
+            prices: &self.ledger,
             redelivery: &self.redelivery,
             clock: &self.clock,
         }

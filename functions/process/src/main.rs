@@ -8,6 +8,7 @@ use tracemeter::adapters::{
     credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota},
     langfuse::LangfuseClient,
+    price_cache::{PRICE_CACHE_TTL, PriceCache},
     secrets::SecretsManagerSource,
     sqs::SqsRedelivery,
     stripe::StripeClient,
@@ -36,11 +37,14 @@ async fn main() -> Result<(), Error> {
     let stripe_key = Credential::load(&config.stripe.key, secrets).await?;
     let usage = LangfuseClient::new(&config.langfuse, langfuse_keys)?.with_quota(quota);
     let meter = StripeClient::new(&config.stripe, stripe_key)?;
+    // Price versions, read again after PRICE_CACHE_TTL (or for usage newer than the copy).
+    let prices = PriceCache::new(&ledger, &SystemClock, PRICE_CACHE_TTL);
     let deps = Deps {
         config: &config,
         usage: &usage,
         meter: &meter,
         ledger: &ledger,
+        prices: &prices,
         redelivery: &redelivery,
         clock: &SystemClock,
     };

@@ -94,6 +94,7 @@ impl World {
             usage: &self.usage,
             meter: &self.meter,
             ledger: &self.ledger,
+            prices: &self.ledger,
             redelivery: &self.queue,
             clock: &*self.clock,
         };
@@ -157,6 +158,7 @@ impl World {
             usage_at: at,
             last_observation_at: Some(at),
             seen: BilledUsage::default(),
+            price_version: None,
         };
         let batch = ClaimBatch {
             customer_id: customer.to_string(),

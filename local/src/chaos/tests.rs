@@ -128,6 +128,7 @@ fn entry(id: &str, customer: &str, credits: u64) -> LedgerEntry {
         reason: None,
         detail: None,
         receipted: None,
+        price_version: None,
     }
 }
 

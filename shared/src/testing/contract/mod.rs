@@ -191,6 +191,7 @@ pub fn claim(
         usage_at: now - Duration::hours(1),
         last_observation_at: None,
         seen: BilledUsage::default(),
+        price_version: Some(format!("{customer}@2030-01-01T00:00:00.000Z")),
     }
 }
 

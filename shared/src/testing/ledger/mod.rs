@@ -87,6 +87,8 @@ pub struct StoredTrace {
     pub rejected: BTreeSet<String>,
     /// `failures`: how many times a failure was recorded before any claim.
     pub failures: u64,
+    /// `price_version`: the price version the claims recorded.
+    pub price_version: Option<String>,
     /// `updated_at` of the writes that leave a `reason` (failures, ambiguity, settling): the
     /// sort key of the `attention` index.
     pub updated_at: Option<DateTime<Utc>>,
@@ -113,6 +115,7 @@ impl StoredTrace {
             identifiers: BTreeSet::new(),
             rejected: BTreeSet::new(),
             failures: 0,
+            price_version: None,
             updated_at: None,
         }
     }
@@ -133,6 +136,7 @@ impl StoredTrace {
             reason: self.reason.clone(),
             detail: self.detail.clone(),
             receipted: None,
+            price_version: self.price_version.clone(),
         }
     }
 }
