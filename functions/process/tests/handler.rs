@@ -244,6 +244,8 @@ mod deadline;
 mod deferrals;
 #[path = "handler/failures.rs"]
 mod failures;
+#[path = "handler/prices.rs"]
+mod prices;
 #[path = "handler/reads.rs"]
 mod reads;
 #[path = "handler/resume.rs"]
