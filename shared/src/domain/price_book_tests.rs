@@ -197,3 +197,51 @@ proptest! {
         prop_assert_eq!(book.by_id(&got.id()), Some(got));
     }
 }
+
+/// The worked example of docs/pricing.md, figure by figure.
+#[test]
+fn the_worked_example_of_the_pricing_guide() {
+    let byo = ByoKeyRule::default();
+    let day = |d: u32| {
+        Utc.with_ymd_and_hms(2026, 12, d, 12, 0, 0)
+            .single()
+            .expect("a date")
+    };
+    let from = |d: u32| {
+        Utc.with_ymd_and_hms(2026, 12, d, 0, 0, 0)
+            .single()
+            .expect("a date")
+    };
+    let mut v2 = version(PriceScope::Default, from(15), "0.00004");
+    v2.margin = dec("1.2");
+    let mut acme = version(PriceScope::Customer("cus_acme".into()), from(1), "0.00004");
+    acme.margin = dec("0.8");
+    acme.token_prices = vec![TokenPrice {
+        pattern: "llama-3-70b*".into(),
+        input_per_million: dec("0.6"),
+        output_per_million: dec("0.8"),
+    }];
+    let others = CustomerBook::new(&Pricing::default(), vec![v2.clone()], Vec::new());
+    let acme_book = CustomerBook::new(&Pricing::default(), vec![v2], vec![acme]);
+    let credits = |book: &CustomerBook, u: &TraceUsage| {
+        let v = book.version_at(u.timestamp).expect("a version");
+        quote_at(u, v, dec("1000"), &byo).expect("priced").credits
+    };
+    let mut a = usage("0.012", "30", Vec::new());
+    a.timestamp = day(10);
+    assert_eq!(credits(&others, &a), 925);
+    let mut b = a.clone();
+    b.timestamp = day(20);
+    assert_eq!(credits(&others, &b), 1110);
+    assert_eq!(credits(&acme_book, &b), 740);
+    // A's late revision, at A's recorded version (the variables'): 1125 - 925 = 200.
+    let mut late = a.clone();
+    late.ai_cost_usd = dec("0.020");
+    assert_eq!(credits(&others, &late), 1125);
+    let mut at_v2 = late.clone();
+    at_v2.timestamp = day(20);
+    assert_eq!(credits(&others, &at_v2), 1350, "what re-pricing would have billed");
+    let mut d = usage("0", "12", vec![tokens("llama-3-70b-instruct", 2_000_000, 500_000, None)]);
+    d.timestamp = day(20);
+    assert_eq!(credits(&acme_book, &d), 32_200);
+}
