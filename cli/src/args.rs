@@ -57,6 +57,9 @@ pub enum Command {
     /// customer), each sample mapped to its ledger entry; --apply records them stripe_rejected
     /// and gives their credits back. Samples only: reconcile stays the complete check.
     StripeErrors(StripeErrorsArgs),
+    /// The price book: effective-dated price versions, default and per customer.
+    #[command(subcommand)]
+    Price(PriceCommand),
 }
 
 /// `stripe-errors`.
@@ -229,4 +232,63 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 1000)]
         max: usize,
     },
+}
+
+/// `price` verbs.
+#[derive(Debug, Subcommand)]
+pub enum PriceCommand {
+    /// Adds a price version (the fields not given are the version in effect at --from).
+    Set(PriceSetArgs),
+    /// The version in effect now (or at --at) for the default book or a customer.
+    Show {
+        /// A customer's (else the default book's).
+        #[arg(long)]
+        customer: Option<String>,
+        /// Another time than now: RFC 3339.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// The versions of the default book (or of a customer), oldest first.
+    List {
+        /// A customer's (else the default book's).
+        #[arg(long)]
+        customer: Option<String>,
+    },
+}
+
+/// `price set`.
+#[derive(Debug, Args)]
+pub struct PriceSetArgs {
+    /// The customer's plan (else the default book).
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// When the version takes effect: RFC 3339 (UTC), not before now without --backdate.
+    #[arg(long)]
+    pub from: String,
+    /// USD per credit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub credit_price: Option<String>,
+    /// Multiplier on cost.
+    #[arg(long, allow_negative_numbers = true)]
+    pub margin: Option<String>,
+    /// USD per minute of trace latency.
+    #[arg(long, allow_negative_numbers = true)]
+    pub compute_per_minute: Option<String>,
+    /// MODEL=IN:OUT, USD per million input and output tokens; MODEL is a name or a prefix
+    /// ending in * (repeatable; replaces the token prices in effect).
+    #[arg(long)]
+    pub token_price: Vec<String>,
+    /// Price matched models by their tokens even when Langfuse reported a cost.
+    #[arg(long)]
+    pub token_prices_always: bool,
+    /// Token usage without a cost or a token price: compute_only or hold.
+    #[arg(long)]
+    pub unpriced: Option<String>,
+    /// Allow --from before now (or before the last version): only revisions not yet billed
+    /// are priced with it.
+    #[arg(long)]
+    pub backdate: bool,
+    /// Allow a customer tracemeter has never seen (no budget policy, no budget counter).
+    #[arg(long)]
+    pub new_customer: bool,
 }

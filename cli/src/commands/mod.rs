@@ -6,6 +6,7 @@ mod budget;
 mod customer;
 mod dlq;
 mod failures;
+mod price;
 mod reconcile;
 mod stripe_errors;
 mod trace;
@@ -28,6 +29,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Reconcile(args) => reconcile::run(ctx, args).await,
         Command::Backfill(args) => backfill::run(ctx, args).await,
         Command::StripeErrors(args) => stripe_errors::run(ctx, args).await,
+        Command::Price(cmd) => price::run(ctx, cmd).await,
     }
 }
 

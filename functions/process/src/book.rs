@@ -21,14 +21,20 @@ pub(crate) async fn version_for(
     let book = book(deps, customer_id, usage_at).await?;
     book.version_at(usage_at).cloned().ok_or_else(|| {
         // Unreachable: the variables' version is effective from the epoch.
-        Error::transient("dynamodb", format!("no price version in effect at {usage_at}"))
+        Error::transient(
+            "dynamodb",
+            format!("no price version in effect at {usage_at}"),
+        )
     })
 }
 
 /// The recorded version, found in the book of its own scope (read again when the cached copy
 /// does not have it yet: another instance wrote a newer version).
 async fn recorded(deps: &Deps<'_>, id: &str, customer_id: &str) -> Result<PriceVersion> {
-    let owner = match id.rsplit_once('@').map(|(scope, _)| PriceScope::parse(scope)) {
+    let owner = match id
+        .rsplit_once('@')
+        .map(|(scope, _)| PriceScope::parse(scope))
+    {
         Some(PriceScope::Customer(c)) => c,
         _ => customer_id.to_string(),
     };

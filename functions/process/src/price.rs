@@ -58,7 +58,12 @@ pub(crate) async fn price(
         None => inv.customer(deps, usage).await?,
     };
     let version = book::version_for(deps, entry, &pricing_customer, usage.timestamp).await?;
-    let quote = price_book::quote_at(usage, &version, cfg.pricing.max_trace_cost_usd, &cfg.byo_key)?;
+    let quote = price_book::quote_at(
+        usage,
+        &version,
+        cfg.pricing.max_trace_cost_usd,
+        &cfg.byo_key,
+    )?;
     if !quote.unpriced.is_empty() {
         inv.count_unpriced();
         warn!(trace_id = %usage.trace_id, models = %quote.unpriced.join(", "), version = %version,

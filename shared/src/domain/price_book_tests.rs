@@ -66,7 +66,12 @@ fn the_variables_version_prices_exactly_as_before() {
     let book = CustomerBook::new(&pricing, Vec::new(), Vec::new());
     let v = book.version_at(at(1)).expect("the variables' version");
     assert_eq!(v.id(), "default@1970-01-01T00:00:00.000Z");
-    for (cost, latency) in [("0", "90"), ("0.0003", "0"), ("1.5", "61.25"), ("0.01", "60")] {
+    for (cost, latency) in [
+        ("0", "90"),
+        ("0.0003", "0"),
+        ("1.5", "61.25"),
+        ("0.01", "60"),
+    ] {
         // Tokens without a cost and no token price: compute only, as before.
         let u = usage(cost, latency, vec![tokens("my-finetune", 100, 20, None)]);
         let before = quote(&u, &pricing, &byo).expect("old");
@@ -82,7 +87,11 @@ fn a_token_price_prices_usage_langfuse_did_not() {
     let mut v = version(PriceScope::Default, at(1), "0.00004");
     v.token_prices = vec![gpt4o()];
     // 1M input at 2.5 + 0.5M output at 10 = 7.5 USD; 7.5 / 0.00004 = 187500 credits.
-    let u = usage("0", "0", vec![tokens("gpt-4o-mini", 1_000_000, 500_000, None)]);
+    let u = usage(
+        "0",
+        "0",
+        vec![tokens("gpt-4o-mini", 1_000_000, 500_000, None)],
+    );
     let q = quote_at(&u, &v, dec("1000"), &ByoKeyRule::default()).expect("ok");
     assert_eq!(q.ai_usd, dec("7.5"));
     assert_eq!(q.credits, 187_500);
@@ -105,9 +114,18 @@ fn exact_names_win_over_patterns_and_longer_patterns_over_shorter() {
         output_per_million: Decimal::ZERO,
     };
     v.token_prices = vec![p("gpt*", "1"), p("gpt-4o", "3"), p("gpt-4o*", "2")];
-    assert_eq!(v.token_price("gpt-4o").map(|t| &t.pattern[..]), Some("gpt-4o"));
-    assert_eq!(v.token_price("gpt-4o-mini").map(|t| &t.pattern[..]), Some("gpt-4o*"));
-    assert_eq!(v.token_price("gpt-3.5").map(|t| &t.pattern[..]), Some("gpt*"));
+    assert_eq!(
+        v.token_price("gpt-4o").map(|t| &t.pattern[..]),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        v.token_price("gpt-4o-mini").map(|t| &t.pattern[..]),
+        Some("gpt-4o*")
+    );
+    assert_eq!(
+        v.token_price("gpt-3.5").map(|t| &t.pattern[..]),
+        Some("gpt*")
+    );
     assert!(v.token_price("claude").is_none());
 }
 
@@ -126,7 +144,13 @@ fn hold_fails_unpriced_usage_naming_the_models_unless_byo_key() {
     );
     let e = quote_at(&u, &v, dec("1000"), &ByoKeyRule::default()).expect_err("held");
     assert!(!e.is_transient());
-    assert!(matches!(e, Error::Permanent { reason: FailureReason::UnpricedModel, .. }));
+    assert!(matches!(
+        e,
+        Error::Permanent {
+            reason: FailureReason::UnpricedModel,
+            ..
+        }
+    ));
     assert!(e.to_string().contains("llama-local, my-ft"), "{e}");
     assert!(!e.to_string().contains("gpt-4o"), "{e}");
     let mut byo = u.clone();
@@ -240,8 +264,16 @@ fn the_worked_example_of_the_pricing_guide() {
     assert_eq!(credits(&others, &late), 1125);
     let mut at_v2 = late.clone();
     at_v2.timestamp = day(20);
-    assert_eq!(credits(&others, &at_v2), 1350, "what re-pricing would have billed");
-    let mut d = usage("0", "12", vec![tokens("llama-3-70b-instruct", 2_000_000, 500_000, None)]);
+    assert_eq!(
+        credits(&others, &at_v2),
+        1350,
+        "what re-pricing would have billed"
+    );
+    let mut d = usage(
+        "0",
+        "12",
+        vec![tokens("llama-3-70b-instruct", 2_000_000, 500_000, None)],
+    );
     d.timestamp = day(20);
     assert_eq!(credits(&acme_book, &d), 32_200);
 }

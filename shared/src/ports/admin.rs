@@ -101,6 +101,7 @@ pub trait CustomerAdmin: Send + Sync {
 /// The whole ledger as an operator's tooling uses it.
 pub trait OperatorLedger:
     super::Ledger
+    + super::PriceBook
     + AttentionIndex
     + LedgerInspection
     + LedgerTotals
@@ -112,6 +113,7 @@ pub trait OperatorLedger:
 
 impl<T> OperatorLedger for T where
     T: super::Ledger
+        + super::PriceBook
         + AttentionIndex
         + LedgerInspection
         + LedgerTotals

@@ -81,11 +81,25 @@ async fn the_default_configuration_bills_what_it_billed_before() {
 
         // THEN the credits are today's (0.004 USD = 100; 90 s of compute only = 1875), and
         // the entries record the default first version
-        assert_eq!(world.meter.events().iter().map(|e| e.value).sum::<u64>(), C_0004 + 1875);
+        assert_eq!(
+            world.meter.events().iter().map(|e| e.value).sum::<u64>(),
+            C_0004 + 1875
+        );
         let e = world.entry("t1").await;
-        assert_eq!(e.price_version.as_deref(), Some("default@1970-01-01T00:00:00.000Z"));
-        assert_eq!(handled.tally.unpriced, 1, "the compute-only trace is counted");
-        assert!(handled.metrics().iter().any(|m| format!("{m:?}").contains("TracesUnpriced")));
+        assert_eq!(
+            e.price_version.as_deref(),
+            Some("default@1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            handled.tally.unpriced, 1,
+            "the compute-only trace is counted"
+        );
+        assert!(
+            handled
+                .metrics()
+                .iter()
+                .any(|m| format!("{m:?}").contains("TracesUnpriced"))
+        );
     }
 }
 
@@ -131,7 +145,10 @@ async fn a_late_cost_bills_exactly_the_delta_at_the_recorded_price() {
     assert_eq!(values, vec![C_0004, 50]);
     let e = world.entry("t1").await;
     assert_eq!((e.revision, e.total_credits), (2, 150));
-    assert_eq!(e.price_version.as_deref(), Some("default@1970-01-01T00:00:00.000Z"));
+    assert_eq!(
+        e.price_version.as_deref(),
+        Some("default@1970-01-01T00:00:00.000Z")
+    );
 }
 
 #[tokio::test]
@@ -148,8 +165,10 @@ async fn a_customer_discount_and_byo_key_under_a_customer_plan() {
     // AND a BYO-key trace of cus_disc: 1.5 USD of model cost on their key, 60 s long
     let mut byo = usage("byo", "1.5", at);
     byo.latency_seconds = dec("60");
-    byo.metadata.insert("stripeCustomerId".into(), "cus_disc".into());
-    byo.metadata.insert("aiCredentialsOwnership".into(), "user".into());
+    byo.metadata
+        .insert("stripeCustomerId".into(), "cus_disc".into());
+    byo.metadata
+        .insert("aiCredentialsOwnership".into(), "user".into());
     world.usage.put(byo);
 
     // WHEN they are metered
@@ -182,9 +201,15 @@ async fn a_model_without_cost_is_held_then_billed_after_a_token_price_is_added()
     let e = world.entry("t1").await;
     assert_eq!(
         (e.state, e.reason.as_deref()),
-        (LedgerState::Failed, Some(FailureReason::UnpricedModel.as_str()))
+        (
+            LedgerState::Failed,
+            Some(FailureReason::UnpricedModel.as_str())
+        )
     );
-    assert!(e.detail.as_deref().is_some_and(|d| d.contains("my-ft")), "{e:?}");
+    assert!(
+        e.detail.as_deref().is_some_and(|d| d.contains("my-ft")),
+        "{e:?}"
+    );
     assert!(world.meter.events().is_empty());
 
     // WHEN a (backdated) version prices my-ft at 1 USD in / 2 USD out per million tokens,

@@ -32,13 +32,19 @@ fn item_of(v: &PriceVersion, now: DateTime<Utc>) -> Item {
     let mut item = key_item(price_key(&v.scope, v.effective_from));
     item.extend([
         ("effective_from".to_string(), ms(v.effective_from)),
-        ("credit_price_usd".to_string(), n(v.credit_price_usd.normalize())),
+        (
+            "credit_price_usd".to_string(),
+            n(v.credit_price_usd.normalize()),
+        ),
         ("margin".to_string(), n(v.margin.normalize())),
         (
             "compute_usd_per_minute".to_string(),
             n(v.compute_usd_per_minute.normalize()),
         ),
-        ("token_prices".to_string(), s(Value::Array(tokens).to_string())),
+        (
+            "token_prices".to_string(),
+            s(Value::Array(tokens).to_string()),
+        ),
         (
             "token_prices_always".to_string(),
             AttributeValue::Bool(v.token_prices_always),
@@ -86,7 +92,10 @@ fn parse_version(item: &Item) -> Option<PriceVersion> {
 }
 
 fn malformed(item: &Item) -> Error {
-    Error::transient(SERVICE, format!("price version item is malformed: {item:?}"))
+    Error::transient(
+        SERVICE,
+        format!("price version item is malformed: {item:?}"),
+    )
 }
 
 #[async_trait]
@@ -136,10 +145,9 @@ impl PriceBook for DynamoLedger {
             return Ok(PutVersion::Written);
         }
         let key = price_key(&version.scope, version.effective_from);
-        let stored = self
-            .get(key, true)
-            .await?
-            .ok_or_else(|| Error::transient(SERVICE, "a price version vanished after a refused put"))?;
+        let stored = self.get(key, true).await?.ok_or_else(|| {
+            Error::transient(SERVICE, "a price version vanished after a refused put")
+        })?;
         let existing = parse_version(&stored).ok_or_else(|| malformed(&stored))?;
         let wanted = parse_version(&item).ok_or_else(|| malformed(&item))?;
         Ok(if existing == wanted {

@@ -34,7 +34,11 @@ pub async fn price_versions_are_written_once_and_read_in_order(book: &dyn PriceB
     let put = |v: PriceVersion| async move { book.put_version(&v, t0).await.expect("put") };
     assert_eq!(put(later.clone()).await, PutVersion::Written);
     assert_eq!(put(first.clone()).await, PutVersion::Written);
-    assert_eq!(put(first.clone()).await, PutVersion::Unchanged, "same version twice");
+    assert_eq!(
+        put(first.clone()).await,
+        PutVersion::Unchanged,
+        "same version twice"
+    );
     let different = version(&scope, first.effective_from, 9);
     assert_eq!(
         put(different).await,

@@ -13,7 +13,10 @@ impl PriceBook for MemoryLedger {
         Ok(self
             .state()
             .prices
-            .range((scope.clone(), DateTime::<Utc>::MIN_UTC)..=(scope.clone(), DateTime::<Utc>::MAX_UTC))
+            .range(
+                (scope.clone(), DateTime::<Utc>::MIN_UTC)
+                    ..=(scope.clone(), DateTime::<Utc>::MAX_UTC),
+            )
             .map(|(_, v)| v.clone())
             .collect())
     }

@@ -35,27 +35,52 @@ async fn prices_follow_the_usage_time_and_the_customer_and_late_cost_keeps_its_v
     let mut doubled = version(PriceScope::Default, change);
     doubled.margin = "2".parse().expect("dec");
     set(&stack, &doubled).await;
-    let mut plan = version(PriceScope::Customer("cus_disc".into()), change - Duration::days(1));
+    let mut plan = version(
+        PriceScope::Customer("cus_disc".into()),
+        change - Duration::days(1),
+    );
     plan.margin = "0.8".parse().expect("dec");
     set(&stack, &plan).await;
     let before = change - Duration::hours(1);
     let after = change + Duration::hours(1);
-    stack.langfuse.add_trace(trace("p-before", "cus_p", 0.004, 0, before));
-    stack.langfuse.add_trace(trace("p-after", "cus_p", 0.004, 0, after));
-    stack.langfuse.add_trace(trace("p-disc", "cus_disc", 0.004, 0, after));
+    stack
+        .langfuse
+        .add_trace(trace("p-before", "cus_p", 0.004, 0, before));
+    stack
+        .langfuse
+        .add_trace(trace("p-after", "cus_p", 0.004, 0, after));
+    stack
+        .langfuse
+        .add_trace(trace("p-disc", "cus_disc", 0.004, 0, after));
     stack
         .send_traces(&["p-before", "p-after", "p-disc"])
         .await
         .expect("send");
     stack.drain(10).await.expect("drained");
     let epoch = "default@1970-01-01T00:00:00.000Z".to_string();
-    assert_eq!(billed(&stack, "p-before").await, (LedgerState::Metered, 100, Some(epoch.clone())));
-    assert_eq!(billed(&stack, "p-after").await, (LedgerState::Metered, 200, Some(doubled.id())));
-    assert_eq!(billed(&stack, "p-disc").await, (LedgerState::Metered, 80, Some(plan.id())));
+    assert_eq!(
+        billed(&stack, "p-before").await,
+        (LedgerState::Metered, 100, Some(epoch.clone()))
+    );
+    assert_eq!(
+        billed(&stack, "p-after").await,
+        (LedgerState::Metered, 200, Some(doubled.id()))
+    );
+    assert_eq!(
+        billed(&stack, "p-disc").await,
+        (LedgerState::Metered, 80, Some(plan.id()))
+    );
 
     // A late 0.004 USD on the trace from before the change: exactly 100 more, at its price.
     stack.langfuse.add_observation(FakeObservation::generation(
-        "p-before-late", "p-before", before, before, "gpt-4o-mini", 10, 10, 0.004,
+        "p-before-late",
+        "p-before",
+        before,
+        before,
+        "gpt-4o-mini",
+        10,
+        10,
+        0.004,
     ));
     stack.send_traces(&["p-before"]).await.expect("send");
     stack.drain(10).await.expect("drained");
@@ -73,17 +98,32 @@ async fn unpriced_usage_is_held_then_billed_after_a_token_price_is_added() {
     set(&stack, &hold).await;
     // A self-hosted model: 1M input and 100k output tokens, no cost, 60 s.
     let obs = FakeObservation::generation(
-        "u-gen", "u1", at, at + Duration::seconds(60), "my-llama", 1_000_000, 100_000, 0.0,
+        "u-gen",
+        "u1",
+        at,
+        at + Duration::seconds(60),
+        "my-llama",
+        1_000_000,
+        100_000,
+        0.0,
     )
     .with_total_cost(None);
-    stack
-        .langfuse
-        .add_trace(FakeTrace::new("u1", at).meta("stripeCustomerId", "cus_h").observation(obs));
+    stack.langfuse.add_trace(
+        FakeTrace::new("u1", at)
+            .meta("stripeCustomerId", "cus_h")
+            .observation(obs),
+    );
     stack.send_traces(&["u1"]).await.expect("send");
     stack.drain(10).await.expect("drained");
     let e = entry(&stack, "u1").await;
-    assert_eq!((e.state, e.reason.as_deref()), (LedgerState::Failed, Some("unpriced_model")));
-    assert!(e.detail.as_deref().is_some_and(|d| d.contains("my-llama")), "{e:?}");
+    assert_eq!(
+        (e.state, e.reason.as_deref()),
+        (LedgerState::Failed, Some("unpriced_model"))
+    );
+    assert!(
+        e.detail.as_deref().is_some_and(|d| d.contains("my-llama")),
+        "{e:?}"
+    );
 
     let mut priced = hold.clone();
     priced.effective_from = at - Duration::days(1);
@@ -96,5 +136,8 @@ async fn unpriced_usage_is_held_then_billed_after_a_token_price_is_added() {
     stack.send_traces(&["u1"]).await.expect("replay");
     stack.drain(10).await.expect("drained");
     // (1 + 0.2 + 0.05) / 0.00004 = 31250 credits.
-    assert_eq!(billed(&stack, "u1").await, (LedgerState::Metered, 31_250, Some(priced.id())));
+    assert_eq!(
+        billed(&stack, "u1").await,
+        (LedgerState::Metered, 31_250, Some(priced.id()))
+    );
 }
