@@ -17,12 +17,15 @@ use std::sync::Mutex;
 /// How long a copy of a scope's versions is used: 60 seconds.
 pub const PRICE_CACHE_TTL: Duration = Duration::seconds(60);
 
+/// A scope's versions and when they were read.
+type Held = (DateTime<Utc>, Vec<PriceVersion>);
+
 /// The price book through a cache of each scope's versions.
 pub struct PriceCache<'a> {
     book: &'a dyn PriceBook,
     clock: &'a dyn Clock,
     ttl: Duration,
-    copies: Mutex<HashMap<PriceScope, (DateTime<Utc>, Vec<PriceVersion>)>>,
+    copies: Mutex<HashMap<PriceScope, Held>>,
 }
 
 impl<'a> PriceCache<'a> {
@@ -74,5 +77,49 @@ impl PriceBook for PriceCache<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&version.scope);
         Ok(put)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::OffsetClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A book that counts its reads.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl PriceBook for Counting {
+        async fn versions(&self, _scope: &PriceScope) -> Result<Vec<PriceVersion>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+        async fn put_version(&self, _v: &PriceVersion, _now: DateTime<Utc>) -> Result<PutVersion> {
+            Ok(PutVersion::Written)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_serves_older_usage_for_the_ttl_and_newer_usage_reads_again() {
+        let (book, clock) = (Counting::default(), OffsetClock::new());
+        let cache = PriceCache::new(&book, &clock, PRICE_CACHE_TTL);
+        let scope = PriceScope::Default;
+        let reads = || book.0.load(Ordering::SeqCst);
+        let old = clock.now() - Duration::hours(1);
+        cache.versions_for(&scope, old).await.expect("read");
+        cache.versions_for(&scope, old).await.expect("cached");
+        assert_eq!(reads(), 1, "older usage is served from the copy");
+        // Usage newer than the copy: a version written since could apply to it.
+        cache
+            .versions_for(&scope, clock.now() + Duration::seconds(1))
+            .await
+            .expect("read");
+        assert_eq!(reads(), 2);
+        // Past the TTL the copy is read again.
+        clock.advance(PRICE_CACHE_TTL + Duration::seconds(1));
+        cache.versions_for(&scope, old).await.expect("read");
+        assert_eq!(reads(), 3);
     }
 }
