@@ -56,3 +56,22 @@ fn describe(v: &PriceVersion, why: &str) -> String {
         v.compute_usd_per_minute
     )
 }
+
+/// The reliability suite's price change: from three hours before `now` (the middle of the
+/// sample's recent usage) the default margin doubles, written before processing starts (a
+/// backdated version); when it takes effect.
+pub async fn doubled_margin(stack: &TestStack, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let base = PriceVersion::from_variables(&stack.config.pricing);
+    let from = (now - Duration::hours(3))
+        .duration_trunc(Duration::hours(1))
+        .unwrap_or(now);
+    let doubled = PriceVersion {
+        effective_from: from,
+        margin: base.margin * rust_decimal::Decimal::from(2),
+        ..base
+    };
+    if let PutVersion::Conflict(other) = stack.ledger.put_version(&doubled, now).await? {
+        bail!("price version {} differs: {other:?}", doubled.id());
+    }
+    Ok(from)
+}

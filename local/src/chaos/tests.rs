@@ -192,3 +192,17 @@ fn identifiers_name_their_trace() {
     assert_eq!(trace_of("tm_a_r_b_r2"), Some("a_r_b"));
     assert_eq!(trace_of("other"), None);
 }
+
+#[test]
+fn a_doubled_margin_doubles_the_credits_of_usage_from_its_time() {
+    let maps = BTreeMap::new();
+    let t = trace("a", 0.004, 3_000).meta("stripeCustomerId", "cus_a");
+    let bill = |credits| Expect::Bill {
+        customer: "cus_a".into(),
+        credits,
+        at: at(10),
+    };
+    // 0.0065 USD x 2 = 0.013 USD = 325 credits (not 2 x 163).
+    assert_eq!(expect_priced(&t, &maps, at(12), Some(at(10))), bill(325));
+    assert_eq!(expect_priced(&t, &maps, at(12), Some(at(11))), bill(163));
+}
