@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: venv test lint validate docs goldens run build serve watch invoke lambda-check sam-build deploy bench chaos soak fuzz
+.PHONY: venv test lint validate docs goldens run build serve watch invoke lambda-check sam-build deploy-check deploy bench chaos soak fuzz
 
 ## venv: create .venv and install the Python tools (moto, cfn-lint, aws-sam-cli, cargo-lambda)
 venv:
@@ -63,6 +63,10 @@ lambda-check:
 sam-build: venv
 	dev/lambda.sh sam-build $(ARCH)
 
+## deploy-check: docs/deploying.md's offline commands as the guide has them (sam build, cfn-lint of .aws-sam/build/template.yaml; part of make test)
+deploy-check: venv
+	dev/deploy-check.sh
+
 ## deploy: `sam build` + `sam deploy --guided` for ARCH (needs AWS credentials: the only target that leaves loopback)
 deploy: venv
 	dev/lambda.sh deploy $(ARCH)
@@ -79,6 +83,6 @@ chaos: venv
 soak: venv
 	dev/soak.sh
 
-## fuzz: the Langfuse parser fuzz target for FUZZ_SECONDS (60); needs the nightly toolchain
+## fuzz: the fuzz targets (Langfuse parsers, the command's argument parsers) for FUZZ_SECONDS (60) each; needs nightly
 fuzz:
 	dev/fuzz.sh

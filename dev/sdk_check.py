@@ -116,6 +116,11 @@ def stripe_clients():
         "customer": env("STRIPE_KNOWN"), "start_time": now - 3600, "end_time": now + 60})
     assert sum(s.aggregated_value for s in summaries.data) == 3, summaries
 
+    meter = client.v1.billing.meters.retrieve(env("STRIPE_METER"))
+    assert meter.id == env("STRIPE_METER") and meter.event_name == env("STRIPE_EVENT_NAME"), meter
+    assert meter.customer_mapping.event_payload_key == "stripe_customer_id", meter
+    assert meter.default_aggregation.formula == "sum" and meter.status == "active", meter
+
     listed = client.v2.core.events.list(params={
         "types": ["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"],
         "created": {"gte": "2000-01-01T00:00:00.000Z"}, "limit": 20})
@@ -123,7 +128,7 @@ def stripe_clients():
     report = client.v2.core.events.retrieve(listed.data[0].id)
     kind = report.data["reason"]["error_types"][0]
     assert kind["sample_errors"][0]["request"]["identifier"] == "sdk-1", report
-    print("sdk_check: stripe v1 create (429, duplicate, 401), session, stream, summaries, events list and retrieve read")
+    print("sdk_check: stripe v1 create (429, duplicate, 401), session, stream, summaries, billing meter, events list and retrieve read")
 
 
 def openapi(path):

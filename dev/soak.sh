@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak: the Langfuse parser fuzz target for FUZZ_SECONDS (default 60; needs the nightly
+# The soak: the fuzz targets (Langfuse and argument parsers), FUZZ_SECONDS each (default 60; nightly
 # toolchain, cargo-fuzz is installed if missing), then the reliability suite with
 # CHAOS_TRACES (default 20000) traces at CHAOS_RATE (default 0.12, so that every boundary,
 # the aborted invocations included, sees at least 10 %) per boundary, within

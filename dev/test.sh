@@ -27,4 +27,7 @@ echo "+ dev/chaos.sh (the reliability suite: ${CHAOS_TRACES:-300} traces, faults
 echo "+ dev/lambda-check.sh (cargo lambda watch + invoke of both functions on the local stack)"
 "$repo/dev/lambda-check.sh"
 
-echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace, the reliability suite, cargo lambda invoke)"
+echo "+ dev/deploy-check.sh (docs/deploying.md's offline commands: sam build, cfn-lint of the packaged template)"
+"$repo/dev/deploy-check.sh"
+
+echo "dev/test.sh: all checks passed (cfn-lint, sam validate --lint, cargo test --workspace, the reliability suite, cargo lambda invoke, the deploy guide's offline commands)"

@@ -7,13 +7,8 @@ cd "$repo"
 # shellcheck source=dev/aws-env.sh
 . "$repo/dev/aws-env.sh"
 
-# SAM CLI keeps its settings in a directory of the venv: telemetry off, and the weekly PyPI
-# version check marked as done until 2100, so `sam validate` contacts nothing.
-export __SAM_CLI_APP_DIR="$repo/.venv/sam-cli"
-mkdir -p "$__SAM_CLI_APP_DIR"
-cat > "$__SAM_CLI_APP_DIR/metadata.json" <<'JSON'
-{"telemetryEnabled": false, "lastVersionCheck": 4102444800.0, "installationId": "tracemeter-offline"}
-JSON
+# shellcheck source=dev/sam-offline.sh
+. "$repo/dev/sam-offline.sh"
 
 echo "+ cfn-lint template.yaml"
 "$repo/.venv/bin/cfn-lint" template.yaml

@@ -18,7 +18,7 @@ impl Confirm for Terminal {
             return false;
         }
         let mut err = std::io::stderr();
-        if write!(err, "{plan}\nProceed? [y/N] ")
+        if write!(err, "{}\nProceed? [y/N] ", crate::output::escape(plan))
             .and_then(|_| err.flush())
             .is_err()
         {

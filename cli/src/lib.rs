@@ -10,8 +10,10 @@ mod commands;
 pub mod confirm;
 pub mod error;
 pub mod output;
+pub mod parse;
 
 pub use args::Cli;
+pub use commands::doctor::{self, doctor};
 pub use error::{CliError, CliResult};
 
 use confirm::Confirm;
@@ -83,7 +85,7 @@ pub async fn execute(cli: &Cli, deps: &Deps<'_>, out: &mut dyn Write, err: &mut 
     match commands::run(&mut ctx, &cli.command).await {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err, "tracemeter: {e}");
+            let _ = writeln!(err, "tracemeter: {}", output::escape(&e.to_string()));
             e.exit_code()
         }
     }

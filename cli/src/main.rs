@@ -18,20 +18,42 @@ use tracemeter::ports::SecretSource;
 use tracemeter::ports::{DeadLetters, MeterErrorReports, MeterReports};
 use tracemeter_cli::args::Command;
 use tracemeter_cli::confirm::Terminal;
-use tracemeter_cli::{Cli, Deps, execute};
+use tracemeter_cli::output::escape;
+use tracemeter_cli::{Cli, CliError, Deps, doctor, execute};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match AdminConfig::from_env() {
-        Ok(c) => c,
+    // doctor reads its variables itself: a missing one is one of its FAIL lines.
+    if let Command::Doctor = cli.command {
+        let aws = aws_config::load_from_env().await;
+        let lookup = |name: &str| std::env::var(name).ok();
+        let code = doctor(&lookup, &aws, cli.json, &mut std::io::stdout()).await;
+        return ExitCode::from(code);
+    }
+    match run(&cli).await {
+        Ok(code) => ExitCode::from(code),
+        // A configuration error exits 2 naming the variable; an outage of a service the verb
+        // needs (Secrets Manager included) exits 1 naming the service and the resource.
         Err(e) => {
-            eprintln!("tracemeter: {e}");
-            return ExitCode::from(2);
+            eprintln!("tracemeter: {}", escape(&e.to_string()));
+            ExitCode::from(e.exit_code())
         }
-    };
+    }
+}
+
+/// Whether the verb calls Stripe (and so reads Stripe's key).
+fn calls_stripe(command: &Command) -> bool {
+    matches!(command, Command::Reconcile(_) | Command::StripeErrors(_))
+}
+
+/// Wires what the verb uses (the Stripe key only for verbs that call Stripe, the Langfuse
+/// keys only for `backfill`) and runs it; its exit code.
+async fn run(cli: &Cli) -> Result<u8, CliError> {
+    let config = AdminConfig::from_env(calls_stripe(&cli.command))?;
     let aws = aws_config::load_from_env().await;
-    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name);
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let ledger = DynamoLedger::new(dynamo.clone(), &config.table_name);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue = SqsSender::new(sqs.clone(), &config.queue_url);
     let dlq = config
@@ -39,32 +61,12 @@ async fn main() -> ExitCode {
         .as_ref()
         .map(|url| SqsDeadLetters::new(sqs.clone(), url, &config.queue_url));
     let secrets = SecretsManagerSource::shared(&aws);
-    let (meter, meter_errors) = match stripe_readers(config.stripe.as_ref(), secrets.clone()).await
-    {
-        Ok(readers) => readers,
-        Err(e) => {
-            eprintln!("tracemeter: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (meter, meter_errors) = stripe_readers(config.stripe.as_ref(), secrets.clone()).await?;
     let ingest_config = match &cli.command {
-        Command::Backfill(_) => match IngestConfig::from_env() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("tracemeter: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        Command::Backfill(_) => Some(IngestConfig::from_env()?),
         _ => None,
     };
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let lister = match scanner(ingest_config.as_ref(), secrets, &dynamo).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("tracemeter: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let lister = scanner(ingest_config.as_ref(), secrets, &dynamo).await?;
     let ingest_parts = ingest_config.as_ref().zip(lister).map(|(c, lister)| {
         let store = DynamoIngestStore::new(dynamo.clone(), &c.table_name);
         (c, lister, store)
@@ -89,8 +91,7 @@ async fn main() -> ExitCode {
         clock: &SystemClock,
         confirm: &Terminal,
     };
-    let code = execute(&cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await;
-    ExitCode::from(code)
+    Ok(execute(cli, &deps, &mut std::io::stdout(), &mut std::io::stderr()).await)
 }
 
 /// Stripe's summaries and error reports (when `STRIPE_METER_ID` and the Stripe variables

@@ -1,18 +1,20 @@
 //! The operator command (`tracemeter`, crate `tracemeter-cli`) on a local stack: the same
 //! library entry point as the binary, wired to the stack's adapters, for `make run`'s
-//! closing `tracemeter reconcile`.
+//! closing `tracemeter reconcile` and its opening `tracemeter doctor`.
 
 use crate::harness::TestStack;
 use anyhow::Result;
+use std::collections::HashMap;
 use tracemeter::adapters::{
     dead_letters::SqsDeadLetters, sqs::SqsSender, stripe_events::StripeEvents,
     stripe_reports::StripeReports,
 };
 use tracemeter_cli::confirm::Answer;
+use tracemeter_cli::doctor::{Status, examine};
 use tracemeter_cli::{Deps, execute, parse};
 
 /// The meter id the Stripe fake answers summaries for (it has one meter).
-pub const FAKE_METER_ID: &str = "mtr_fake";
+pub use crate::fakes::stripe::FAKE_METER_ID;
 
 /// Runs `tracemeter <args>` against the stack (changes are never confirmed; no `backfill`);
 /// the exit code and what it printed (report, then errors).
@@ -64,4 +66,45 @@ pub async fn reconcile(stack: &TestStack) -> Result<()> {
         drift.join(", ")
     );
     Ok(())
+}
+
+/// The variables an operator of the stack has: the functions', the meter (the fake's, or
+/// for the real Stripe `STRIPE_METER_ID` of this process, when set) and the DLQ.
+pub fn operator_env(stack: &TestStack) -> HashMap<String, String> {
+    let mut env = stack.env.clone();
+    let real_meter = std::env::var("STRIPE_METER_ID").ok();
+    let fake = stack.config.stripe.api_base == stack.stripe.base_url();
+    let meter = match fake {
+        true => Some(stack.stripe.meter().id),
+        false => real_meter,
+    };
+    if let Some(id) = meter {
+        env.insert("STRIPE_METER_ID".into(), id);
+    }
+    env.insert("DLQ_URL".into(), stack.resources.dlq_url.clone());
+    env
+}
+
+/// `tracemeter doctor` against the stack (moto directly: the run's AWS figures leave it
+/// out), printed briefly: the counts and every check that is not OK. The checks that
+/// failed, or none.
+pub async fn doctor(stack: &TestStack) -> Result<Vec<String>> {
+    let env = operator_env(stack);
+    let sdk = crate::stack::sdk_config(&stack.endpoint).await;
+    let report = examine(&|name| env.get(name).cloned(), &sdk).await;
+    let count = |s| report.count(s);
+    eprintln!(
+        "      tracemeter doctor: {} OK, {} WARN, {} FAIL",
+        count(Status::Ok),
+        count(Status::Warn),
+        count(Status::Fail)
+    );
+    let mut failed = Vec::new();
+    for c in report.checks.iter().filter(|c| c.status != Status::Ok) {
+        eprintln!("        {:?} {}: {}", c.status, c.check, c.message);
+        if c.status == Status::Fail {
+            failed.push(format!("{}: {}", c.check, c.message));
+        }
+    }
+    Ok(failed)
 }

@@ -1,6 +1,6 @@
 //! `backfill`: a past range re-scanned through ingest's normal path without its cursor.
 
-use super::{parse_since, time};
+use super::time;
 use crate::Ctx;
 use crate::args::BackfillArgs;
 use crate::error::{CliError, CliResult};
@@ -15,7 +15,7 @@ pub(super) async fn run(ctx: &mut Ctx<'_, '_>, args: &BackfillArgs) -> CliResult
         tracemeter::Error::Config("backfill needs the ingest function's Langfuse variables (LANGFUSE_BASE_URL, LANGFUSE_SECRET_ARN)".into())
     })?;
     let now = ctx.deps.clock.now();
-    let (from, to) = (parse_since(&args.from, now)?, parse_since(&args.to, now)?);
+    let (from, to) = (args.from.resolve(now), args.to.resolve(now));
     if from >= to {
         return Err(CliError::Invalid(format!(
             "--from {} is not before --to {}",

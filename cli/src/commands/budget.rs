@@ -6,49 +6,28 @@ use crate::Ctx;
 use crate::args::{BudgetCommand, BudgetSetArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{fields, or_dash, table};
+use crate::parse::PeriodKey;
 use serde_json::{Value, json};
-use tracemeter::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage, Period};
+use tracemeter::domain::budget::{BudgetPolicy, BudgetUsage, Period};
 use tracemeter::domain::budget_event::{BudgetEvent, BudgetEventKind};
 
 /// Runs a `budget` verb.
 pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &BudgetCommand) -> CliResult {
     match command {
         BudgetCommand::Set(args) => set(ctx, args).await,
-        BudgetCommand::Show { customer, period } => show(ctx, customer, period.as_deref()).await,
+        BudgetCommand::Show { customer, period } => show(ctx, customer, period.as_ref()).await,
         BudgetCommand::List => list(ctx).await,
     }
 }
 
-/// The policy the arguments describe (thresholds ascending, without repeats).
-fn policy_of(args: &BudgetSetArgs) -> CliResult<BudgetPolicy> {
-    let period = Period::parse(&args.period).ok_or_else(|| {
-        CliError::Invalid(format!(
-            "--period {:?}: expected day, week or month",
-            args.period
-        ))
-    })?;
-    let mode = BudgetMode::parse(&args.mode).ok_or_else(|| {
-        CliError::Invalid(format!("--mode {:?}: expected hard or soft", args.mode))
-    })?;
-    if args.limit == 0 {
-        return Err(CliError::Invalid(
-            "--limit must be at least 1 credit".into(),
-        ));
-    }
-    let mut thresholds = args.thresholds.clone();
-    thresholds.sort_unstable();
-    thresholds.dedup();
-    if thresholds.iter().any(|t| *t == 0 || *t > 1000) {
-        return Err(CliError::Invalid(
-            "--thresholds are percentages from 1 to 1000".into(),
-        ));
-    }
-    Ok(BudgetPolicy {
+/// The policy the arguments describe (each checked by its parser).
+fn policy_of(args: &BudgetSetArgs) -> BudgetPolicy {
+    BudgetPolicy {
         limit: Some(args.limit),
-        period,
-        mode,
-        thresholds,
-    })
+        period: args.period,
+        mode: args.mode,
+        thresholds: args.thresholds.clone(),
+    }
 }
 
 fn describe(p: &BudgetPolicy) -> String {
@@ -63,7 +42,7 @@ fn describe(p: &BudgetPolicy) -> String {
 }
 
 async fn set(ctx: &mut Ctx<'_, '_>, args: &BudgetSetArgs) -> CliResult {
-    let policy = policy_of(args)?;
+    let policy = policy_of(args);
     let ledger = ctx.deps.ledger;
     let customer = args.customer.as_str();
     let current = ledger.budget_policy(customer).await?;
@@ -155,14 +134,43 @@ fn counter_json(
     })
 }
 
-async fn show(ctx: &mut Ctx<'_, '_>, customer: &str, period: Option<&str>) -> CliResult {
+/// The counter key `budget show` reads: the current period of the customer's budget, or the
+/// one asked for, which must be of the budget's kind and not in the future.
+fn shown_period(
+    asked: Option<&PeriodKey>,
+    kind: Period,
+    now: chrono::DateTime<chrono::Utc>,
+) -> CliResult<String> {
+    let Some(p) = asked else {
+        return Ok(kind.key(now));
+    };
+    if p.kind != kind {
+        return Err(CliError::Invalid(format!(
+            "--period {}: this budget counts per {}: expected a {} key such as {}",
+            p.key,
+            kind.as_str(),
+            kind.as_str(),
+            kind.key(now)
+        )));
+    }
+    if p.start > now {
+        return Err(CliError::Invalid(format!(
+            "--period {}: it has not started yet (the current one is {}): a future period holds no usage",
+            p.key,
+            kind.key(now)
+        )));
+    }
+    Ok(p.key.clone())
+}
+
+async fn show(ctx: &mut Ctx<'_, '_>, customer: &str, period: Option<&PeriodKey>) -> CliResult {
     let ledger = ctx.deps.ledger;
     let policy = ledger.budget_policy(customer).await?;
     let now = ctx.deps.clock.now();
-    let period = match period {
-        Some(p) => p.to_string(),
-        None => policy.as_ref().map_or(Period::Month, |p| p.period).key(now),
-    };
+    let kind = policy
+        .as_ref()
+        .map_or(ctx.deps.default_budget.period, |p| p.period);
+    let period = shown_period(period, kind, now)?;
     let usage = ledger.budget_usage(customer, &period).await?;
     let alerts = ledger.budget_alerts(customer, &period).await?;
     let mut value = counter_json(policy.as_ref(), &period, usage, &alerts);

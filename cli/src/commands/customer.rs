@@ -3,6 +3,7 @@
 use crate::Ctx;
 use crate::args::CustomerCommand;
 use crate::error::CliResult;
+use crate::output::escape;
 use serde_json::json;
 
 /// Runs a `customer` verb.
@@ -13,19 +14,21 @@ pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &CustomerCommand) -> Cli
     }
 }
 
-async fn map(ctx: &mut Ctx<'_, '_>, user: &str, customer: &str) -> CliResult {
+async fn map(ctx: &mut Ctx<'_, '_>, user_id: &str, customer: &str) -> CliResult {
     let ledger = ctx.deps.ledger;
-    let current = ledger.customer_for_user(user).await?;
+    let user = escape(user_id);
+    let current = ledger.customer_for_user(user_id).await?;
     if current.as_deref() != Some(customer) {
         let was = current.clone().unwrap_or_else(|| "unmapped".into());
+        let was = escape(&was);
         ctx.approve(&format!(
             "will map Langfuse user {user} to {customer} (now: {was})"
         ))?;
-        ledger.map_user(user, customer).await?;
+        ledger.map_user(user_id, customer).await?;
     }
     let changed = current.as_deref() != Some(customer);
     let value =
-        json!({"user_id": user, "customer_id": customer, "changed": changed, "was": current});
+        json!({"user_id": user_id, "customer_id": customer, "changed": changed, "was": current});
     ctx.out.report(&value, || {
         let done = match changed {
             true => format!("user {user} is mapped to {customer}\n"),
@@ -35,21 +38,22 @@ async fn map(ctx: &mut Ctx<'_, '_>, user: &str, customer: &str) -> CliResult {
     })
 }
 
-async fn unmap(ctx: &mut Ctx<'_, '_>, user: &str) -> CliResult {
+async fn unmap(ctx: &mut Ctx<'_, '_>, user_id: &str) -> CliResult {
     let ledger = ctx.deps.ledger;
-    let current = ledger.customer_for_user(user).await?;
+    let user = escape(user_id);
+    let current = ledger.customer_for_user(user_id).await?;
     let removed = match &current {
         Some(c) => {
             ctx.approve(&format!(
                 "will remove the mapping of Langfuse user {user} (now: {c})"
             ))?;
-            ledger.unmap_user(user).await?
+            ledger.unmap_user(user_id).await?
         }
         None => None,
     };
-    let value = json!({"user_id": user, "changed": removed.is_some(), "was": current});
+    let value = json!({"user_id": user_id, "changed": removed.is_some(), "was": current});
     ctx.out.report(&value, || match &current {
-        Some(c) => format!("user {user} is no longer mapped (was {c})\n"),
+        Some(c) => format!("user {user} is no longer mapped (was {})\n", escape(c)),
         None => format!("user {user} is not mapped: nothing to do\n"),
     })
 }

@@ -4,6 +4,7 @@
 use crate::Ctx;
 use crate::args::DlqCommand;
 use crate::error::CliResult;
+use crate::output::escape;
 use serde_json::json;
 use tracemeter::domain::message::MeterMessage;
 use tracemeter::ports::DeadLetters;
@@ -36,7 +37,7 @@ async fn show(ctx: &mut Ctx<'_, '_>, dlq: &dyn DeadLetters, samples: usize) -> C
     ctx.out.report(&value, || {
         let mut text = format!("dead-letter queue: {visible} visible, {in_flight} in flight\n");
         for body in &bodies {
-            text.push_str(&format!("  {body}\n"));
+            text.push_str(&format!("  {}\n", escape(body)));
         }
         text
     })

@@ -2,25 +2,40 @@
 //! A replay bills once: the processor claims a failed entry at its version, so however many
 //! times a trace is sent, one claim wins and the rest find it billed.
 
-use super::{parse_since, time};
+use super::time;
 use crate::Ctx;
 use crate::args::{FailureFilter, ReplayArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{or_dash, table};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracemeter::FailureReason;
 use tracemeter::domain::attention::{AttentionEntry, AttentionQuery};
 use tracemeter::domain::ledger::LedgerState;
 use tracemeter::domain::message::{MeterMessage, OutgoingMessage};
 
-/// Lists failed entries, oldest write first.
+/// Lists failed entries, oldest write first, then the malformed messages' records (with
+/// `--reason malformed_message`, only those).
 pub(super) async fn list(ctx: &mut Ctx<'_, '_>, filter: &FailureFilter) -> CliResult {
+    let since = filter.since.map(|w| w.resolve(ctx.deps.clock.now()));
+    if filter.reason == Some(FailureReason::MalformedMessage) {
+        return super::messages::list(ctx, since).await;
+    }
     let found = failed(ctx, filter).await?;
-    let value =
-        json!(found.iter().map(|f| json!({
-        "trace_id": f.entry.trace_id, "reason": f.entry.reason, "detail": f.entry.detail,
-        "customer_id": f.entry.customer_id, "updated_at": time(f.updated_at),
-    })).collect::<Vec<_>>());
+    let messages = match filter.reason {
+        Some(_) => Vec::new(),
+        None => ctx.deps.ledger.failed_messages(since).await?,
+    };
+    let mut listed: Vec<Value> = found
+        .iter()
+        .map(|f| {
+            json!({
+                "trace_id": f.entry.trace_id, "reason": f.entry.reason, "detail": f.entry.detail,
+                "customer_id": f.entry.customer_id, "updated_at": time(f.updated_at),
+            })
+        })
+        .collect();
+    listed.extend(super::messages::json(&messages));
+    let value = Value::from(listed);
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|f| {
@@ -36,15 +51,22 @@ pub(super) async fn list(ctx: &mut Ctx<'_, '_>, filter: &FailureFilter) -> CliRe
     let count = found.len();
     ctx.out.report(&value, || {
         let t = table(&["trace", "reason", "customer", "updated", "detail"], &rows);
-        format!("{t}{count} failed entries\n")
+        let mut text = format!("{t}{count} failed entries\n");
+        if !messages.is_empty() {
+            text.push_str(&format!("\n{}", super::messages::human(&messages)));
+        }
+        text
     })
 }
 
 /// Sends failed traces back to the meter queue.
 pub(super) async fn replay(ctx: &mut Ctx<'_, '_>, args: &ReplayArgs) -> CliResult {
+    if args.reason == Some(FailureReason::MalformedMessage) {
+        return super::messages::not_replayable(ctx).await;
+    }
     let (targets, skipped) = if args.trace.is_empty() {
         let filter = FailureFilter {
-            reason: args.reason.clone(),
+            reason: args.reason,
             since: None,
         };
         let found = failed(ctx, &filter).await?;
@@ -90,24 +112,11 @@ async fn named_failures(
     Ok((targets, skipped))
 }
 
-/// Failed entries matching the filter (its reason checked).
+/// Failed trace entries matching the filter.
 async fn failed(ctx: &Ctx<'_, '_>, filter: &FailureFilter) -> CliResult<Vec<AttentionEntry>> {
-    if let Some(r) = &filter.reason
-        && FailureReason::parse(r).is_none()
-    {
-        let known: Vec<&str> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
-        return Err(CliError::Invalid(format!(
-            "--reason {r:?}: expected one of {}",
-            known.join(", ")
-        )));
-    }
-    let since = match &filter.since {
-        Some(raw) => Some(parse_since(raw, ctx.deps.clock.now())?),
-        None => None,
-    };
     let query = AttentionQuery {
-        since,
-        reason: filter.reason.clone(),
+        since: filter.since.map(|w| w.resolve(ctx.deps.clock.now())),
+        reason: filter.reason.map(|r| r.as_str().to_string()),
         ..AttentionQuery::all(LedgerState::Failed)
     };
     Ok(ctx.deps.ledger.needing_attention(&query).await?)

@@ -9,21 +9,20 @@ use crate::Ctx;
 use crate::args::{PriceCommand, PriceSetArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{fields, table};
+use crate::parse::When;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tracemeter::domain::attention::AttentionQuery;
 use tracemeter::domain::ledger::LedgerState;
-use tracemeter::domain::price_book::{
-    PriceScope, PriceVersion, TokenPrice, UnpricedRule, latest_at, version_id,
-};
+use tracemeter::domain::price_book::{PriceScope, PriceVersion, latest_at, version_id};
 use tracemeter::ports::{PriceBook, PutVersion};
 
 /// Runs a `price` verb.
 pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &PriceCommand) -> CliResult {
     match command {
         PriceCommand::Set(args) => set(ctx, args).await,
-        PriceCommand::Show { customer, at } => show(ctx, customer.as_deref(), at.as_deref()).await,
+        PriceCommand::Show { customer, at } => show(ctx, customer.as_deref(), *at).await,
         PriceCommand::List { customer } => list(ctx, customer.as_deref()).await,
     }
 }
@@ -32,40 +31,9 @@ fn scope_of(customer: Option<&str>) -> PriceScope {
     customer.map_or(PriceScope::Default, |c| PriceScope::Customer(c.to_string()))
 }
 
-/// An RFC 3339 time of `flag`, to the millisecond (what the table keeps).
-fn instant(flag: &str, raw: &str) -> CliResult<DateTime<Utc>> {
-    let t = DateTime::parse_from_rfc3339(raw).map_err(|_| {
-        CliError::Invalid(format!(
-            "{flag} {raw:?}: expected an RFC 3339 time such as 2026-12-15T00:00:00Z"
-        ))
-    })?;
-    let ms = t.with_timezone(&Utc).timestamp_millis();
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| CliError::Invalid(format!("{flag} {raw:?}: out of range")))
-}
-
-fn decimal(flag: &str, raw: &str) -> CliResult<Decimal> {
-    raw.trim().parse::<Decimal>().map_err(|_| {
-        CliError::Invalid(format!(
-            "{flag} {raw:?}: expected a decimal number such as 0.00004"
-        ))
-    })
-}
-
-/// `MODEL=IN:OUT`.
-fn token_price(raw: &str) -> CliResult<TokenPrice> {
-    let invalid = || {
-        CliError::Invalid(format!(
-            "--token-price {raw:?}: expected MODEL=IN:OUT (USD per million input and output tokens), e.g. 'gpt-4o*=2.5:10'"
-        ))
-    };
-    let (model, prices) = raw.rsplit_once('=').ok_or_else(invalid)?;
-    let (input, output) = prices.split_once(':').ok_or_else(invalid)?;
-    Ok(TokenPrice {
-        pattern: model.trim().to_string(),
-        input_per_million: input.trim().parse().map_err(|_| invalid())?,
-        output_per_million: output.trim().parse().map_err(|_| invalid())?,
-    })
+/// A time to the millisecond (what the table keeps).
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 /// The scope's stored versions and the default book's.
@@ -90,41 +58,33 @@ fn version_of(
     scope: PriceScope,
     from: DateTime<Utc>,
 ) -> CliResult<PriceVersion> {
-    let field = |flag: &str, raw: &Option<String>, was: Option<Decimal>| -> CliResult<Decimal> {
-        match (raw, was) {
-            (Some(r), _) => decimal(flag, r),
-            (None, Some(w)) => Ok(w),
-            (None, None) => Err(CliError::Invalid(format!(
+    let field = |flag: &str, given: Option<Decimal>, was: Option<Decimal>| -> CliResult<Decimal> {
+        given.or(was).ok_or_else(|| {
+            CliError::Invalid(format!(
                 "{flag} is required: no stored version is in effect at --from to take it from (the process function's variables are not known here)"
-            ))),
-        }
+            ))
+        })
     };
     let token_prices = match (args.token_price.is_empty(), base) {
         (true, Some(b)) => b.token_prices.clone(),
-        _ => args
-            .token_price
-            .iter()
-            .map(|t| token_price(t))
-            .collect::<CliResult<_>>()?,
+        _ => args.token_price.clone(),
     };
-    let unpriced = match &args.unpriced {
-        Some(u) => UnpricedRule::parse(u).ok_or_else(|| {
-            CliError::Invalid(format!("--unpriced {u:?}: expected compute_only or hold"))
-        })?,
-        None => base.map(|b| b.unpriced).unwrap_or_default(),
-    };
+    let unpriced = args
+        .unpriced
+        .or(base.map(|b| b.unpriced))
+        .unwrap_or_default();
     let v = PriceVersion {
         scope,
         effective_from: from,
         credit_price_usd: field(
             "--credit-price",
-            &args.credit_price,
+            args.credit_price,
             base.map(|b| b.credit_price_usd),
         )?,
-        margin: field("--margin", &args.margin, base.map(|b| b.margin))?,
+        margin: field("--margin", args.margin, base.map(|b| b.margin))?,
         compute_usd_per_minute: field(
             "--compute-per-minute",
-            &args.compute_per_minute,
+            args.compute_per_minute,
             base.map(|b| b.compute_usd_per_minute),
         )?,
         token_prices,
@@ -183,7 +143,7 @@ fn check_time(
 
 async fn set(ctx: &mut Ctx<'_, '_>, args: &PriceSetArgs) -> CliResult {
     let scope = scope_of(args.customer.as_deref());
-    let from = instant("--from", &args.from)?;
+    let from = millis(args.from.resolve(ctx.deps.clock.now()));
     let (defaults, own) = books(ctx, &scope).await?;
     check_customer(ctx, args, !own.is_empty()).await?;
     let stored = if scope == PriceScope::Default {
@@ -252,12 +212,10 @@ fn report_set(
     })
 }
 
-async fn show(ctx: &mut Ctx<'_, '_>, customer: Option<&str>, at: Option<&str>) -> CliResult {
+async fn show(ctx: &mut Ctx<'_, '_>, customer: Option<&str>, at: Option<When>) -> CliResult {
     let scope = scope_of(customer);
-    let at = match at {
-        Some(raw) => instant("--at", raw)?,
-        None => ctx.deps.clock.now(),
-    };
+    let now = ctx.deps.clock.now();
+    let at = at.map_or(now, |w| w.resolve(now));
     let (defaults, own) = books(ctx, &scope).await?;
     let found = latest_at(&own, at).or_else(|| latest_at(&defaults, at));
     let Some(v) = found else {

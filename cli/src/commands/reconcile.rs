@@ -19,13 +19,15 @@ pub(super) async fn run(ctx: &mut Ctx<'_, '_>, args: &ReconcileArgs) -> CliResul
             "STRIPE_METER_ID is not set; reconcile needs it and the Stripe variables (STRIPE_SECRET_ARN, STRIPE_METER_EVENT_NAME)".into(),
         )
     })?;
-    let period = ReconcilePeriod::parse(&args.period).ok_or_else(|| {
-        CliError::Invalid(format!(
-            "--period {:?}: expected a UTC month (2026-11) or day (2026-11-23)",
-            args.period
-        ))
-    })?;
     let now = ctx.deps.clock.now();
+    let period = ReconcilePeriod::parse(&args.period.key)
+        .filter(|p| p.start <= now)
+        .ok_or_else(|| {
+            CliError::Invalid(format!(
+                "--period {}: it has not started yet: a future period holds no usage to compare (expected this one or an earlier one)",
+                args.period.key
+            ))
+        })?;
     let end = period.end_at(now);
     let ledger = ctx.deps.ledger;
     let mut totals = ledger.billed_by_customer(period.start, end).await?;

@@ -4,7 +4,7 @@
 //! the budget, exactly once, so `reconcile` agrees and `replay` can bill them once fixed.
 //! Stripe reports samples, not every dropped event: `reconcile` stays the complete check.
 
-use super::{parse_since, time};
+use super::time;
 use crate::Ctx;
 use crate::args::StripeErrorsArgs;
 use crate::error::{CliError, CliResult};
@@ -38,7 +38,7 @@ pub(super) async fn run(ctx: &mut Ctx<'_, '_>, args: &StripeErrorsArgs) -> CliRe
             "STRIPE_METER_ID is not set; stripe-errors needs it and the Stripe variables (STRIPE_SECRET_KEY, STRIPE_METER_EVENT_NAME)".into(),
         )
     })?;
-    let since = parse_since(&args.since, ctx.deps.clock.now())?;
+    let since = args.since.resolve(ctx.deps.clock.now());
     let reports = reader.error_reports(since).await?;
     let mut samples = Vec::new();
     for r in &reports {

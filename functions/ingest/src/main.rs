@@ -4,8 +4,13 @@ use chrono::Utc;
 use ingest::{Deps, handle};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use tracemeter::adapters::{
-    credential::Credential, dynamo::DynamoQuota, ingest_store::DynamoIngestStore,
-    langfuse::LangfuseScanner, secrets::SecretsManagerSource, sqs::SqsSender,
+    credential::Credential,
+    dynamo::DynamoQuota,
+    ingest_store::{DynamoIngestStore, lease_key},
+    langfuse::LangfuseScanner,
+    secrets::SecretsManagerSource,
+    sqs::SqsSender,
+    startup::check_table_and_queue,
 };
 use tracemeter::clock::SystemClock;
 use tracemeter::config::IngestConfig;
@@ -17,8 +22,11 @@ async fn main() -> Result<(), Error> {
     let config = IngestConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let probe = lease_key("start-check");
+    check_table_and_queue(&dynamo, &config.table_name, probe, &sqs, &config.queue_url).await?;
     let store = DynamoIngestStore::new(dynamo.clone(), &config.table_name);
-    let queue = SqsSender::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
+    let queue = SqsSender::new(sqs, &config.queue_url);
     let quota = DynamoQuota::for_limit(
         dynamo,
         &config.table_name,

@@ -6,11 +6,12 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
 use tracemeter::adapters::{
     credential::Credential,
-    dynamo::{DynamoLedger, DynamoQuota},
+    dynamo::{DynamoLedger, DynamoQuota, trace_key},
     langfuse::LangfuseClient,
     price_cache::{PRICE_CACHE_TTL, PriceCache},
     secrets::SecretsManagerSource,
     sqs::SqsRedelivery,
+    startup::check_table_and_queue,
     stripe::StripeClient,
 };
 use tracemeter::clock::SystemClock;
@@ -23,8 +24,11 @@ async fn main() -> Result<(), Error> {
     let config = ProcessConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let probe = trace_key("tracemeter-start-check");
+    check_table_and_queue(&dynamo, &config.table_name, probe, &sqs, &config.queue_url).await?;
     let ledger = DynamoLedger::new(dynamo.clone(), &config.table_name);
-    let redelivery = SqsRedelivery::new(aws_sdk_sqs::Client::new(&aws), &config.queue_url);
+    let redelivery = SqsRedelivery::new(sqs, &config.queue_url);
     let quota = DynamoQuota::for_limit(
         dynamo,
         &config.table_name,

@@ -42,6 +42,13 @@ pub async fn run(traces: usize) -> Result<()> {
     let services = services_from(&lookup)?;
     let started = Instant::now();
     let local = LocalRun::start(services, &lookup).await?;
+    let failed = crate::operator::doctor(&local.stack).await?;
+    if !failed.is_empty() && local.services.real_langfuse.is_none() && !local.services.real_stripe {
+        bail!(
+            "tracemeter doctor failed on the local stack: {}",
+            failed.join("; ")
+        );
+    }
     let seeded = local.seed(traces).await?;
     let ingested = local.ingest(&seeded, &lookup).await?;
     let processing = Instant::now();

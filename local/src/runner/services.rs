@@ -77,8 +77,10 @@ pub(super) fn options_for(
     services: &Services,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> StackOptions {
+    // The meter queue as template.yaml makes it (180 s: 6 x the process function's 30 s),
+    // so that `tracemeter doctor` passes the local deployment.
     let mut options = StackOptions {
-        visibility_timeout: Some(60),
+        visibility_timeout: Some(180),
         ..StackOptions::default()
     }
     .var("RETRY_BASE_SECONDS", 1)

@@ -55,6 +55,11 @@ impl LocalSecrets {
             .await
     }
 
+    /// Puts `value` as it is in the Stripe secret (a malformed secret, for tests).
+    pub async fn put_stripe_raw(&self, value: &str) -> Result<()> {
+        self.put(&self.stripe_arn, value).await
+    }
+
     async fn put(&self, arn: &str, value: &str) -> Result<()> {
         self.client
             .put_secret_value()

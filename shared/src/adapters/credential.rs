@@ -111,8 +111,20 @@ impl<K: Key> Credential<K> {
         match source {
             KeySource::Plain { variables, key } => Ok(Credential::fixed(key.clone(), variables)),
             KeySource::Stored { variable, id } => {
-                let value = secrets.secret_string(id).await.map_err(|e| {
-                    Error::Config(format!("{variable}: cannot read the secret: {e}"))
+                // Not reaching the secret (network, throttling, permission, no such secret)
+                // is an outage of Secrets Manager, named with the secret; a value that is not
+                // a key is the configuration's fault.
+                let value = secrets.secret_string(id).await.map_err(|e| match e {
+                    Error::Transient {
+                        service,
+                        detail,
+                        retry_after,
+                    } => Error::Transient {
+                        service,
+                        detail: format!("{variable}: {detail}"),
+                        retry_after,
+                    },
+                    other => Error::Config(format!("{variable}: cannot read secret {id}: {other}")),
                 })?;
                 let key = K::parse(&value).map_err(|why| {
                     Error::Config(format!("{variable}: secret {id} is not valid: {why}"))

@@ -39,7 +39,7 @@ impl SqsDeadLetters {
             .wait_time_seconds(0)
             .send()
             .await
-            .map_err(|e| sqs_error("ReceiveMessage", &e))?;
+            .map_err(|e| sqs_error(&format!("ReceiveMessage from {}", self.dlq_url), &e))?;
         Ok(out.messages.unwrap_or_default())
     }
 
@@ -57,14 +57,14 @@ impl SqsDeadLetters {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| sqs_error("SendMessage", &e))?;
+            .map_err(|e| sqs_error(&format!("SendMessage to {}", self.queue_url), &e))?;
         self.client
             .delete_message()
             .queue_url(&self.dlq_url)
             .receipt_handle(handle)
             .send()
             .await
-            .map_err(|e| sqs_error("DeleteMessage", &e))?;
+            .map_err(|e| sqs_error(&format!("DeleteMessage from {}", self.dlq_url), &e))?;
         Ok(())
     }
 }
@@ -80,7 +80,7 @@ impl DeadLetters for SqsDeadLetters {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| sqs_error("GetQueueAttributes", &e))?;
+            .map_err(|e| sqs_error(&format!("GetQueueAttributes of {}", self.dlq_url), &e))?;
         let read = |name: QueueAttributeName| {
             out.attributes()
                 .and_then(|a| a.get(&name))

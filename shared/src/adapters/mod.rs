@@ -9,6 +9,8 @@ pub mod langfuse;
 pub mod price_cache;
 pub mod secrets;
 pub mod sqs;
+pub mod startup;
 pub mod stripe;
 pub mod stripe_events;
+pub mod stripe_meter;
 pub mod stripe_reports;

@@ -5,7 +5,7 @@ use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::ports::SecretSource;
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
 use std::sync::Arc;
 
 const SERVICE: &str = "secretsmanager";
@@ -41,10 +41,13 @@ impl SecretSource for SecretsManagerSource {
             .send()
             .await
             .map_err(|e| {
-                Error::transient(
-                    SERVICE,
-                    format!("reading secret {id}: {}", DisplayErrorContext(&e)),
-                )
+                // The service's own code and message when it answered (no such secret, access
+                // denied, throttling); the whole chain when it could not be reached.
+                let why = match (e.code(), e.message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    _ => DisplayErrorContext(&e).to_string(),
+                };
+                Error::transient(SERVICE, format!("reading secret {id}: {why}"))
             })?;
         out.secret_string.map(Secret::new).ok_or_else(|| {
             Error::transient(

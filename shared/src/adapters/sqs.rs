@@ -190,7 +190,7 @@ async fn send_entries(
         .set_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| sqs_error("SendMessageBatch", &e))?;
+        .map_err(|e| sqs_error(&format!("SendMessageBatch to {queue_url}"), &e))?;
     Ok(out.failed)
 }
 

@@ -130,6 +130,11 @@ impl Failure {
         }
     }
 
+    /// Stripe's message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Transient or permanent, as `what` failed.
     pub(crate) fn error(&self, what: &str) -> Error {
         let detail = format!("{what}: {} {}: {}", self.status, self.code, self.message);

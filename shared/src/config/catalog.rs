@@ -104,6 +104,11 @@ pub const VARIABLES: &[Variable] = &[
         "the meter queue (ingest sends to it; process changes visibility and defers on it)",
     ),
     var(
+        "PROCESS_TIMEOUT_SECONDS",
+        "`30`",
+        "`tracemeter doctor` only: the process function's timeout, which the queue's visibility timeout must be at least six times (the template's `Timeout`)",
+    ),
+    var(
         "DLQ_URL",
         "none",
         "`tracemeter` only: the dead-letter queue, for `dlq show` and `dlq redrive`",

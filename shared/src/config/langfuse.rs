@@ -37,6 +37,12 @@ pub struct LangfuseConfig {
 }
 
 impl LangfuseConfig {
+    /// The Langfuse variables alone, through `lookup` (`tracemeter doctor` checks each
+    /// service on its own).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<LangfuseConfig> {
+        LangfuseConfig::read(&Env::new(lookup), false)
+    }
+
     /// Reads the Langfuse variables (`scores`: read `LANGFUSE_SCORE_ENABLED`; ingest never
     /// writes scores).
     pub(super) fn read(env: &Env<'_>, scores: bool) -> Result<LangfuseConfig> {

@@ -4,8 +4,9 @@
 use super::env::Env;
 use super::langfuse::LangfuseConfig;
 use super::stripe::StripeConfig;
-use crate::domain::budget::{BudgetMode, BudgetPolicy, Period};
+use crate::domain::budget::{BudgetMode, BudgetPolicy, Period, parse_thresholds};
 use crate::domain::credits::{ByoKeyRule, Pricing};
+use crate::domain::customer::{CUSTOMER_ID_FORM, check_customer_id};
 use crate::error::{Error, Result};
 
 /// How the Stripe customer of a trace is found.
@@ -76,7 +77,7 @@ impl ProcessConfig {
             stripe: StripeConfig::read(&env)?,
             pricing: pricing(&env)?,
             byo_key: byo_key(&env),
-            customers: CustomerRules::read(&env),
+            customers: CustomerRules::read(&env)?,
             default_budget: default_budget(&env)?,
             process: ProcessTuning::read(&env)?,
             table_name: env.required("TABLE_NAME")?,
@@ -106,18 +107,33 @@ fn byo_key(env: &Env<'_>) -> ByoKeyRule {
 }
 
 impl CustomerRules {
-    fn read(env: &Env<'_>) -> CustomerRules {
-        let metadata_keys: Vec<String> = env
-            .optional("CUSTOMER_METADATA_KEYS")
-            .unwrap_or_else(|| "stripeCustomerId,customerId".to_string())
-            .split(',')
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
-        CustomerRules {
-            metadata_keys,
-            default_customer: env.optional("DEFAULT_CUSTOMER_ID"),
+    fn read(env: &Env<'_>) -> Result<CustomerRules> {
+        const NAME: &str = "CUSTOMER_METADATA_KEYS";
+        let raw = env
+            .optional(NAME)
+            .unwrap_or_else(|| "stripeCustomerId,customerId".to_string());
+        let mut metadata_keys = Vec::new();
+        for (i, key) in raw.split(',').map(str::trim).enumerate() {
+            if key.is_empty() {
+                return Err(Error::Config(format!(
+                    "{NAME}={raw:?} is not valid: item {} is empty; expected metadata keys, comma separated (stripeCustomerId,customerId)",
+                    i + 1
+                )));
+            }
+            metadata_keys.push(key.to_string());
         }
+        let default_customer = env.optional("DEFAULT_CUSTOMER_ID");
+        if let Some(id) = &default_customer
+            && let Err(why) = check_customer_id(id)
+        {
+            return Err(Error::Config(format!(
+                "DEFAULT_CUSTOMER_ID={id:?} is not valid: {why}; expected {CUSTOMER_ID_FORM}"
+            )));
+        }
+        Ok(CustomerRules {
+            metadata_keys,
+            default_customer,
+        })
     }
 }
 
@@ -147,28 +163,14 @@ pub(super) fn default_budget(env: &Env<'_>) -> Result<BudgetPolicy> {
     })
 }
 
-/// Alert thresholds in percent, sorted and without repeats (default `50,80,100`).
+/// Alert thresholds in percent, sorted and without repeats (default `50,80,100`; `none` for
+/// no alerts): the rule `budget set --thresholds` uses too.
 fn thresholds(env: &Env<'_>, name: &str) -> Result<Vec<u32>> {
-    let Some(raw) = env.optional(name) else {
-        return Ok(vec![50, 80, 100]);
-    };
-    let mut out = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let pct: u32 = part.parse().map_err(|_| {
-            Error::Config(format!(
-                "{name}={raw:?} is not valid: {part:?} is not a whole percentage"
-            ))
-        })?;
-        if pct == 0 || pct > 1000 {
-            return Err(Error::Config(format!(
-                "{name}={raw:?} is not valid: {pct} must be between 1 and 1000"
-            )));
-        }
-        out.push(pct);
+    match env.optional(name) {
+        None => Ok(vec![50, 80, 100]),
+        Some(raw) => parse_thresholds(&raw)
+            .map_err(|why| Error::Config(format!("{name}={raw:?} is not valid: {why}"))),
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
 }
 
 impl ProcessTuning {

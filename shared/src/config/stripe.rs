@@ -36,6 +36,12 @@ pub struct StripeConfig {
 }
 
 impl StripeConfig {
+    /// The Stripe variables alone, through `lookup` (`tracemeter doctor` checks each service
+    /// on its own).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<StripeConfig> {
+        StripeConfig::read(&Env::new(lookup))
+    }
+
     /// Reads the Stripe variables.
     pub(super) fn read(env: &Env<'_>) -> Result<StripeConfig> {
         let key = keys::stripe(env)?;

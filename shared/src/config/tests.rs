@@ -410,3 +410,58 @@ mod secrets {
         assert!(matches!(cfg.langfuse.keys, KeySource::Stored { .. }));
     }
 }
+
+/// The silent acceptances the issue found: each is refused now, the variable named with what
+/// is wrong.
+#[test]
+fn empty_lists_and_invalid_ids_are_refused() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("BUDGET_ALERT_THRESHOLDS", ",,", "item 1 is empty"),
+        ("BUDGET_ALERT_THRESHOLDS", "50,,100", "item 2 is empty"),
+        ("CUSTOMER_METADATA_KEYS", ",,,", "item 1 is empty"),
+        (
+            "CUSTOMER_METADATA_KEYS",
+            "stripeCustomerId,",
+            "item 2 is empty",
+        ),
+        ("DEFAULT_CUSTOMER_ID", "cus 1", "spaces"),
+    ];
+    for (name, value, why) in cases {
+        let mut vars = base();
+        vars.insert(name, value);
+        let err = load(&vars).expect_err(value).to_string();
+        assert!(
+            err.contains(name) && err.contains(why),
+            "{name}={value:?}: {err}"
+        );
+    }
+    let mut vars = base();
+    vars.insert("BUDGET_ALERT_THRESHOLDS", "none");
+    vars.insert("DEFAULT_CUSTOMER_ID", "cus_default");
+    let cfg = load(&vars).expect("none is no alerts, said on purpose");
+    assert!(cfg.default_budget.thresholds.is_empty());
+    assert_eq!(
+        cfg.customers.default_customer.as_deref(),
+        Some("cus_default")
+    );
+}
+
+#[test]
+fn a_huge_rescan_tier_is_called_too_long() {
+    let mut vars = base();
+    for (value, why) in [
+        ("99999999999:900", "more than 31622400 seconds"),
+        ("999999999999999999999999:900", "more than 31622400 seconds"),
+        ("-5:900", "not a positive whole number"),
+        (",,", "item 1 is empty"),
+    ] {
+        vars.insert("RESCAN_TIERS", value);
+        let err = IngestConfig::from_lookup(&|k| vars.get(k).map(|v| v.to_string()))
+            .expect_err(value)
+            .to_string();
+        assert!(
+            err.contains("RESCAN_TIERS") && err.contains(why),
+            "{value}: {err}"
+        );
+    }
+}

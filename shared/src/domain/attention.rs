@@ -47,3 +47,19 @@ pub struct AttentionEntry {
     /// Its last write (`updated_at`).
     pub updated_at: DateTime<Utc>,
 }
+
+/// The record of a malformed message: its body named no usable trace, so there is nothing to
+/// replay; an operator reads it and deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFailure {
+    /// The SQS message id it is recorded under.
+    pub message_id: String,
+    /// The stored reason (`malformed_message`).
+    pub reason: String,
+    /// What was wrong with the body.
+    pub detail: String,
+    /// The body, truncated to 2048 bytes (untrusted text).
+    pub body: String,
+    /// Its last write.
+    pub updated_at: DateTime<Utc>,
+}

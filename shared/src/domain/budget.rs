@@ -1,6 +1,6 @@
 //! Budget rules: periods in the key, hard and soft limits, alert thresholds.
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc, Weekday};
 
 /// A budget period, in UTC calendar terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,69 @@ impl Period {
             Period::Month => at.format("%Y-%m").to_string(),
         }
     }
+}
+
+/// A period key read back: the kind and first instant of the period `key` names, when `key`
+/// is exactly what [`Period::key`] writes (`2026-11`, `2026-W48`, `2026-11-23`); else `None`.
+pub fn period_of_key(key: &str) -> Option<(Period, DateTime<Utc>)> {
+    let (kind, first) = match key.split_once("-W") {
+        Some((year, week)) => {
+            let (year, week) = (year.parse().ok()?, week.parse().ok()?);
+            (
+                Period::Week,
+                NaiveDate::from_isoywd_opt(year, week, Weekday::Mon)?,
+            )
+        }
+        None if key.len() == 7 => (
+            Period::Month,
+            NaiveDate::parse_from_str(&format!("{key}-01"), "%Y-%m-%d").ok()?,
+        ),
+        None => (
+            Period::Day,
+            NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()?,
+        ),
+    };
+    let start = Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0)?);
+    // Only the exact written form: no unpadded month, no sign, no spaces.
+    (kind.key(start) == key).then_some((kind, start))
+}
+
+/// The most alert thresholds a policy takes, and the highest percentage.
+pub const MAX_THRESHOLDS: usize = 20;
+/// The highest alert threshold, in percent.
+pub const MAX_THRESHOLD_PCT: u32 = 1000;
+
+/// Parses alert thresholds: percentages from 1 to 1000, comma separated (`50,80,100`), or
+/// `none` for no alerts; sorted, without repeats. The error says what is wrong (an empty list
+/// or an empty item is refused: it is a mistake, never a way to say "no alerts").
+pub fn parse_thresholds(raw: &str) -> Result<Vec<u32>, String> {
+    if raw.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (i, part) in raw.split(',').map(str::trim).enumerate() {
+        if part.is_empty() {
+            return Err(format!(
+                "item {} is empty; expected percentages from 1 to {MAX_THRESHOLD_PCT} such as 50,80,100, or none",
+                i + 1
+            ));
+        }
+        let pct: u32 = match part.parse() {
+            Ok(p) if (1..=MAX_THRESHOLD_PCT).contains(&p) => p,
+            _ => {
+                return Err(format!(
+                    "{part:?} is not a whole percentage from 1 to {MAX_THRESHOLD_PCT}"
+                ));
+            }
+        };
+        out.push(pct);
+        if out.len() > MAX_THRESHOLDS {
+            return Err(format!("more than {MAX_THRESHOLDS} thresholds"));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// What happens at the limit.

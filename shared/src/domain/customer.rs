@@ -24,9 +24,31 @@ pub fn from_metadata(usage: &TraceUsage, keys: &[String]) -> Option<(String, Cus
     })
 }
 
-/// A customer id Stripe could accept: non-empty, at most 255 characters, no whitespace.
+/// The longest customer id accepted, in bytes.
+pub const MAX_CUSTOMER_ID_BYTES: usize = 255;
+
+/// What a customer id must look like, for messages.
+pub const CUSTOMER_ID_FORM: &str = "a Stripe customer id such as cus_NffrFeUfNV2Hib: not empty, at most 255 bytes, no spaces or control characters";
+
+/// The one rule for a customer id, shared by the processor (metadata, mappings), the
+/// configuration (`DEFAULT_CUSTOMER_ID`) and the operator's command: what is wrong with `id`,
+/// if anything.
+pub fn check_customer_id(id: &str) -> std::result::Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("it is empty");
+    }
+    if id.len() > MAX_CUSTOMER_ID_BYTES {
+        return Err("it is longer than 255 bytes");
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains spaces or control characters");
+    }
+    Ok(())
+}
+
+/// A customer id Stripe could accept ([`check_customer_id`]).
 pub fn valid_customer_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 255 && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+    check_customer_id(id).is_ok()
 }
 
 /// The Langfuse user whose mapping must be looked up: only when no metadata key names a

@@ -11,6 +11,25 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// The longest trace id accepted.
 pub const MAX_TRACE_ID_LEN: usize = 512;
 
+/// The one rule for a trace id (in a message, or given to the operator's command): the id
+/// without surrounding spaces, or what is wrong with it.
+pub fn check_trace_id(raw: &str) -> std::result::Result<&str, String> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Err("is empty".to_string());
+    }
+    if id.len() > MAX_TRACE_ID_LEN {
+        return Err(format!(
+            "is {} characters, more than {MAX_TRACE_ID_LEN}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("contains control characters".to_string());
+    }
+    Ok(id)
+}
+
 /// The body ingest sends for each trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,19 +55,8 @@ impl MeterMessage {
                 "body is not a JSON object with a string traceId: {e}"
             ))
         })?;
-        let id = msg.trace_id.trim();
-        if id.is_empty() {
-            return Err(malformed("traceId is empty".to_string()));
-        }
-        if id.len() > MAX_TRACE_ID_LEN {
-            return Err(malformed(format!(
-                "traceId is {} characters, more than {MAX_TRACE_ID_LEN}",
-                id.len()
-            )));
-        }
-        if id.chars().any(char::is_control) {
-            return Err(malformed("traceId contains control characters".to_string()));
-        }
+        let id =
+            check_trace_id(&msg.trace_id).map_err(|why| malformed(format!("traceId {why}")))?;
         Ok(MeterMessage {
             trace_id: id.to_string(),
             newest_observation: msg.newest_observation,

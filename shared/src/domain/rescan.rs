@@ -38,19 +38,38 @@ pub fn default_tiers() -> Vec<RescanTier> {
     parse_tiers(DEFAULT_RESCAN_TIERS).unwrap_or_default()
 }
 
+/// The longest tier age or period: 366 days, in seconds.
+pub const MAX_TIER_SECONDS: u64 = 366 * 86_400;
+
 /// Parses `AGE:EVERY[,AGE:EVERY...]` (seconds, both positive, ages increasing); an empty
 /// string is no tier.
 pub fn parse_tiers(raw: &str) -> Result<Vec<RescanTier>, String> {
     let mut tiers: Vec<RescanTier> = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    if raw.trim().is_empty() {
+        return Ok(tiers);
+    }
+    for (i, part) in raw.split(',').map(str::trim).enumerate() {
+        if part.is_empty() {
+            return Err(format!(
+                "item {} is empty; expected AGE:EVERY pairs such as 900:900,3600:3600",
+                i + 1
+            ));
+        }
         let (age, every) = part
             .split_once(':')
             .ok_or_else(|| format!("{part:?} is not AGE:EVERY (seconds)"))?;
-        let secs = |v: &str| match v.trim().parse::<i64>() {
-            Ok(s) if s > 0 && s <= 366 * 86_400 => Ok(Duration::seconds(s)),
-            _ => Err(format!(
-                "{v:?} in {part:?} is not a positive number of seconds"
-            )),
+        let secs = |v: &str| {
+            let v = v.trim();
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            match v.parse::<i64>() {
+                Ok(s) if s > 0 && s.unsigned_abs() <= MAX_TIER_SECONDS => Ok(Duration::seconds(s)),
+                _ if digits && !v.trim_start_matches('0').is_empty() => Err(format!(
+                    "{v:?} in {part:?} is more than {MAX_TIER_SECONDS} seconds (366 days), the longest a tier may be"
+                )),
+                _ => Err(format!(
+                    "{v:?} in {part:?} is not a positive whole number of seconds"
+                )),
+            }
         };
         let tier = RescanTier {
             age: secs(age)?,

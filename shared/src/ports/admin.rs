@@ -2,7 +2,7 @@
 //! finding the entries that need attention, settling ambiguous claims, and writing the
 //! operator's items (budget policies, user mappings).
 
-use crate::domain::attention::{AttentionEntry, AttentionQuery};
+use crate::domain::attention::{AttentionEntry, AttentionQuery, MessageFailure};
 use crate::domain::budget::{BudgetPolicy, BudgetUsage};
 use crate::domain::ledger::PendingClaim;
 use crate::domain::meter_errors::Rejection;
@@ -17,6 +17,16 @@ use std::collections::BTreeMap;
 pub trait AttentionIndex: Send + Sync {
     /// The entries the query asks for, oldest write first.
     async fn needing_attention(&self, query: &AttentionQuery) -> Result<Vec<AttentionEntry>>;
+}
+
+/// The records of malformed messages (no trace to replay): listed, and deleted once read.
+#[async_trait]
+pub trait MessageFailures: Send + Sync {
+    /// The records written at or after `since` (every one when `None`), oldest first,
+    /// through the attention index.
+    async fn failed_messages(&self, since: Option<DateTime<Utc>>) -> Result<Vec<MessageFailure>>;
+    /// Deletes a message's record; false when there was none.
+    async fn forget_message(&self, message_id: &str) -> Result<bool>;
 }
 
 /// What the entry view leaves out.
@@ -103,6 +113,7 @@ pub trait OperatorLedger:
     super::Ledger
     + super::PriceBook
     + AttentionIndex
+    + MessageFailures
     + LedgerInspection
     + LedgerTotals
     + AmbiguousSettlement
@@ -115,6 +126,7 @@ impl<T> OperatorLedger for T where
     T: super::Ledger
         + super::PriceBook
         + AttentionIndex
+        + MessageFailures
         + LedgerInspection
         + LedgerTotals
         + AmbiguousSettlement

@@ -14,7 +14,7 @@ pub mod usage;
 
 pub use admin::{
     AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
-    OperatorLedger, StripeRejections,
+    MessageFailures, OperatorLedger, StripeRejections,
 };
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};

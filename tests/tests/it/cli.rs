@@ -22,7 +22,7 @@ use tracemeter_local::harness::{IngestRig, StackOptions, TestStack};
 mod price;
 
 /// The command wired to a stack, answering "no" when asked.
-struct Command<'s> {
+pub(crate) struct Command<'s> {
     stack: &'s TestStack,
     queue: SqsSender,
     dlq: SqsDeadLetters,
@@ -32,14 +32,14 @@ struct Command<'s> {
 }
 
 /// What a run printed and returned.
-struct Run {
-    code: u8,
-    out: String,
-    err: String,
+pub(crate) struct Run {
+    pub(crate) code: u8,
+    pub(crate) out: String,
+    pub(crate) err: String,
 }
 
 impl<'s> Command<'s> {
-    fn on(stack: &'s TestStack) -> Command<'s> {
+    pub(crate) fn on(stack: &'s TestStack) -> Command<'s> {
         let r = &stack.resources;
         Command {
             stack,
@@ -53,9 +53,18 @@ impl<'s> Command<'s> {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
-        let cli = parse(std::iter::once("tracemeter").chain(args.iter().copied()))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    pub(crate) async fn run(&self, args: &[&str]) -> Run {
+        // A refusal while parsing is what the binary prints and exits with.
+        let cli = match parse(std::iter::once("tracemeter").chain(args.iter().copied())) {
+            Ok(cli) => cli,
+            Err(e) => {
+                return Run {
+                    code: u8::try_from(e.exit_code()).unwrap_or(u8::MAX),
+                    out: String::new(),
+                    err: e.to_string(),
+                };
+            }
+        };
         let rig = &self.ingest;
         let ingest = ingest::Deps {
             config: &rig.config,
@@ -86,7 +95,7 @@ impl<'s> Command<'s> {
     }
 
     /// Runs with `--json`; the report, which must come with exit code 0.
-    async fn json(&self, args: &[&str]) -> Value {
+    pub(crate) async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let run = self.run(&all).await;

@@ -49,69 +49,57 @@ async fn price_set_show_list_and_their_refusals() {
         .run(&["price", "set", "--from", &later, "--margin", "1.3"])
         .await;
     assert_eq!(run.code, 4, "{}", run.err);
-    // Refusals, each naming its reason.
+    // Refusals, each naming its reason: by the command (exit 2, nothing written) ...
     let refused = [
         (
-            vec![
-                "price",
-                "set",
-                "--from",
-                "2020-01-01T00:00:00Z",
-                "--margin",
-                "1",
-                "--yes",
-            ],
+            vec!["--from", "2020-01-01T00:00:00Z", "--margin", "1"],
             "before now",
         ),
         (
-            vec!["price", "set", "--from", &later, "--margin", "-1", "--yes"],
+            vec!["--from", &later, "--margin", "0"],
             "margin must be above 0",
         ),
         (
-            vec![
-                "price",
-                "set",
-                "--from",
-                &later,
-                "--credit-price",
-                "-0.1",
-                "--yes",
-            ],
-            "credit price",
-        ),
-        (
-            vec![
-                "price",
-                "set",
-                "--from",
-                &later,
-                "--token-price",
-                "x=1",
-                "--yes",
-            ],
-            "MODEL=IN:OUT",
-        ),
-        (
-            vec![
-                "price",
-                "set",
-                "--customer",
-                "cus_nobody",
-                "--from",
-                &later,
-                "--yes",
-            ],
+            vec!["--customer", "cus_nobody", "--from", &later],
             "unknown customer",
-        ),
-        (
-            vec!["price", "set", "--from", "tomorrow", "--yes"],
-            "RFC 3339",
         ),
     ];
     for (args, why) in refused {
-        let run = cli.run(&args).await;
-        assert_eq!(run.code, 2, "{args:?}: {}", run.out);
-        assert!(run.err.contains(why), "{args:?}: {}", run.err);
+        let all: Vec<&str> = ["price", "set"]
+            .into_iter()
+            .chain(args)
+            .chain(["--yes"])
+            .collect();
+        let run = cli.run(&all).await;
+        assert_eq!(run.code, 2, "{all:?}: {}", run.out);
+        assert!(run.err.contains(why), "{all:?}: {}", run.err);
+    }
+    // ... and by the shared parsers, before anything is read.
+    let unparsed = [
+        (
+            vec!["--from", &later, "--margin", "-1"],
+            "cannot be negative",
+        ),
+        (
+            vec!["--from", &later, "--credit-price", "-0.1"],
+            "cannot be negative",
+        ),
+        (
+            vec!["--from", &later, "--token-price", "x=1"],
+            "MODEL=IN:OUT",
+        ),
+        (
+            vec!["--from", &later, "--unpriced", "maybe"],
+            "compute_only or hold",
+        ),
+        (vec!["--from", "tomorrow"], "RFC 3339"),
+    ];
+    for (args, why) in unparsed {
+        let all = ["tracemeter", "price", "set"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let e = parse(all).expect_err("refused").to_string();
+        assert!(e.contains(why), "{args:?}: {e}");
     }
     // A customer's plan inherits the default version in effect at its --from.
     let plan = cli

@@ -4,10 +4,13 @@
 mod batch_reads;
 mod binary;
 mod cli;
+mod cli_input;
+mod cli_malformed;
 mod common;
 mod contract;
 mod cost;
 mod docs;
+mod doctor;
 mod events;
 mod gateway;
 mod goldens;

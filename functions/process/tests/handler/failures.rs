@@ -1,6 +1,7 @@
 //! Permanent failures are recorded and acknowledged; transient ones retry that message only.
 
 use super::*;
+use tracemeter::ports::MessageFailures;
 
 /// The entry's state and reason, and whether its detail names the trace.
 async fn failure(world: &World, trace_id: &str) -> (LedgerState, Option<String>, bool) {
@@ -85,6 +86,26 @@ async fn a_malformed_message_is_recorded_by_its_message_id() {
     assert_eq!(record.reason, "malformed_message");
     assert_eq!(record.body, "this is not json");
     assert!(world.ledger.entries().is_empty());
+
+    // AND the operator's port lists it (body, reason, time) and deletes it once read
+    let listed = world.ledger.failed_messages(None).await.expect("listed");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].message_id.as_str(), listed[0].body.as_str()),
+        ("m0", "this is not json")
+    );
+    let later = listed[0].updated_at + chrono::Duration::milliseconds(1);
+    assert!(
+        world
+            .ledger
+            .failed_messages(Some(later))
+            .await
+            .expect("listed")
+            .is_empty()
+    );
+    assert!(world.ledger.forget_message("m0").await.expect("deleted"));
+    assert!(!world.ledger.forget_message("m0").await.expect("gone"));
+    assert!(world.ledger.failed_message("m0").is_none());
 }
 
 #[tokio::test]

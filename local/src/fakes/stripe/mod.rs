@@ -18,6 +18,8 @@
 //! Identifiers and idempotency keys are remembered for [`DEDUP_WINDOW`] (24 hours, as on
 //! Stripe) of the fake's own clock, which [`StripeFake::advance`] moves forward.
 //!
+//! `GET /v1/billing/meters/{id}` serves the fake's one billing meter (see `meters`).
+//!
 //! `GET /v1/billing/meters/{id}/event_summaries` sums what was recorded (see `summaries`).
 //!
 //! An event for a customer planted unknown ([`StripeFake::plant_unknown_customer`]) is
@@ -50,6 +52,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 mod errors;
+mod meters;
 mod reports;
 mod stream;
 mod summaries;
@@ -57,6 +60,7 @@ mod summaries;
 mod tests;
 mod v1;
 
+pub use meters::{FAKE_METER_EVENT_NAME, FAKE_METER_ID, FakeMeter};
 pub use stream::MAX_STREAM_EVENTS;
 pub use v1::STRIPE_KINDS;
 
@@ -128,6 +132,8 @@ struct StripeState {
     dropped: HashSet<String>,
     /// Unknown customers and meters, and the error reports (see `reports`).
     validation: reports::Validation,
+    /// The billing meter `GET /v1/billing/meters/{id}` serves (see `meters`).
+    meter: FakeMeter,
 }
 
 type Shared = Arc<Mutex<StripeState>>;
@@ -178,6 +184,7 @@ impl StripeFake {
             stream_errors: Vec::new(),
             dropped: HashSet::new(),
             validation: reports::Validation::default(),
+            meter: FakeMeter::default(),
         }));
         let router = Router::new()
             .fallback(handle)
@@ -346,6 +353,7 @@ async fn process(state: Shared, incoming: Incoming) -> Reply {
         Some(Route::MeterEventStream) => meter_event_stream(&state, &incoming).await,
         Some(Route::EventSummaries) => event_summaries(&state, &incoming),
         Some(Route::Events) => reports::events(&state, &incoming),
+        Some(Route::Meter) => meters::retrieve(&state, &incoming),
         None => (
             stripe_error(
                 404,
@@ -380,6 +388,8 @@ enum Route {
     EventSummaries,
     /// `GET /v2/core/events` and `GET /v2/core/events/{id}` (error reports).
     Events,
+    /// `GET /v1/billing/meters/{id}`.
+    Meter,
 }
 
 impl Route {
@@ -394,6 +404,12 @@ impl Route {
                 if p.starts_with("/v1/billing/meters/") && p.ends_with("/event_summaries") =>
             {
                 Some(Self::EventSummaries)
+            }
+            (&Method::GET, p)
+                if p.strip_prefix("/v1/billing/meters/")
+                    .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Some(Self::Meter)
             }
             (&Method::GET, p) if p == "/v2/core/events" || p.starts_with("/v2/core/events/") => {
                 Some(Self::Events)

@@ -46,7 +46,7 @@ impl CustomerAdmin for DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("Query", &e))?;
+            .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
         let mut pcts: Vec<u32> = out
             .items()
             .iter()
@@ -70,7 +70,7 @@ impl CustomerAdmin for DynamoLedger {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| sdk_error("DeleteItem", &e))?;
+            .map_err(|e| sdk_error(&format!("DeleteItem on table {}", self.table), &e))?;
         Ok(out
             .attributes
             .as_ref()

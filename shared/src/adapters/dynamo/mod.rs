@@ -26,7 +26,7 @@
 //! This file holds the table's few primitives (get, put, conditional update, transaction);
 //! `items` the keys and attribute helpers (the ingest store uses them too); one file per
 //! port implements it: `claims`, `deliveries`, `budgets`, `customers`, and for operators
-//! `review` (the `attention` index), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
+//! `review` (the `attention` index), `messages` (malformed messages' records), `settle` (ambiguous claims), `rejections` (what Stripe dropped), `admin` (policies, mappings), `totals` (reconciling).
 
 mod admin;
 mod batch_get;
@@ -36,6 +36,7 @@ mod customers;
 mod deliveries;
 mod entries;
 mod items;
+mod messages;
 mod prices;
 mod quota;
 mod rejections;
@@ -103,7 +104,7 @@ impl DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        condition_held("UpdateItem", result)
+        condition_held(&format!("UpdateItem on table {}", self.table), result)
     }
 
     fn tx_update(
@@ -158,7 +159,10 @@ impl DynamoLedger {
                 {
                     return Ok(Some(vec![("TransactionConflict".to_string(), None)]));
                 }
-                Err(sdk_error("TransactWriteItems", &e))
+                Err(sdk_error(
+                    &format!("TransactWriteItems on table {}", self.table),
+                    &e,
+                ))
             }
         }
     }
@@ -184,7 +188,7 @@ impl DynamoLedger {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk_error("Scan", &e))?;
+                .map_err(|e| sdk_error(&format!("Scan on table {}", self.table), &e))?;
             out.extend(page.items().iter().cloned());
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -213,7 +217,7 @@ pub(crate) async fn get_item(
         .consistent_read(consistent)
         .send()
         .await
-        .map_err(|e| sdk_error(op, &e))?;
+        .map_err(|e| sdk_error(&format!("{op} on table {table}"), &e))?;
     Ok(out.item)
 }
 
@@ -230,6 +234,6 @@ pub(crate) async fn put_item(
         .set_item(Some(item))
         .send()
         .await
-        .map_err(|e| sdk_error(op, &e))?;
+        .map_err(|e| sdk_error(&format!("{op} on table {table}"), &e))?;
     Ok(())
 }

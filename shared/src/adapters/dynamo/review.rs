@@ -5,12 +5,13 @@
 
 use super::DynamoLedger;
 use super::claims::parse_entry;
-use super::items::{get_s, get_time, ms, names, s, sdk_error, trace_key};
+use super::items::{Item, get_s, get_time, ms, names, s, sdk_error, trace_key};
 use crate::domain::attention::{AMBIGUOUS_REASON, AttentionEntry, AttentionQuery};
 use crate::domain::ledger::LedgerState;
 use crate::error::{FailureReason, Result};
 use crate::ports::{AttentionIndex, LedgerInspection};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 /// The index `template.yaml` defines on the ledger table.
@@ -55,11 +56,34 @@ fn reasons(query: &AttentionQuery) -> Vec<String> {
 }
 
 impl DynamoLedger {
-    /// One index partition, every page, filtered by the query.
+    /// One index partition, every page, filtered by the query (message records left out:
+    /// they name no trace).
     async fn by_reason(&self, reason: &str, query: &AttentionQuery) -> Result<Vec<AttentionEntry>> {
+        let mut out = Vec::new();
+        for item in self.attention_items(reason, query.since).await? {
+            let (Some(entry), Some(at)) = (parse_entry(&item), get_time(&item, "updated_at"))
+            else {
+                continue; // a malformed-message record: `failed_messages` lists them
+            };
+            if query.matches(&entry, at) {
+                out.push(AttentionEntry {
+                    entry,
+                    updated_at: at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every item of one index partition written at or after `since`, every page.
+    pub(super) async fn attention_items(
+        &self,
+        reason: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Item>> {
         let mut condition = "#reason = :reason".to_string();
         let mut values = HashMap::from([(":reason".to_string(), s(reason))]);
-        if let Some(since) = query.since {
+        if let Some(since) = since {
             condition.push_str(" AND #updated_at >= :since");
             values.insert(":since".into(), ms(since));
         }
@@ -77,19 +101,8 @@ impl DynamoLedger {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk_error("Query", &e))?;
-            for item in page.items() {
-                let (Some(entry), Some(at)) = (parse_entry(item), get_time(item, "updated_at"))
-                else {
-                    continue; // a malformed-message record: no trace to replay
-                };
-                if query.matches(&entry, at) {
-                    out.push(AttentionEntry {
-                        entry,
-                        updated_at: at,
-                    });
-                }
-            }
+                .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
+            out.extend(page.items().iter().cloned());
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok(out);

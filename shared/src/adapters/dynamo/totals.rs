@@ -56,7 +56,7 @@ impl LedgerTotals for DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("Query", &e))?;
+            .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
         Ok(out
             .items()
             .iter()

@@ -15,12 +15,14 @@
 mod batch;
 mod legacy;
 mod parse;
+mod probe;
 pub mod scan;
 mod v2;
 
 pub use batch::{MAX_OBSERVATIONS_PER_TRACE, MAX_URL_BYTES, chunk_ids, trace_filter};
 pub use legacy::{LegacyObservation, LegacyTrace, usage_from_legacy};
 pub use parse::{encode_path, parse};
+pub use probe::Probe;
 pub use scan::{LEGACY_SCAN_LIMIT, LangfuseScanner, V2_SCAN_LIMIT};
 pub use v2::{
     ObservationV2, ObservationsV2Meta, ObservationsV2Page, V2_PAGE_LIMIT, changed_at, usage_from_v2,

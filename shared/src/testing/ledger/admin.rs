@@ -2,7 +2,7 @@
 //! them: every trace entry with a reason), settling ambiguous claims, policies and mappings.
 
 use super::MemoryLedger;
-use crate::domain::attention::{AttentionEntry, AttentionQuery};
+use crate::domain::attention::{AttentionEntry, AttentionQuery, MessageFailure};
 use crate::domain::budget::BudgetPolicy;
 use crate::domain::budget::BudgetUsage;
 use crate::domain::budget_event::BudgetEventKind;
@@ -11,6 +11,7 @@ use crate::domain::reconcile::{BilledTotals, add};
 use crate::error::{FailureReason, Result};
 use crate::ports::{
     AmbiguousSettlement, AttentionIndex, CustomerAdmin, LedgerInspection, LedgerTotals,
+    MessageFailures,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,6 +33,31 @@ impl AttentionIndex for MemoryLedger {
             (a.updated_at, &a.entry.trace_id).cmp(&(b.updated_at, &b.entry.trace_id))
         });
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl MessageFailures for MemoryLedger {
+    async fn failed_messages(&self, since: Option<DateTime<Utc>>) -> Result<Vec<MessageFailure>> {
+        let mut out: Vec<MessageFailure> = self
+            .state()
+            .messages
+            .iter()
+            .filter(|(_, m)| since.is_none_or(|t| m.updated_at >= t))
+            .map(|(id, m)| MessageFailure {
+                message_id: id.clone(),
+                reason: m.reason.clone(),
+                detail: m.detail.clone(),
+                body: m.body.clone(),
+                updated_at: m.updated_at,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.updated_at, &a.message_id).cmp(&(b.updated_at, &b.message_id)));
+        Ok(out)
+    }
+
+    async fn forget_message(&self, message_id: &str) -> Result<bool> {
+        Ok(self.state().messages.remove(message_id).is_some())
     }
 }
 

@@ -91,12 +91,14 @@ impl DeliveryStore for MemoryLedger {
                             body: String::new(),
                             version: 0,
                             failures: 0,
+                            updated_at: ms(now),
                         });
                 record.reason = reason.as_str().to_string();
                 record.detail = truncate(detail, 1000);
                 record.body = truncate(body, 2048);
                 record.version += 1;
                 record.failures += 1;
+                record.updated_at = ms(now);
             }
         }
         Ok(())

@@ -205,6 +205,8 @@ pub struct FailedMessage {
     pub version: u64,
     /// `failures`.
     pub failures: u64,
+    /// `updated_at`.
+    pub updated_at: DateTime<Utc>,
 }
 
 impl State {

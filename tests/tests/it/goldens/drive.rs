@@ -9,6 +9,7 @@ use tracemeter::adapters::credential::Credential;
 use tracemeter::adapters::langfuse::{LangfuseClient, LangfuseScanner};
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::adapters::stripe_events::StripeEvents;
+use tracemeter::adapters::stripe_meter::retrieve_meter;
 use tracemeter::adapters::stripe_reports::StripeReports;
 use tracemeter::config::{
     IngestConfig, LangfuseKeys, ProcessConfig, Secret, StripeApiMode, StripeKey,
@@ -25,6 +26,7 @@ pub enum Step {
     MeterEventStream,
     Summaries,
     ErrorReports,
+    MeterRetrieve,
     ObservationsBatch,
     ObservationsScan,
     LegacyTracesList,
@@ -38,6 +40,7 @@ pub const STEPS: &[Step] = &[
     Step::MeterEventStream,
     Step::Summaries,
     Step::ErrorReports,
+    Step::MeterRetrieve,
     Step::ObservationsBatch,
     Step::ObservationsScan,
     Step::LegacyTracesList,
@@ -59,6 +62,7 @@ impl Step {
                 ("stripe", "v2_core_events_list"),
                 ("stripe", "v2_core_events_retrieve"),
             ],
+            Step::MeterRetrieve => &[("stripe", "billing_meter_retrieve")],
             Step::ObservationsBatch => &[
                 ("langfuse", "v2_observations_batch"),
                 ("langfuse", "v2_observations_batch_next"),
@@ -193,6 +197,11 @@ impl Rig {
                     .error_reports(time(&s["since"]))
                     .await
                     .expect("reports");
+            }
+            Step::MeterRetrieve => {
+                let meter = text(&s["meter_id"]);
+                let found = retrieve_meter(&self.process.stripe, &self.stripe_key, &meter).await;
+                found.expect("meter");
             }
             Step::ObservationsBatch => {
                 let ids: Vec<String> = serde_json::from_value(l["trace_ids"].clone()).expect("ids");

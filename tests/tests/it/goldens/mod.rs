@@ -105,10 +105,7 @@ const fn no_key(service: &'static str, call: &'static str) -> OnPurpose {
 }
 
 /// Calls with a golden that tracemeter does not make yet (in every witness), with why.
-const NOT_YET: &[(&str, &str)] = &[(
-    "billing_meter_retrieve",
-    "recorded for `tracemeter doctor`, whose adapter lands separately",
-)];
+const NOT_YET: &[(&str, &str)] = &[];
 
 fn same_instants(golden: &Value, ours: &Value) -> bool {
     let instants = |v: &Value| -> Option<Vec<_>> {

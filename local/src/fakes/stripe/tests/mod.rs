@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+mod meters;
 mod stream;
 mod summaries;
 
