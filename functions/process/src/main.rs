@@ -4,6 +4,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
+use std::sync::Arc;
 use tracemeter::adapters::{
     credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota, trace_key},
@@ -42,7 +43,7 @@ async fn main() -> Result<(), Error> {
     let usage = LangfuseClient::new(&config.langfuse, langfuse_keys)?.with_quota(quota);
     let meter = StripeClient::new(&config.stripe, stripe_key)?;
     // Price versions, read again after PRICE_CACHE_TTL (or for usage newer than the copy).
-    let prices = PriceCache::new(&ledger, &SystemClock, PRICE_CACHE_TTL);
+    let prices = PriceCache::new(ledger.clone(), Arc::new(SystemClock), PRICE_CACHE_TTL);
     let deps = Deps {
         config: &config,
         usage: &usage,

@@ -121,12 +121,7 @@ pub fn expect_priced(
     if 3 * ai_units + 250 * ms > 3 * MAX_TRACE_USD_UNITS {
         defects.insert("invalid_usage");
     }
-    let margin = if doubled_from.is_some_and(|from| at >= from) {
-        2
-    } else {
-        1
-    };
-    let numerator = (ai_units * 48 + ms * 4_000) * margin;
+    let numerator = (ai_units * 48 + ms * 4_000) * margin(at, doubled_from);
     let credits = u64::try_from((numerator + 191_999) / 192_000).unwrap_or(u64::MAX);
     let customer = meta("stripeCustomerId")
         .or_else(|| meta("customerId"))
@@ -150,6 +145,14 @@ pub fn expect_priced(
             at,
         },
         _ => Expect::Fail(defects),
+    }
+}
+
+/// The margin of usage at `at`: 2 from the price change, 1 before it (and without one).
+fn margin(at: DateTime<Utc>, doubled_from: Option<DateTime<Utc>>) -> i128 {
+    match doubled_from {
+        Some(from) if at >= from => 2,
+        _ => 1,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::ports::{PriceBook, PutVersion};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How long a copy of a scope's versions is used: 60 seconds.
 pub const PRICE_CACHE_TTL: Duration = Duration::seconds(60);
@@ -20,23 +20,31 @@ pub const PRICE_CACHE_TTL: Duration = Duration::seconds(60);
 /// A scope's versions and when they were read.
 type Held = (DateTime<Utc>, Vec<PriceVersion>);
 
-/// The price book through a cache of each scope's versions.
-pub struct PriceCache<'a> {
-    book: &'a dyn PriceBook,
-    clock: &'a dyn Clock,
+/// The price book `B` through a cache of each scope's versions.
+pub struct PriceCache<B> {
+    book: B,
+    clock: Arc<dyn Clock>,
     ttl: Duration,
     copies: Mutex<HashMap<PriceScope, Held>>,
 }
 
-impl<'a> PriceCache<'a> {
+impl<B: PriceBook> PriceCache<B> {
     /// A cache of `book`, each copy kept for `ttl`.
-    pub fn new(book: &'a dyn PriceBook, clock: &'a dyn Clock, ttl: Duration) -> PriceCache<'a> {
+    pub fn new(book: B, clock: Arc<dyn Clock>, ttl: Duration) -> PriceCache<B> {
         PriceCache {
             book,
             clock,
             ttl,
             copies: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets every copy: the next read of each scope goes to the book.
+    pub fn clear(&self) {
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn cached(&self, scope: &PriceScope, usage_at: DateTime<Utc>) -> Option<Vec<PriceVersion>> {
@@ -48,7 +56,7 @@ impl<'a> PriceCache<'a> {
 }
 
 #[async_trait]
-impl PriceBook for PriceCache<'_> {
+impl<B: PriceBook> PriceBook for PriceCache<B> {
     async fn versions(&self, scope: &PriceScope) -> Result<Vec<PriceVersion>> {
         let read_at = self.clock.now();
         let versions = self.book.versions(scope).await?;
@@ -88,7 +96,7 @@ mod tests {
 
     /// A book that counts its reads.
     #[derive(Default)]
-    struct Counting(AtomicUsize);
+    struct Counting(Arc<AtomicUsize>);
 
     #[async_trait]
     impl PriceBook for Counting {
@@ -103,10 +111,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_copy_serves_older_usage_for_the_ttl_and_newer_usage_reads_again() {
-        let (book, clock) = (Counting::default(), OffsetClock::new());
-        let cache = PriceCache::new(&book, &clock, PRICE_CACHE_TTL);
+        let (book, clock) = (Counting::default(), Arc::new(OffsetClock::new()));
+        let count = book.0.clone();
+        let cache = PriceCache::new(book, clock.clone(), PRICE_CACHE_TTL);
         let scope = PriceScope::Default;
-        let reads = || book.0.load(Ordering::SeqCst);
+        let reads = || count.load(Ordering::SeqCst);
         let old = clock.now() - Duration::hours(1);
         cache.versions_for(&scope, old).await.expect("read");
         cache.versions_for(&scope, old).await.expect("cached");
