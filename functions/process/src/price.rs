@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::domain::claim::{BilledUsage, Expect, Settled};
+use tracemeter::domain::credits;
 use tracemeter::domain::ingest::covers;
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::domain::meter;
@@ -49,6 +50,8 @@ pub(crate) async fn price(
     let (prev_total, prev_revision) = entry
         .map(|e| (e.total_credits, e.revision))
         .unwrap_or((0, 0));
+    // Impossible usage fails as such before anything else is looked up.
+    credits::check_usage(usage)?;
     // A billed trace is priced for its billed customer (and at its recorded version).
     let billed_to = entry
         .filter(|_| prev_revision > 0)

@@ -75,22 +75,13 @@ pub fn quote_ai(
     pricing: &Pricing,
     byo: &ByoKeyRule,
 ) -> Result<Quote> {
-    if ai_cost_usd < Decimal::ZERO || usage.ai_cost_usd < Decimal::ZERO {
+    check_usage(usage)?;
+    if ai_cost_usd < Decimal::ZERO {
         return Err(Error::permanent(
             FailureReason::InvalidUsage,
             format!(
                 "trace {}: negative cost {} USD",
-                usage.trace_id,
-                ai_cost_usd.min(usage.ai_cost_usd)
-            ),
-        ));
-    }
-    if usage.latency_seconds < Decimal::ZERO {
-        return Err(Error::permanent(
-            FailureReason::InvalidUsage,
-            format!(
-                "trace {}: negative latency {} s",
-                usage.trace_id, usage.latency_seconds
+                usage.trace_id, ai_cost_usd
             ),
         ));
     }
@@ -126,6 +117,29 @@ pub fn quote_ai(
         byo_key,
         unpriced: Vec::new(),
     })
+}
+
+/// Refuses impossible usage whatever its price: a negative cost or latency.
+pub fn check_usage(usage: &TraceUsage) -> Result<()> {
+    if usage.ai_cost_usd < Decimal::ZERO {
+        return Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!(
+                "trace {}: negative cost {} USD",
+                usage.trace_id, usage.ai_cost_usd
+            ),
+        ));
+    }
+    if usage.latency_seconds < Decimal::ZERO {
+        return Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!(
+                "trace {}: negative latency {} s",
+                usage.trace_id, usage.latency_seconds
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// True when the trace's metadata says the customer brought their own model key.
