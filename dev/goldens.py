@@ -148,7 +148,7 @@ def langfuse_calls(url, lf):
     ids = lf["trace_ids"]
     batch_filter = json.dumps([{"type": "stringOptions", "column": "traceId",
                                 "operator": "any of", "value": ids}], separators=(",", ":"))
-    usage = "core,basic,time,usage,metadata"
+    usage = "core,basic,time,usage,metadata,model"
     return [
         ("v2_observations_batch", lambda: api.observations.get_many(
             fields=usage, limit=1000, filter=batch_filter)),

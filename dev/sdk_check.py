@@ -52,7 +52,7 @@ def langfuse_clients():
     expect_error("401", lambda: wrong.trace.list(limit=1), UnauthorizedError, 401)
 
     ids = json.loads(env("LANGFUSE_TRACES"))
-    fields = "core,basic,time,usage,metadata"
+    fields = "core,basic,time,usage,metadata,model"
     seen, cursor, pages = [], None, 0
     while True:
         page = api.observations.get_many(fields=fields, limit=1, cursor=cursor, filter=json.dumps(

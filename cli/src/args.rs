@@ -2,8 +2,10 @@
 
 use crate::parse::{self, Flag, PeriodKey, When};
 use clap::{Args, Parser, Subcommand};
+use rust_decimal::Decimal;
 use tracemeter::FailureReason;
 use tracemeter::domain::budget::{BudgetMode, Period};
+use tracemeter::domain::price_book::{TokenPrice, UnpricedRule};
 
 /// tracemeter's operator command: look at the ledger as it really is, replay failures,
 /// settle ambiguous claims, manage budgets and mappings, drain the dead-letter queue.
@@ -66,6 +68,9 @@ pub enum Command {
     /// resources (secrets, Langfuse, Stripe meter, table, queue): one line per check, OK /
     /// WARN / FAIL with the fix; exits 0 only when nothing fails, 1 otherwise.
     Doctor,
+    /// The price book: effective-dated price versions, default and per customer.
+    #[command(subcommand)]
+    Price(PriceCommand),
 }
 
 /// `stripe-errors`.
@@ -261,4 +266,63 @@ pub enum DlqCommand {
         #[arg(long, default_value = "1000", value_parser = Flag(parse::redrive_max))]
         max: usize,
     },
+}
+
+/// `price` verbs.
+#[derive(Debug, Subcommand)]
+pub enum PriceCommand {
+    /// Adds a price version (the fields not given are the version in effect at --from).
+    Set(PriceSetArgs),
+    /// The version in effect now (or at --at) for the default book or a customer.
+    Show {
+        /// A customer's (else the default book's).
+        #[arg(long, value_parser = Flag(parse::customer_id))]
+        customer: Option<String>,
+        /// Another time than now: RFC 3339, or an age such as 6h, 7d.
+        #[arg(long, value_parser = Flag(parse::when))]
+        at: Option<When>,
+    },
+    /// The versions of the default book (or of a customer), oldest first.
+    List {
+        /// A customer's (else the default book's).
+        #[arg(long, value_parser = Flag(parse::customer_id))]
+        customer: Option<String>,
+    },
+}
+
+/// `price set`.
+#[derive(Debug, Args)]
+pub struct PriceSetArgs {
+    /// The customer's plan (else the default book).
+    #[arg(long, value_parser = Flag(parse::customer_id))]
+    pub customer: Option<String>,
+    /// When the version takes effect: RFC 3339 (UTC), not before now without --backdate.
+    #[arg(long, value_parser = Flag(parse::when))]
+    pub from: When,
+    /// USD per credit.
+    #[arg(long, allow_negative_numbers = true, value_parser = Flag(parse::price))]
+    pub credit_price: Option<Decimal>,
+    /// Multiplier on cost.
+    #[arg(long, allow_negative_numbers = true, value_parser = Flag(parse::price))]
+    pub margin: Option<Decimal>,
+    /// USD per minute of trace latency.
+    #[arg(long, allow_negative_numbers = true, value_parser = Flag(parse::price))]
+    pub compute_per_minute: Option<Decimal>,
+    /// MODEL=IN:OUT, USD per million input and output tokens; MODEL is a name or a prefix
+    /// ending in * (repeatable; replaces the token prices in effect).
+    #[arg(long, value_parser = Flag(parse::token_price))]
+    pub token_price: Vec<TokenPrice>,
+    /// Price matched models by their tokens even when Langfuse reported a cost.
+    #[arg(long)]
+    pub token_prices_always: bool,
+    /// Token usage without a cost or a token price: compute_only or hold.
+    #[arg(long, value_parser = Flag(parse::unpriced))]
+    pub unpriced: Option<UnpricedRule>,
+    /// Allow --from before now (or before the last version): only revisions not yet billed
+    /// are priced with it.
+    #[arg(long)]
+    pub backdate: bool,
+    /// Allow a customer tracemeter has never seen (no budget policy, no budget counter).
+    #[arg(long)]
+    pub new_customer: bool,
 }

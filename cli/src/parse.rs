@@ -9,11 +9,13 @@ use crate::output::escape;
 use chrono::{DateTime, Duration, Utc};
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
+use rust_decimal::Decimal;
 use std::ffi::OsStr;
 use tracemeter::FailureReason;
 use tracemeter::domain::budget::{BudgetMode, Period, parse_thresholds, period_of_key};
 use tracemeter::domain::customer::{CUSTOMER_ID_FORM, check_customer_id};
 use tracemeter::domain::message::check_trace_id;
+use tracemeter::domain::price_book::{TokenPrice, UnpricedRule};
 
 /// What a parser expected, said after the flag and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +214,43 @@ pub fn minutes(raw: &str) -> Parsed<u32> {
 /// Alert thresholds: percentages from 1 to 1000, comma separated, or `none`.
 pub fn thresholds(raw: &str) -> Parsed<Vec<u32>> {
     parse_thresholds(raw).map_err(Expected)
+}
+
+/// A price or a rate: a decimal number, 0 or more (a price book version says which must be
+/// above 0).
+pub fn price(raw: &str) -> Parsed<Decimal> {
+    match raw.trim().parse::<Decimal>() {
+        Ok(d) if d >= Decimal::ZERO => Ok(d),
+        Ok(_) => expected("a decimal number of 0 or more: a price cannot be negative"),
+        Err(_) => expected("a decimal number such as 0.00004"),
+    }
+}
+
+/// `MODEL=IN:OUT`: USD per million input and output tokens of a model name or a prefix
+/// pattern ending in `*`.
+pub fn token_price(raw: &str) -> Parsed<TokenPrice> {
+    const FORM: &str =
+        "MODEL=IN:OUT, USD per million input and output tokens, 0 or more (e.g. gpt-4o*=2.5:10)";
+    let Some((model, prices)) = raw.rsplit_once('=') else {
+        return expected(FORM);
+    };
+    let Some((input, output)) = prices.split_once(':') else {
+        return expected(FORM);
+    };
+    let model = model.trim();
+    match (price(input), price(output)) {
+        (Ok(i), Ok(o)) if !model.is_empty() && model != "*" => Ok(TokenPrice {
+            pattern: model.to_string(),
+            input_per_million: i,
+            output_per_million: o,
+        }),
+        _ => expected(FORM),
+    }
+}
+
+/// `compute_only` or `hold`.
+pub fn unpriced(raw: &str) -> Parsed<UnpricedRule> {
+    UnpricedRule::parse(raw).map_or_else(|| expected("compute_only or hold"), Ok)
 }
 
 /// One of the parsers above as clap's value parser.

@@ -29,6 +29,9 @@ fn refusals(raw: &str) -> Vec<(&'static str, Option<Expected>)> {
         ("--max", redrive_max(raw).err()),
         ("--minutes", minutes(raw).err()),
         ("--thresholds", thresholds(raw).err()),
+        ("--margin", price(raw).err()),
+        ("--token-price", token_price(raw).err()),
+        ("--unpriced", unpriced(raw).err()),
     ]
 }
 
@@ -164,4 +167,19 @@ fn ids_limits_and_thresholds() {
     assert_eq!(thresholds("none"), Ok(vec![]));
     assert!(thresholds(",,").is_err() && thresholds("").is_err() && thresholds("0").is_err());
     assert!(reason("malformed_message").is_ok() && reason("oops").is_err());
+}
+
+#[test]
+fn prices_and_token_prices() {
+    assert_eq!(price("0.00004").ok(), "0.00004".parse().ok());
+    assert!(price("-1").is_err_and(|e| e.0.contains("cannot be negative")));
+    let t = token_price("gpt-4o*=2.5:10").expect("a token price");
+    assert_eq!(
+        (t.pattern.as_str(), t.output_per_million),
+        ("gpt-4o*", Decimal::from(10))
+    );
+    for bad in ["x=1", "=1:2", "*=1:2", "m=1:-2", "m"] {
+        assert!(token_price(bad).is_err(), "{bad}");
+    }
+    assert_eq!(unpriced("hold").ok(), Some(UnpricedRule::Hold));
 }

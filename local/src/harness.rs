@@ -13,16 +13,18 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use process::Deps;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tracemeter::adapters::credential::Credential;
 use tracemeter::adapters::dynamo::{DynamoLedger, DynamoQuota};
 use tracemeter::adapters::ingest_store::DynamoIngestStore;
 use tracemeter::adapters::langfuse::LangfuseClient;
 use tracemeter::adapters::langfuse::scan::LangfuseScanner;
+use tracemeter::adapters::price_cache::{PRICE_CACHE_TTL, PriceCache};
 use tracemeter::adapters::secrets::SecretsManagerSource;
 use tracemeter::adapters::sqs::SqsRedelivery;
 use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
-use tracemeter::clock::OffsetClock;
+use tracemeter::clock::{OffsetClock, SystemClock};
 use tracemeter::config::{IngestConfig, LangfuseKeys, ProcessConfig, StripeKey};
 use tracemeter::ports::QueueSender;
 
@@ -57,6 +59,9 @@ pub struct TestStack {
     pub stripe_key: Credential<StripeKey>,
     /// The DynamoDB adapter.
     pub ledger: DynamoLedger,
+    /// The price book as the process function reads it: through its cache (60 s, on the
+    /// system clock). `prices.clear()` stands for waiting out the TTL after a backdated change.
+    pub prices: PriceCache<DynamoLedger>,
     /// The stack's own DynamoDB client (the same interceptor as the adapter's): what the
     /// local tooling reads of the table itself (reports, item sizes).
     pub dynamo: aws_sdk_dynamodb::Client,
@@ -211,6 +216,7 @@ impl TestStack {
             stripe,
             config,
             env,
+            prices: PriceCache::new(ledger.clone(), Arc::new(SystemClock), PRICE_CACHE_TTL),
             ledger,
             dynamo,
             redelivery,
@@ -228,6 +234,7 @@ impl TestStack {
             usage: &self.langfuse_client,
             meter: &self.stripe_client,
             ledger: &self.ledger,
+            prices: &self.prices,
             redelivery: &self.redelivery,
             clock: &self.clock,
         }

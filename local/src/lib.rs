@@ -28,6 +28,7 @@ pub mod ledger_faults;
 pub mod logscan;
 pub mod operator;
 pub mod pipe;
+pub mod prices;
 pub mod progress;
 pub mod runner;
 pub mod runtime_api;

@@ -136,6 +136,7 @@ impl Summary {
             format!("ledger states: {}", fmt_map(&self.states)),
             format!("permanent failures by reason: {}", fmt_map(&self.failures)),
         ];
+        lines.extend(self.prices(run));
         if let Some(enqueued) = run.late_cost {
             lines.push(format!(
                 "late cost: {enqueued} billed traces enqueued again by ingest's re-scan, {revised} billed the difference as revision 2"
@@ -161,6 +162,29 @@ impl Summary {
             run.throughput(),
             run.aws_calls(self.entries.len()),
         ]);
+        lines
+    }
+}
+
+impl Summary {
+    /// The price book's versions and what each priced: traces and credits billed.
+    fn prices(&self, run: &RunFigures) -> Vec<String> {
+        if run.seeded.prices.is_empty() {
+            return Vec::new();
+        }
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for e in self.entries.iter().filter(|e| e.revision > 0) {
+            let key = e.price_version.clone().unwrap_or_else(|| "-".into());
+            let (traces, credits) = by.entry(key).or_default();
+            *traces += 1;
+            *credits += e.billed_credits;
+        }
+        let mut lines = vec!["price book:".to_string()];
+        lines.extend(run.seeded.prices.iter().map(|p| format!("  {p}")));
+        lines.extend(
+            by.iter()
+                .map(|(v, (t, c))| format!("  priced with {v}: {t} traces, {c} credits billed")),
+        );
         lines
     }
 }

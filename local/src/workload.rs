@@ -52,6 +52,8 @@ pub struct Seeded {
     /// Settled, billable traces of [`UNLIMITED_CUSTOMER`] from the last 6 hours (a late cost
     /// can be added to them without a budget deciding what is billed).
     pub unlimited: Vec<String>,
+    /// The price book's versions the run seeded, described (empty when it seeded none).
+    pub prices: Vec<String>,
 }
 
 /// A tiny deterministic generator (no dependency, same workload every run).

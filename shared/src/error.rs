@@ -28,11 +28,13 @@ pub enum FailureReason {
     StripeRejected,
     /// An ambiguous claim an operator found missing from Stripe (budget given back).
     NotDelivered,
+    /// Token usage without a cost and without a token price, under the `hold` rule.
+    UnpricedModel,
 }
 
 impl FailureReason {
     /// Every reason, for reports.
-    pub const ALL: [FailureReason; 8] = [
+    pub const ALL: [FailureReason; 9] = [
         FailureReason::MalformedMessage,
         FailureReason::TraceNotFound,
         FailureReason::UnmappedCustomer,
@@ -41,6 +43,7 @@ impl FailureReason {
         FailureReason::InvalidUsage,
         FailureReason::StripeRejected,
         FailureReason::NotDelivered,
+        FailureReason::UnpricedModel,
     ];
 
     /// The stable snake_case name stored in the ledger and logs.
@@ -54,6 +57,7 @@ impl FailureReason {
             FailureReason::InvalidUsage => "invalid_usage",
             FailureReason::StripeRejected => "stripe_rejected",
             FailureReason::NotDelivered => "not_delivered",
+            FailureReason::UnpricedModel => "unpriced_model",
         }
     }
 

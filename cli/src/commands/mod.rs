@@ -8,6 +8,7 @@ mod dlq;
 pub mod doctor;
 mod failures;
 mod messages;
+mod price;
 mod reconcile;
 mod stripe_errors;
 mod trace;
@@ -31,6 +32,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_, '_>, command: &Command) -> CliResult {
         Command::Reconcile(args) => reconcile::run(ctx, args).await,
         Command::Backfill(args) => backfill::run(ctx, args).await,
         Command::StripeErrors(args) => stripe_errors::run(ctx, args).await,
+        Command::Price(cmd) => price::run(ctx, cmd).await,
         // Reads its own configuration, before the other verbs' (see `doctor::doctor`).
         Command::Doctor => Err(CliError::Invalid(
             "doctor runs through tracemeter_cli::doctor, not execute".into(),

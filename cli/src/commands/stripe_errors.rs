@@ -311,6 +311,7 @@ mod tests {
             reason: reason.map(str::to_string),
             detail: None,
             receipted: None,
+            price_version: None,
         }
     }
 

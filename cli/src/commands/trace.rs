@@ -40,6 +40,7 @@ pub(super) async fn show(ctx: &mut Ctx<'_, '_>, id: &str) -> CliResult {
         "customer_id": customer,
         "period": period,
         "delivered_by_receipt": entry.receipted,
+        "price_version": entry.price_version,
         "pending": entry.pending.as_ref().map(|p| json!({
             "revision": p.revision, "identifier": p.identifier, "billable": p.billable,
             "capped": p.capped, "claimed_at": time(p.claimed_at), "lease_until": time(p.lease_until),
@@ -95,6 +96,7 @@ fn human(
         ),
         ("customer", or_dash(customer.clone())),
         ("period", or_dash(period.clone())),
+        ("price version", or_dash(e.price_version.clone())),
         ("by receipt", or_dash(e.receipted.clone())),
         ("pending", or_dash(pending)),
         ("reason", or_dash(e.reason.clone())),

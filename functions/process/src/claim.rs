@@ -153,6 +153,7 @@ fn batch(
             usage_at: c.usage_at,
             last_observation_at: c.last_observation_at,
             seen: c.seen.clone(),
+            price_version: Some(c.price_version.clone()),
         })
         .collect();
     ClaimBatch {

@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::domain::ledger::receipt_id;
@@ -23,6 +24,7 @@ pub(crate) struct Invocation {
     policies: Mutex<HashMap<String, BudgetPolicy>>,
     customers: Mutex<HashMap<String, Option<String>>>,
     rechecked: Mutex<HashSet<(String, String)>>,
+    unpriced: AtomicUsize,
 }
 
 impl Invocation {
@@ -37,7 +39,18 @@ impl Invocation {
             policies: Mutex::default(),
             customers: Mutex::default(),
             rechecked: Mutex::default(),
+            unpriced: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a trace priced with token usage left unpriced (billed compute only).
+    pub(crate) fn count_unpriced(&self) {
+        self.unpriced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Traces priced with unpriced token usage so far.
+    pub(crate) fn unpriced(&self) -> usize {
+        self.unpriced.load(Ordering::Relaxed)
     }
 
     /// This invocation's id (its receipt's, unique per invocation).

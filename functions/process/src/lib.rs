@@ -18,6 +18,7 @@
 //! customer order, retry delays) are plain functions in `tracemeter::domain`.
 
 mod batch;
+mod book;
 mod budget;
 mod claim;
 mod failure;
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 use tracemeter::clock::Clock;
 use tracemeter::config::ProcessConfig;
 use tracemeter::metrics::Metric;
-use tracemeter::ports::{Ledger, MeterSink, Redelivery, UsageSource};
+use tracemeter::ports::{Ledger, MeterSink, PriceBook, Redelivery, UsageSource};
 
 /// Everything the handler needs, built once per cold start.
 pub struct Deps<'a> {
@@ -50,6 +51,8 @@ pub struct Deps<'a> {
     pub meter: &'a dyn MeterSink,
     /// DynamoDB ledger and budgets.
     pub ledger: &'a dyn Ledger,
+    /// The price book (in the ledger table; cached across invocations in production).
+    pub prices: &'a dyn PriceBook,
     /// SQS visibility changes.
     pub redelivery: &'a dyn Redelivery,
     /// Time.
@@ -89,7 +92,8 @@ pub async fn handle(deps: &Deps<'_>, event: SqsEvent, deadline: DateTime<Utc>) -
     let records = event.records;
     let inv = Invocation::new(deps, &records, deadline);
     let outcomes = batch::run(deps, &inv, &records).await;
-    let (response, tally) = respond::respond(deps, &records, &outcomes, started).await;
+    let (response, tally) =
+        respond::respond(deps, &records, &outcomes, inv.unpriced(), started).await;
     Handled {
         response,
         tally,

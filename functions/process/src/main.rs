@@ -4,10 +4,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use process::{Deps, handle};
+use std::sync::Arc;
 use tracemeter::adapters::{
     credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota, trace_key},
     langfuse::LangfuseClient,
+    price_cache::{PRICE_CACHE_TTL, PriceCache},
     secrets::SecretsManagerSource,
     sqs::SqsRedelivery,
     startup::check_table_and_queue,
@@ -40,11 +42,14 @@ async fn main() -> Result<(), Error> {
     let stripe_key = Credential::load(&config.stripe.key, secrets).await?;
     let usage = LangfuseClient::new(&config.langfuse, langfuse_keys)?.with_quota(quota);
     let meter = StripeClient::new(&config.stripe, stripe_key)?;
+    // Price versions, read again after PRICE_CACHE_TTL (or for usage newer than the copy).
+    let prices = PriceCache::new(ledger.clone(), Arc::new(SystemClock), PRICE_CACHE_TTL);
     let deps = Deps {
         config: &config,
         usage: &usage,
         meter: &meter,
         ledger: &ledger,
+        prices: &prices,
         redelivery: &redelivery,
         clock: &SystemClock,
     };

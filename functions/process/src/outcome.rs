@@ -90,6 +90,9 @@ pub struct Tally {
     pub retries_by_service: BTreeMap<&'static str, (usize, usize)>,
     /// Credits delivered to Stripe.
     pub credits_billed: u64,
+    /// Traces with token usage that has no cost and no token price: billed compute only
+    /// (rule `compute_only`) or failed `unpriced_model` (rule `hold`).
+    pub unpriced: usize,
 }
 
 impl Tally {
@@ -107,7 +110,10 @@ impl Tally {
                 }
                 Outcome::Capped { .. } => t.capped += 1,
                 Outcome::AlreadyBilled => t.already_billed += 1,
-                Outcome::Permanent(reason) => *t.failures.entry(*reason).or_default() += 1,
+                Outcome::Permanent(reason) => {
+                    *t.failures.entry(*reason).or_default() += 1;
+                    t.unpriced += usize::from(*reason == FailureReason::UnpricedModel);
+                }
                 Outcome::Ambiguous => t.ambiguous += 1,
                 Outcome::Retry { after, service, .. } => {
                     t.retries += 1;
@@ -140,6 +146,7 @@ impl Tally {
             Metric::count("TracesRetried", n(self.retries)),
             Metric::count("TracesDeferred", n(self.deferred)),
             Metric::count("CreditsBilled", self.credits_billed),
+            Metric::count("TracesUnpriced", n(self.unpriced)),
             Metric::millis("BatchDuration", duration.as_millis() as u64),
         ];
         for (reason, count) in &self.failures {
@@ -173,6 +180,7 @@ mod tests {
             Outcome::Capped { capped: 3 },
             Outcome::AlreadyBilled,
             Outcome::Permanent(FailureReason::TraceNotFound),
+            Outcome::Permanent(FailureReason::UnpricedModel),
             Outcome::Ambiguous,
             Outcome::retry("later"),
             Outcome::Unreached,
@@ -181,17 +189,21 @@ mod tests {
         assert_eq!(
             t,
             Tally {
-                messages: 8,
+                messages: 9,
                 metered: 2,
                 capped: 1,
                 already_billed: 1,
-                failures: BTreeMap::from([(FailureReason::TraceNotFound, 1)]),
+                failures: BTreeMap::from([
+                    (FailureReason::TraceNotFound, 1),
+                    (FailureReason::UnpricedModel, 1),
+                ]),
                 ambiguous: 1,
                 retries: 1,
                 deferred: 0,
                 unreached: 1,
                 retries_by_service: BTreeMap::from([("internal", (1, 0))]),
                 credits_billed: 12,
+                unpriced: 1,
             }
         );
     }

@@ -3,7 +3,7 @@
 
 use crate::invocation::Invocation;
 use crate::read::Stage;
-use crate::{Deps, Outcome, budget};
+use crate::{Deps, Outcome, book, budget};
 use chrono::{DateTime, Utc};
 use tracemeter::Result;
 use tracemeter::domain::budget::BudgetPolicy;
@@ -12,6 +12,7 @@ use tracemeter::domain::credits;
 use tracemeter::domain::ingest::covers;
 use tracemeter::domain::ledger::LedgerEntry;
 use tracemeter::domain::meter;
+use tracemeter::domain::price_book;
 use tracemeter::domain::usage::TraceUsage;
 use tracing::{info, warn};
 
@@ -31,6 +32,8 @@ pub(crate) struct Candidate {
     pub(crate) usage_at: DateTime<Utc>,
     pub(crate) last_observation_at: Option<DateTime<Utc>>,
     pub(crate) seen: BilledUsage,
+    /// The price version the revision was priced with (recorded by the claim).
+    pub(crate) price_version: String,
     pub(crate) now: DateTime<Utc>,
 }
 
@@ -44,10 +47,31 @@ pub(crate) async fn price(
     now: DateTime<Utc>,
 ) -> Result<Stage> {
     let cfg = deps.config;
-    let quote = credits::quote(usage, &cfg.pricing, &cfg.byo_key)?;
     let (prev_total, prev_revision) = entry
         .map(|e| (e.total_credits, e.revision))
         .unwrap_or((0, 0));
+    // Impossible usage fails as such before anything else is looked up.
+    credits::check_usage(usage)?;
+    // A billed trace is priced for its billed customer (and at its recorded version).
+    let billed_to = entry
+        .filter(|_| prev_revision > 0)
+        .and_then(|e| e.customer_id.clone());
+    let pricing_customer = match billed_to {
+        Some(c) => c,
+        None => inv.customer(deps, usage).await?,
+    };
+    let version = book::version_for(deps, entry, &pricing_customer, usage.timestamp).await?;
+    let quote = price_book::quote_at(
+        usage,
+        &version,
+        cfg.pricing.max_trace_cost_usd,
+        &cfg.byo_key,
+    )?;
+    if !quote.unpriced.is_empty() {
+        inv.count_unpriced();
+        warn!(trace_id = %usage.trace_id, models = %quote.unpriced.join(", "), version = %version,
+              "token usage without a cost or a token price: billed compute only (rule compute_only)");
+    }
     if prev_revision > 0 && quote.credits <= prev_total {
         return already_billed(deps, inv, usage, entry, quote.credits, prev_total).await;
     }
@@ -72,6 +96,7 @@ pub(crate) async fn price(
             latency_seconds: usage.latency_seconds,
             observations: usage.observation_count,
         },
+        price_version: version.id(),
         now,
     })))
 }

@@ -18,6 +18,7 @@ pub(crate) async fn respond(
     deps: &Deps<'_>,
     records: &[SqsMessage],
     outcomes: &[Outcome],
+    unpriced: usize,
     started: Instant,
 ) -> (SqsBatchResponse, Tally) {
     let tuning = &deps.config.process;
@@ -51,6 +52,7 @@ pub(crate) async fn respond(
     }
     let mut tally = Tally::of(outcomes);
     tally.deferred = deferred.len();
+    tally.unpriced += unpriced;
     log_summary(&tally, started);
     (response, tally)
 }
@@ -135,6 +137,7 @@ fn log_summary(t: &Tally, started: Instant) {
         deferred = t.deferred,
         unreached = t.unreached,
         credits_billed = t.credits_billed,
+        unpriced = t.unpriced,
         duration_ms = (secs * 1000.0) as u64,
         messages_per_second = if secs > 0.0 {
             t.messages as f64 / secs

@@ -101,6 +101,7 @@ impl World {
             usage: &self.usage,
             meter: &self.meter,
             ledger: &self.ledger,
+            prices: &self.ledger,
             redelivery: &self.queue,
             clock: &*self.clock,
         }
@@ -161,6 +162,7 @@ impl World {
             usage_at: at,
             last_observation_at: Some(at),
             seen: BilledUsage::default(),
+            price_version: None,
         };
         let batch = ClaimBatch {
             customer_id: customer.to_string(),
@@ -187,6 +189,7 @@ fn usage(id: &str, cost_usd: &str, at: DateTime<Utc>) -> TraceUsage {
         metadata: BTreeMap::new(),
         observation_count: 1,
         last_observation_at: Some(at),
+        tokens: Vec::new(),
     }
 }
 
@@ -245,6 +248,8 @@ mod deadline;
 mod deferrals;
 #[path = "handler/failures.rs"]
 mod failures;
+#[path = "handler/prices.rs"]
+mod prices;
 #[path = "handler/reads.rs"]
 mod reads;
 #[path = "handler/resume.rs"]

@@ -66,6 +66,17 @@ fn cost_units(o: &FakeObservation) -> Option<i128> {
 
 /// The expected outcome of `trace`, given the user mappings, at `now`.
 pub fn expect(trace: &FakeTrace, mappings: &BTreeMap<&str, &str>, now: DateTime<Utc>) -> Expect {
+    expect_priced(trace, mappings, now, None)
+}
+
+/// [`expect`] under a price book whose default margin doubles for usage from `doubled_from`
+/// (the suite's price change, see [`crate::prices::doubled_margin`]).
+pub fn expect_priced(
+    trace: &FakeTrace,
+    mappings: &BTreeMap<&str, &str>,
+    now: DateTime<Utc>,
+    doubled_from: Option<DateTime<Utc>>,
+) -> Expect {
     let mut defects = BTreeSet::new();
     let obs = &trace.observations;
     if obs
@@ -110,7 +121,7 @@ pub fn expect(trace: &FakeTrace, mappings: &BTreeMap<&str, &str>, now: DateTime<
     if 3 * ai_units + 250 * ms > 3 * MAX_TRACE_USD_UNITS {
         defects.insert("invalid_usage");
     }
-    let numerator = ai_units * 48 + ms * 4_000;
+    let numerator = (ai_units * 48 + ms * 4_000) * margin(at, doubled_from);
     let credits = u64::try_from((numerator + 191_999) / 192_000).unwrap_or(u64::MAX);
     let customer = meta("stripeCustomerId")
         .or_else(|| meta("customerId"))
@@ -134,6 +145,14 @@ pub fn expect(trace: &FakeTrace, mappings: &BTreeMap<&str, &str>, now: DateTime<
             at,
         },
         _ => Expect::Fail(defects),
+    }
+}
+
+/// The margin of usage at `at`: 2 from the price change, 1 before it (and without one).
+fn margin(at: DateTime<Utc>, doubled_from: Option<DateTime<Utc>>) -> i128 {
+    match doubled_from {
+        Some(from) if at >= from => 2,
+        _ => 1,
     }
 }
 

@@ -28,7 +28,7 @@ mod report;
 mod tests;
 
 pub use check::{StripeSeen, check, check_against};
-pub use expect::{Expect, expect, expected_totals, seed_bad_data};
+pub use expect::{Expect, expect, expect_priced, expected_totals, seed_bad_data};
 pub use report::{ChaosReport, Invariant};
 
 use crate::counting_proxy::{AWS_KINDS, CountingProxy};
@@ -226,6 +226,8 @@ impl<'a> ChaosRun<'a> {
     async fn seed(&mut self) -> Result<(Seeded, BTreeMap<String, (DateTime<Utc>, Expect)>)> {
         self.boundaries.aws.set_rate(0.0);
         let seeded = workload::seed(&self.stack, self.options.traces, self.options.seed).await?;
+        // A price change in the middle of the usage: the default margin doubles.
+        let change = crate::prices::doubled_margin(&self.stack, Utc::now()).await?;
         self.bad_data = seed_bad_data(&self.stack, self.options.traces.div_ceil(25));
         self.boundaries.aws.set_rate(self.options.rate);
         let b = &self.boundaries;
@@ -243,7 +245,10 @@ impl<'a> ChaosRun<'a> {
             .map(|t| {
                 let at = t.observations.iter().map(|o| o.start_time).min();
                 let at = at.unwrap_or(t.timestamp);
-                (t.id.clone(), (at, expect(t, &mappings, now)))
+                (
+                    t.id.clone(),
+                    (at, expect_priced(t, &mappings, now, Some(change))),
+                )
             })
             .collect();
         Ok((seeded, all))

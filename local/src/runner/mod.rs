@@ -147,7 +147,9 @@ impl LocalRun {
         eprintln!(
             "[2/6] seeding {traces} sample traces, budgets and user mappings (TRACES=N for more)..."
         );
-        workload::seed_with(&self.stack, traces, SAMPLE_SEED, traces).await
+        let mut seeded = workload::seed_with(&self.stack, traces, SAMPLE_SEED, traces).await?;
+        seeded.prices = crate::prices::seed_prices(&self.stack, chrono::Utc::now()).await?;
+        Ok(seeded)
     }
 
     /// The ingest function, as the schedule runs it; then the foreign messages.

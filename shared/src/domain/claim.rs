@@ -33,6 +33,9 @@ pub struct Claim {
     /// The usage as seen, so ingest can tell whether a trace changed since it was billed:
     /// Langfuse's model cost (USD, before the BYO-key rule), latency (s), observation count.
     pub seen: BilledUsage,
+    /// The price version the revision was priced with, recorded on the entry: every later
+    /// revision of the trace is priced with it.
+    pub price_version: Option<String>,
 }
 
 /// What a ledger entry covers before a claim.

@@ -57,36 +57,36 @@ pub struct Quote {
     pub credits: u64,
     /// True when the BYO-key rule zeroed the AI cost.
     pub byo_key: bool,
+    /// Models with tokens but no cost and no token price, billed compute only (see
+    /// [`super::price_book`]); empty otherwise.
+    pub unpriced: Vec<String>,
 }
 
-/// Prices a trace: `(AI + latency_s / 60 * compute_rate) * margin / credit_price`, rounded up.
+/// Prices a trace: `(AI + latency_s / 60 * compute_rate) * margin / credit_price`, rounded up,
+/// the AI cost being Langfuse's.
 pub fn quote(usage: &TraceUsage, pricing: &Pricing, byo: &ByoKeyRule) -> Result<Quote> {
-    if usage.ai_cost_usd < Decimal::ZERO {
+    quote_ai(usage, usage.ai_cost_usd, pricing, byo)
+}
+
+/// [`quote`] with the AI cost given (Langfuse's, or the price book's token prices applied).
+pub fn quote_ai(
+    usage: &TraceUsage,
+    ai_cost_usd: Decimal,
+    pricing: &Pricing,
+    byo: &ByoKeyRule,
+) -> Result<Quote> {
+    check_usage(usage)?;
+    if ai_cost_usd < Decimal::ZERO {
         return Err(Error::permanent(
             FailureReason::InvalidUsage,
             format!(
                 "trace {}: negative cost {} USD",
-                usage.trace_id, usage.ai_cost_usd
+                usage.trace_id, ai_cost_usd
             ),
         ));
     }
-    if usage.latency_seconds < Decimal::ZERO {
-        return Err(Error::permanent(
-            FailureReason::InvalidUsage,
-            format!(
-                "trace {}: negative latency {} s",
-                usage.trace_id, usage.latency_seconds
-            ),
-        ));
-    }
-    let byo_key = usage
-        .metadata_str(&byo.key)
-        .is_some_and(|v| v.eq_ignore_ascii_case(&byo.value));
-    let ai_usd = if byo_key {
-        Decimal::ZERO
-    } else {
-        usage.ai_cost_usd
-    };
+    let byo_key = is_byo_key(usage, byo);
+    let ai_usd = if byo_key { Decimal::ZERO } else { ai_cost_usd };
     let compute_usd = usage
         .latency_seconds
         .checked_mul(pricing.compute_usd_per_minute)
@@ -115,7 +115,38 @@ pub fn quote(usage: &TraceUsage, pricing: &Pricing, byo: &ByoKeyRule) -> Result<
         compute_usd,
         credits,
         byo_key,
+        unpriced: Vec::new(),
     })
+}
+
+/// Refuses impossible usage whatever its price: a negative cost or latency.
+pub fn check_usage(usage: &TraceUsage) -> Result<()> {
+    if usage.ai_cost_usd < Decimal::ZERO {
+        return Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!(
+                "trace {}: negative cost {} USD",
+                usage.trace_id, usage.ai_cost_usd
+            ),
+        ));
+    }
+    if usage.latency_seconds < Decimal::ZERO {
+        return Err(Error::permanent(
+            FailureReason::InvalidUsage,
+            format!(
+                "trace {}: negative latency {} s",
+                usage.trace_id, usage.latency_seconds
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// True when the trace's metadata says the customer brought their own model key.
+pub fn is_byo_key(usage: &TraceUsage, byo: &ByoKeyRule) -> bool {
+    usage
+        .metadata_str(&byo.key)
+        .is_some_and(|v| v.eq_ignore_ascii_case(&byo.value))
 }
 
 fn absurd(usage: &TraceUsage) -> Error {
@@ -145,6 +176,7 @@ mod tests {
             metadata: BTreeMap::new(),
             observation_count: 1,
             last_observation_at: None,
+            tokens: Vec::new(),
         }
     }
 

@@ -104,6 +104,7 @@ mod tests {
                 .collect(),
             observation_count: 1,
             last_observation_at: None,
+            tokens: Vec::new(),
         }
     }
 

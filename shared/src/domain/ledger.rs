@@ -102,6 +102,10 @@ pub struct LedgerEntry {
     /// The identifier of a revision whose delivery is recorded only in its receipt, folded
     /// into this view by [`LedgerEntry::delivered`] but not yet into the stored item.
     pub receipted: Option<String>,
+    /// The price version the trace's revisions are priced with
+    /// ([`crate::domain::price_book::PriceVersion::id`]), written by its first claim; none
+    /// on entries billed before the price book.
+    pub price_version: Option<String>,
 }
 
 impl LedgerEntry {
@@ -183,6 +187,7 @@ mod tests {
             reason: None,
             detail: None,
             receipted: None,
+            price_version: None,
         };
         let d = e.delivered();
         assert_eq!(d.state, LedgerState::Metered);

@@ -208,6 +208,7 @@ mod tests {
             reason: None,
             detail: None,
             receipted: None,
+            price_version: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod message;
 pub mod meter;
 pub mod meter_errors;
+pub mod price_book;
 pub mod quota;
 pub mod reconcile;
 pub mod rescan;

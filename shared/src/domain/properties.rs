@@ -25,6 +25,7 @@ fn usage(cost_micros: i64, latency_ms: i64, byo: bool) -> TraceUsage {
         metadata,
         observation_count: 1,
         last_observation_at: None,
+        tokens: Vec::new(),
     }
 }
 

@@ -24,6 +24,56 @@ pub struct TraceUsage {
     pub observation_count: u32,
     /// Start time of the newest observation, to notice late observations.
     pub last_observation_at: Option<DateTime<Utc>>,
+    /// The observations that name a model or report tokens (the price book's token prices
+    /// apply to them); empty when Langfuse reported none.
+    pub tokens: Vec<ModelTokens>,
+}
+
+/// One observation's model and token usage, as Langfuse reported them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTokens {
+    /// The model name as provided (`providedModelName`), empty when none was.
+    pub model: String,
+    /// Input tokens: the `usageDetails` keys starting with `input`.
+    pub input: u64,
+    /// Output tokens: the `usageDetails` keys starting with `output`.
+    pub output: u64,
+    /// The observation's cost in USD, when Langfuse reported one above zero.
+    pub cost_usd: Option<Decimal>,
+}
+
+impl ModelTokens {
+    /// From `usageDetails` (usage type -> units) and the observation's cost: input and output
+    /// tokens are the sums of the keys starting with `input` and `output`.
+    pub fn from_details(
+        model: Option<&str>,
+        details: &BTreeMap<String, i64>,
+        cost_usd: Decimal,
+    ) -> Option<ModelTokens> {
+        let sum = |prefix: &str| -> u64 {
+            details
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| u64::try_from(*v).unwrap_or(0))
+                .fold(0u64, u64::saturating_add)
+        };
+        let model = model.unwrap_or("").trim().to_string();
+        let (input, output) = (sum("input"), sum("output"));
+        if model.is_empty() && input == 0 && output == 0 {
+            return None;
+        }
+        Some(ModelTokens {
+            model,
+            input,
+            output,
+            cost_usd: (cost_usd > Decimal::ZERO).then_some(cost_usd),
+        })
+    }
+
+    /// True when Langfuse reported tokens but no cost for them.
+    pub fn unpriced_by_langfuse(&self) -> bool {
+        self.cost_usd.is_none() && (self.input > 0 || self.output > 0)
+    }
 }
 
 impl TraceUsage {

@@ -111,6 +111,7 @@ pub trait CustomerAdmin: Send + Sync {
 /// The whole ledger as an operator's tooling uses it.
 pub trait OperatorLedger:
     super::Ledger
+    + super::PriceBook
     + AttentionIndex
     + MessageFailures
     + LedgerInspection
@@ -123,6 +124,7 @@ pub trait OperatorLedger:
 
 impl<T> OperatorLedger for T where
     T: super::Ledger
+        + super::PriceBook
         + AttentionIndex
         + MessageFailures
         + LedgerInspection

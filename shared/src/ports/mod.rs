@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ingest;
 pub mod ledger;
 pub mod meter;
+pub mod prices;
 pub mod queue;
 pub mod quota;
 pub mod secrets;
@@ -18,6 +19,7 @@ pub use admin::{
 pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::{MeterErrorReports, MeterReports, MeterSink};
+pub use prices::{PriceBook, PutVersion};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use quota::{RequestQuota, Unmetered};
 pub use secrets::SecretSource;

@@ -18,6 +18,9 @@ use tracemeter_local::fakes::langfuse::{FakeObservation, FakeTrace};
 use tracemeter_local::faults::Step;
 use tracemeter_local::harness::{IngestRig, StackOptions, TestStack};
 
+#[path = "cli_price.rs"]
+mod price;
+
 /// The command wired to a stack, answering "no" when asked.
 pub(crate) struct Command<'s> {
     stack: &'s TestStack,

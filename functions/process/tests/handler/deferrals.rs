@@ -72,6 +72,7 @@ impl World {
             usage,
             meter: &self.meter,
             ledger: &self.ledger,
+            prices: &self.ledger,
             redelivery,
             clock: &*self.clock,
         };

@@ -135,6 +135,7 @@ fn entry(id: &str, customer: &str, total: u64, billed: u64) -> LedgerEntry {
         reason: None,
         detail: None,
         receipted: None,
+        price_version: None,
     }
 }
 
@@ -196,4 +197,18 @@ fn every_trace_is_expected_or_settling_around_the_cutoff() {
             "old-none"
         ]
     );
+}
+
+#[test]
+fn a_doubled_margin_doubles_the_credits_of_usage_from_its_time() {
+    let maps = BTreeMap::new();
+    let t = trace("a", 0.004, 3_000).meta("stripeCustomerId", "cus_a");
+    let bill = |credits| Expect::Bill {
+        customer: "cus_a".into(),
+        credits,
+        at: at(10),
+    };
+    // 0.0065 USD x 2 = 0.013 USD = 325 credits (not 2 x 163).
+    assert_eq!(expect_priced(&t, &maps, at(12), Some(at(10))), bill(325));
+    assert_eq!(expect_priced(&t, &maps, at(12), Some(at(11))), bill(163));
 }

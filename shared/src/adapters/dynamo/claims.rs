@@ -53,6 +53,7 @@ pub fn parse_entry(item: &Item) -> Option<LedgerEntry> {
         reason: get_s(item, "reason").map(str::to_string),
         detail: get_s(item, "detail").map(str::to_string),
         receipted: None,
+        price_version: get_s(item, "price_version").map(str::to_string),
     })
 }
 
@@ -187,6 +188,10 @@ fn common_parts(claim: &Claim, now: DateTime<Utc>) -> Parts {
     if let Some(lo) = claim.last_observation_at {
         values.insert(":lo".into(), ms(lo));
         set.push("#last_observation_at = :lo");
+    }
+    if let Some(pv) = &claim.price_version {
+        values.insert(":pv".into(), s(pv));
+        set.push("#price_version = :pv");
     }
     Parts { values, set }
 }

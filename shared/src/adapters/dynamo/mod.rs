@@ -12,6 +12,7 @@
 //! | user mapping | `USER#<langfuse user id>` | `CUSTOMER` |
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
 //! | request budget slot | `QUOTA#<service>` | `SLOT#<5-second slot, 12 digits>` |
+//! | price version | `PRICE#default` or `PRICE#<customer>` | `FROM#<effective from, RFC 3339 ms>` |
 //!
 //! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
 //! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
@@ -36,6 +37,7 @@ mod deliveries;
 mod entries;
 mod items;
 mod messages;
+mod prices;
 mod quota;
 mod rejections;
 mod review;
@@ -51,6 +53,7 @@ pub use items::{
     alert_key, budget_event_key, budget_key, get_s, get_u64, message_key, n, policy_key,
     receipt_delivered, receipt_key, s, trace_key, user_key,
 };
+pub use prices::price_key;
 pub use quota::{DynamoQuota, quota_key};
 pub use review::ATTENTION_INDEX;
 

@@ -13,7 +13,7 @@ use super::scan::{Fetched, iso, millisecond};
 use super::{LangfuseClient, LangfuseScanner};
 use crate::domain::ingest::ListedUsage;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
-use crate::domain::usage::{TraceUsage, decimal_from_f64};
+use crate::domain::usage::{ModelTokens, TraceUsage, decimal_from_f64};
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -67,6 +67,12 @@ pub struct LegacyObservation {
     /// Cost per usage type.
     #[serde(default)]
     pub cost_details: Option<BTreeMap<String, Option<f64>>>,
+    /// Units per usage type, e.g. tokens.
+    #[serde(default)]
+    pub usage_details: Option<BTreeMap<String, i64>>,
+    /// The model name as provided.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// Turns a legacy trace into usage.
@@ -97,7 +103,14 @@ pub fn usage_from_legacy(trace: LegacyTrace) -> Result<TraceUsage> {
             }
         }
     };
+    let mut tokens = Vec::new();
+    for o in &trace.observations {
+        let own = cost_of(&id, o.calculated_total_cost, &o.cost_details)?;
+        let details = o.usage_details.clone().unwrap_or_default();
+        tokens.extend(ModelTokens::from_details(o.model.as_deref(), &details, own));
+    }
     Ok(TraceUsage {
+        tokens,
         last_observation_at: trace.observations.iter().map(|o| o.start_time).max(),
         observation_count: u32::try_from(trace.observations.len()).unwrap_or(u32::MAX),
         trace_id: id,

@@ -1,6 +1,6 @@
 //! The v2 API (Langfuse Cloud and v4): `GET /api/public/v2/observations`, cursor paginated.
 //!
-//! - One trace's usage: `?traceId=..&fields=core,basic,time,usage,metadata` (up to 1000 per page),
+//! - One trace's usage: `?traceId=..&fields=core,basic,time,usage,metadata,model` (up to 1000 per page),
 //!   folded by [`usage_from_v2`].
 //! - Ingest's listing: `?fields=core,time&limit=1000&fromStartTime=..&toStartTime=..` walked with
 //!   Langfuse's own cursor (newest first). Only the `core` and `time` field groups are asked
@@ -14,7 +14,7 @@ use super::scan::{Fetched, iso, millisecond};
 use super::{LangfuseClient, LangfuseScanner};
 use crate::domain::ingest::ListedUsage;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
-use crate::domain::usage::TraceUsage;
+use crate::domain::usage::{ModelTokens, TraceUsage};
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -28,8 +28,9 @@ use tracing::warn;
 pub const V2_PAGE_LIMIT: u32 = 1000;
 /// v2 listing page size (the API maximum).
 pub const V2_SCAN_LIMIT: u32 = 1000;
-/// The field groups of a usage read: `time` for `updatedAt`.
-pub(super) const USAGE_FIELDS: &str = "core,basic,time,usage,metadata";
+/// The field groups of a usage read: `time` for `updatedAt`, `model` for the model name the
+/// price book's token prices match.
+pub(super) const USAGE_FIELDS: &str = "core,basic,time,usage,metadata,model";
 
 /// When an observation last changed as far as billing cares: its start, or its last update
 /// when later (a cost added to an existing observation). Ingest's listing and the
@@ -67,6 +68,12 @@ pub struct ObservationV2 {
     /// Cost per usage type in USD (usage group).
     #[serde(default)]
     pub cost_details: Option<BTreeMap<String, Option<f64>>>,
+    /// Units per usage type, e.g. tokens (usage group).
+    #[serde(default)]
+    pub usage_details: Option<BTreeMap<String, i64>>,
+    /// The model name as provided (model group).
+    #[serde(default)]
+    pub provided_model_name: Option<String>,
 }
 
 /// A page of v2 observations.
@@ -96,6 +103,7 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
     let mut cost = Decimal::ZERO;
     let mut metadata = BTreeMap::new();
     let mut user_id = None;
+    let mut tokens = Vec::new();
     // Newest first, so the oldest (root) observation's metadata and user win.
     let mut ordered: Vec<&ObservationV2> = observations.iter().collect();
     ordered.sort_by(|a, b| {
@@ -106,7 +114,14 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
     for obs in ordered {
         end = end.max(obs.end_time.unwrap_or(obs.start_time));
         last_start = last_start.max(changed_at(obs.start_time, obs.updated_at));
-        cost += cost_of(trace_id, obs.total_cost, &obs.cost_details)?;
+        let own = cost_of(trace_id, obs.total_cost, &obs.cost_details)?;
+        cost += own;
+        let details = obs.usage_details.clone().unwrap_or_default();
+        tokens.extend(ModelTokens::from_details(
+            obs.provided_model_name.as_deref(),
+            &details,
+            own,
+        ));
         for (k, v) in object(obs.metadata.clone()) {
             metadata.insert(k, v);
         }
@@ -123,6 +138,7 @@ pub fn usage_from_v2(trace_id: &str, observations: &[ObservationV2]) -> Result<O
         metadata,
         observation_count: u32::try_from(observations.len()).unwrap_or(u32::MAX),
         last_observation_at: Some(last_start),
+        tokens,
     }))
 }
 

@@ -26,6 +26,10 @@ pub async fn first_claim_writes_the_entry_and_counts_the_budget(ledger: &dyn Led
         "the claim's own time is kept"
     );
     assert_eq!((e.reason, e.receipted), (None, None));
+    assert_eq!(
+        e.price_version, c.price_version,
+        "the claim records its price version"
+    );
     assert_eq!(counted(ledger, "cus_k1").await, (100, 0));
     assert!(!usage(ledger, "cus_k1").await.exceeded);
 

@@ -12,6 +12,7 @@ mod budgets;
 mod claims;
 mod coverage;
 mod events;
+mod prices;
 pub mod quota;
 mod receipts;
 mod rejections;
@@ -34,6 +35,9 @@ pub use coverage::{CoverageReading, a_claim_stores_the_coverage_ingest_reads_bac
 pub use events::{
     a_soft_or_unlimited_budget_clears_the_flag, budget_event,
     budget_events_are_recorded_once_per_key, clearing_the_flag_records_its_event_once,
+};
+pub use prices::{
+    concurrent_price_sets_store_one_version, price_versions_are_written_once_and_read_in_order,
 };
 pub use receipts::{entries_read_a_batch_as_entry_reads_each, settling_a_claim_sees_its_receipt};
 pub use rejections::stripe_rejections_give_the_budget_back_once;
@@ -128,6 +132,8 @@ macro_rules! ledger_contract_tests {
             stripe_rejections_give_the_budget_back_once,
             settling_a_claim_sees_its_receipt,
             entries_read_a_batch_as_entry_reads_each,
+            price_versions_are_written_once_and_read_in_order,
+            concurrent_price_sets_store_one_version,
         );
         $crate::ledger_contract_tests!(@seeded $fresh;
             policies_and_mappings_read_as_seeded,
@@ -190,6 +196,7 @@ pub fn claim(
         usage_at: now - Duration::hours(1),
         last_observation_at: None,
         seen: BilledUsage::default(),
+        price_version: Some(format!("{customer}@2030-01-01T00:00:00.000Z")),
     }
 }
 

@@ -242,6 +242,9 @@ fn write_claim(state: &mut State, claim: &Claim) {
     if let Some(lo) = claim.last_observation_at {
         item.last_observation_at = Some(ms(lo));
     }
+    if let Some(pv) = &claim.price_version {
+        item.price_version = Some(pv.clone());
+    }
     item.reason = None;
     item.detail = None;
     if p.billable > 0 {

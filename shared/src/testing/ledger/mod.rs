@@ -15,6 +15,7 @@ mod admin;
 mod budgets;
 mod claims;
 mod deliveries;
+mod prices;
 mod rejections;
 
 use super::lock;
@@ -22,6 +23,7 @@ use crate::domain::budget::BudgetPolicy;
 use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::domain::claim::BilledUsage;
 use crate::domain::ledger::{LedgerEntry, LedgerState, PendingClaim};
+use crate::domain::price_book::{PriceScope, PriceVersion};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -43,6 +45,8 @@ struct State {
     events: BTreeMap<(String, String), BudgetEvent>,
     policies: BTreeMap<String, BudgetPolicy>,
     users: BTreeMap<String, String>,
+    /// Price versions (`PRICE#<scope>` / `FROM#<time>`).
+    prices: BTreeMap<(PriceScope, DateTime<Utc>), PriceVersion>,
 }
 
 /// A trace's ledger item as stored (`TRACE#<id>` / `LEDGER`): a claimed entry stays claimed
@@ -83,6 +87,8 @@ pub struct StoredTrace {
     pub rejected: BTreeSet<String>,
     /// `failures`: how many times a failure was recorded before any claim.
     pub failures: u64,
+    /// `price_version`: the price version the claims recorded.
+    pub price_version: Option<String>,
     /// `updated_at` of the writes that leave a `reason` (failures, ambiguity, settling): the
     /// sort key of the `attention` index.
     pub updated_at: Option<DateTime<Utc>>,
@@ -109,6 +115,7 @@ impl StoredTrace {
             identifiers: BTreeSet::new(),
             rejected: BTreeSet::new(),
             failures: 0,
+            price_version: None,
             updated_at: None,
         }
     }
@@ -129,6 +136,7 @@ impl StoredTrace {
             reason: self.reason.clone(),
             detail: self.detail.clone(),
             receipted: None,
+            price_version: self.price_version.clone(),
         }
     }
 }

@@ -304,6 +304,7 @@ async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
                 usage_at: at,
                 last_observation_at: None,
                 seen: BilledUsage::default(),
+                price_version: None,
             }],
             now: now(),
         })

@@ -4,6 +4,7 @@
 mod budgets;
 mod delivery;
 mod failures;
+mod prices;
 
 use crate::common::{CrashOnce, Logs, body, entry, event, event_for, now, trace};
 use chrono::{Duration, Timelike, Utc};
