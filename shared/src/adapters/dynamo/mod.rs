@@ -174,6 +174,39 @@ impl DynamoLedger {
         }
     }
 
+    /// Every item of a `Query` (on `index`, or the table) page by page: `condition` is the key
+    /// condition, `values` its values.
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        condition: &str,
+        values: HashMap<String, AttributeValue>,
+        consistent: bool,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(Some(names(&[condition])))
+                .set_expression_attribute_values(Some(values.clone()))
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
+            out.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// An unconditional put of a whole item (operator items: policies, mappings).
     /// Every item that passes `filter` (with `values`), page by page: a full table scan, for
     /// the operator's occasional reads only (never on the billing path).

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// The key of a scope's version from `from`.
 pub fn price_key(scope: &PriceScope, from: DateTime<Utc>) -> (String, String) {
@@ -102,31 +103,17 @@ fn malformed(item: &Item) -> Error {
 impl PriceBook for DynamoLedger {
     async fn versions(&self, scope: &PriceScope) -> Result<Vec<PriceVersion>> {
         let condition = "#pk = :pk AND begins_with(#sk, :from)";
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(Some(names(&[condition])))
-                .expression_attribute_values(":pk", s(format!("PRICE#{}", scope.key())))
-                .expression_attribute_values(":from", s("FROM#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| super::items::sdk_error("Query", &e))?;
-            for item in page.items() {
-                out.push(parse_version(item).ok_or_else(|| malformed(item))?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                out.sort_by_key(|v| v.effective_from);
-                return Ok(out);
-            }
-        }
+        let values = HashMap::from([
+            (":pk".to_string(), s(format!("PRICE#{}", scope.key()))),
+            (":from".to_string(), s("FROM#")),
+        ]);
+        let items = self.query_all(None, condition, values, true).await?;
+        let mut out = items
+            .iter()
+            .map(|item| parse_version(item).ok_or_else(|| malformed(item)))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|v| v.effective_from);
+        Ok(out)
     }
 
     async fn put_version(&self, version: &PriceVersion, now: DateTime<Utc>) -> Result<PutVersion> {

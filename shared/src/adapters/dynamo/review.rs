@@ -5,7 +5,7 @@
 
 use super::DynamoLedger;
 use super::claims::parse_entry;
-use super::items::{Item, get_s, get_time, ms, names, s, sdk_error, trace_key};
+use super::items::{Item, get_s, get_time, ms, s, trace_key};
 use crate::domain::attention::{AMBIGUOUS_REASON, AttentionEntry, AttentionQuery};
 use crate::domain::ledger::LedgerState;
 use crate::error::{FailureReason, Result};
@@ -87,26 +87,7 @@ impl DynamoLedger {
             condition.push_str(" AND #updated_at >= :since");
             values.insert(":since".into(), ms(since));
         }
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(ATTENTION_INDEX)
-                .key_condition_expression(&condition)
-                .set_expression_attribute_names(Some(names(&[&condition])))
-                .set_expression_attribute_values(Some(values.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("Query on table {}", self.table), &e))?;
-            out.extend(page.items().iter().cloned());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        self.query_all(Some(ATTENTION_INDEX), &condition, values, false)
+            .await
     }
 }
