@@ -13,7 +13,7 @@ pub mod day_bench;
 pub mod enqueues;
 mod report;
 
-pub use report::{BenchReport, FunctionFigures, prices};
+pub use report::{BenchReport, FunctionFigures, prices, side_by_side};
 
 use crate::counting_proxy::CountingProxy;
 use crate::drain::{self, Deadline, Drain};
@@ -36,6 +36,9 @@ pub struct BenchOptions {
     pub traces: usize,
     /// Langfuse fake latency per request.
     pub langfuse_latency: Duration,
+    /// Stripe fake latency per meter event request: the time a v1 request holds its
+    /// customer's one concurrent slot.
+    pub stripe_latency: Duration,
     /// Langfuse rate limit (requests per minute), enforced by the fake and configured in
     /// ingest's request budget.
     pub langfuse_rpm: u32,
@@ -45,7 +48,9 @@ pub struct BenchOptions {
     pub time_limit: Duration,
     /// `v2` or `legacy`.
     pub langfuse_api: String,
-    /// Extra function variables (e.g. a Stripe mode).
+    /// `STRIPE_API_MODE` of the process function: `v1` or `v2_stream`.
+    pub stripe_mode: String,
+    /// Extra function variables.
     pub extra_env: Vec<(String, String)>,
     /// Run ingest only (for ingest's memory at large N): no process instances.
     pub ingest_only: bool,
@@ -130,15 +135,16 @@ impl Bench {
         let stack = TestStack::start_with(
             "bench",
             StackOptions {
-                visibility_timeout: Some(60),
+                // The template's visibility timeout (6 x the function timeout).
+                visibility_timeout: Some(180),
                 ..StackOptions::default()
             }
             .var("LANGFUSE_API", &options.langfuse_api)
-            .var("RETRY_BASE_SECONDS", 2)
-            .var("RETRY_MAX_SECONDS", 10),
+            .var("STRIPE_API_MODE", &options.stripe_mode),
         )
         .await?;
         stack.langfuse.set_latency(options.langfuse_latency);
+        stack.stripe.set_latency(options.stripe_latency);
         eprintln!("[bench] seeding {} traces...", options.traces);
         let seeded = workload::seed(&stack, options.traces, 11).await?;
         stack.langfuse.set_rate_limit(Some(options.langfuse_rpm));
@@ -242,6 +248,13 @@ impl Bench {
         (count(true), count(false))
     }
 
+    /// Stripe requests and the 429 answers among them.
+    fn stripe_requests(&self) -> (u64, u64) {
+        let requests = self.stack.stripe.requests();
+        let limited = requests.iter().filter(|r| r.status == 429).count();
+        (requests.len() as u64, limited as u64)
+    }
+
     /// Starts the process instances and drains the queue with them; returns them.
     async fn process(&self, bootstrap: &std::path::Path, enqueued: u64) -> Result<Vec<Function>> {
         let deadline = Instant::now() + self.options.time_limit;
@@ -325,8 +338,9 @@ impl Bench {
             langfuse_ingest,
             langfuse_process,
             process_time,
-            stripe_requests: self.stack.stripe.request_count() as u64,
+            stripe_requests: self.stripe_requests(),
             aws: self.proxy.counts(),
+            aws_families: self.proxy.by_family(),
             largest_item: largest_item(&self.stack).await?,
             ingest,
             process,
@@ -369,10 +383,17 @@ pub fn options_from_env() -> Result<BenchOptions> {
     Ok(BenchOptions {
         traces: num("TRACES", if backlog { 5_000 } else { 1_000 })?,
         langfuse_latency: Duration::from_millis(num("LANGFUSE_LATENCY_MS", 20)?),
+        stripe_latency: Duration::from_millis(num("STRIPE_LATENCY_MS", 100)?),
         langfuse_rpm: num("LANGFUSE_RPM", if backlog { 30 } else { 1_000 })?,
         concurrency: num("CONCURRENCY", 5)?,
         time_limit: Duration::from_secs(num("TIME_LIMIT_SECONDS", 1_200)?),
         langfuse_api: std::env::var("LANGFUSE_API").unwrap_or_else(|_| "v2".into()),
+        stripe_mode: match std::env::var("STRIPE_API_MODE") {
+            Ok(mode) => mode,
+            Err(_) => Template::load()?
+                .parameter_default("StripeApiMode")
+                .ok_or_else(|| anyhow::anyhow!("template.yaml: StripeApiMode has no default"))?,
+        },
         extra_env,
         ingest_only: std::env::var("INGEST_ONLY").is_ok_and(|v| v == "1" || v == "true"),
         backlog,

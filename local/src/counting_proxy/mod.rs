@@ -58,6 +58,7 @@ struct ProxyState {
     client: reqwest::Client,
     target: String,
     counts: Arc<Mutex<Counts>>,
+    families: Arc<Mutex<Counts>>,
     grants: Arc<Mutex<Grants>>,
     chaos: Option<Arc<Chaos>>,
     /// Answer SendMessageBatch here, every entry successful, instead of forwarding it.
@@ -68,6 +69,7 @@ struct ProxyState {
 pub struct CountingProxy {
     addr: SocketAddr,
     counts: Arc<Mutex<Counts>>,
+    families: Arc<Mutex<Counts>>,
     grants: Arc<Mutex<Grants>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -97,11 +99,13 @@ impl CountingProxy {
         absorb_sends: bool,
     ) -> Result<CountingProxy> {
         let counts = Arc::new(Mutex::new(Counts::new()));
+        let families = Arc::new(Mutex::new(Counts::new()));
         let grants = Arc::new(Mutex::new(Grants::new()));
         let state = ProxyState {
             client: reqwest::Client::builder().no_proxy().build()?,
             target: target.trim_end_matches('/').to_string(),
             counts: counts.clone(),
+            families: families.clone(),
             grants: grants.clone(),
             chaos,
             absorb_sends,
@@ -133,6 +137,7 @@ impl CountingProxy {
         Ok(CountingProxy {
             addr,
             counts,
+            families,
             grants,
             shutdown: Some(tx),
         })
@@ -151,6 +156,15 @@ impl CountingProxy {
             .clone()
     }
 
+    /// DynamoDB's counts by operation and the item families it touched
+    /// (`GetItem BUDGET#`, `TransactWriteItems COUNTER# TRACE#`): where the calls go.
+    pub fn by_family(&self) -> Counts {
+        self.families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The IAM grants the DynamoDB calls that reached moto needed: `(action, item family)`
     /// (see [`table_grants`]).
     pub fn grants(&self) -> Grants {
@@ -163,6 +177,10 @@ impl CountingProxy {
     /// Forgets the counts and the grants.
     pub fn reset(&self) {
         self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.families
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -271,7 +289,9 @@ async fn forward(
     }
     let (wcu, rcu) = if op.starts_with("DynamoDB_") {
         state.record_grants(&op, &body);
-        capacity(&op, &body)
+        let units = capacity(&op, &body);
+        state.count_family(&op, &body, units);
+        units
     } else {
         (0.0, 0.0)
     };
@@ -332,6 +352,22 @@ impl ProxyState {
         let needed = table_grants(op, body);
         let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
         grants.extend(needed);
+    }
+
+    /// Counts a DynamoDB call under its operation and the families it touched.
+    fn count_family(&self, op: &str, body: &[u8], (wcu, rcu): (f64, f64)) {
+        let families: std::collections::BTreeSet<String> =
+            table_grants(op, body).into_iter().map(|(_, f)| f).collect();
+        let short = op.trim_start_matches("DynamoDB_20120810.");
+        let key = format!(
+            "{short} {}",
+            families.into_iter().collect::<Vec<_>>().join(" ")
+        );
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let c = families.entry(key).or_default();
+        c.calls += 1;
+        c.wcu += wcu;
+        c.rcu += rcu;
     }
 
     fn count(&self, op: String, (wcu, rcu): (f64, f64), empty_receive: bool, messages: usize) {

@@ -204,7 +204,8 @@ impl Template {
         }
     }
 
-    fn parameter_default(&self, name: &str) -> Option<String> {
+    /// A parameter's `Default`, as a string.
+    pub fn parameter_default(&self, name: &str) -> Option<String> {
         let default = self
             .root
             .get("Parameters")
