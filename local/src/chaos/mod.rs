@@ -82,7 +82,7 @@ impl Default for ChaosOptions {
             pollers: 4,
             time_limit: Duration::from_secs(900),
             langfuse_api: "v2".into(),
-            stripe_mode: "v1".into(),
+            stripe_mode: "v2_stream".into(),
             langfuse_requests_per_minute: "30".into(),
             invocation_seconds: 10,
         }

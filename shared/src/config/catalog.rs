@@ -84,8 +84,8 @@ pub const VARIABLES: &[Variable] = &[
     var("STRIPE_TIMEOUT_MS", "`10000`", "per Stripe request"),
     var(
         "STRIPE_API_MODE",
-        "`v1`",
-        "`v1` (`POST /v1/billing/meter_events`, one event per request) or `v2_stream` (meter event session + stream, up to 100 events per request)",
+        "`v2_stream`",
+        "`v2_stream` (meter event session + stream, up to 100 events per request, no per-customer concurrency limit) or `v1` (`POST /v1/billing/meter_events`, one event per request, one concurrent request per customer)",
     ),
     var(
         "STRIPE_METER_EVENTS_BASE",

@@ -46,8 +46,8 @@ impl StripeConfig {
     pub(super) fn read(env: &Env<'_>) -> Result<StripeConfig> {
         let key = keys::stripe(env)?;
         let api_mode = match env.optional("STRIPE_API_MODE").as_deref() {
-            None | Some("v1") => StripeApiMode::V1,
-            Some("v2_stream") => StripeApiMode::V2Stream,
+            Some("v1") => StripeApiMode::V1,
+            None | Some("v2_stream") => StripeApiMode::V2Stream,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "STRIPE_API_MODE={other:?} is not valid: expected v1 or v2_stream"

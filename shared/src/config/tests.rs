@@ -36,7 +36,7 @@ fn defaults_follow_the_seed_system() {
         Decimal::from_str("0.05").expect("dec")
     );
     assert_eq!(cfg.stripe.api_base, "https://api.stripe.com");
-    assert_eq!(cfg.stripe.api_mode, StripeApiMode::V1);
+    assert_eq!(cfg.stripe.api_mode, StripeApiMode::V2Stream);
     assert_eq!(
         cfg.stripe.meter_events_base,
         "https://meter-events.stripe.com"

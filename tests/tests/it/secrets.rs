@@ -88,7 +88,10 @@ async fn the_functions_get_secret_arns_and_no_key() {
 /// secret; its output holds no key.
 #[tokio::test]
 async fn the_process_binary_picks_up_a_rotated_stripe_key_after_one_401() {
-    let options = StackOptions::default().var("RUST_LOG", "debug");
+    // v1: each event is a request with the secret key (the stream's session is the next test).
+    let options = StackOptions::default()
+        .var("RUST_LOG", "debug")
+        .var("STRIPE_API_MODE", "v1");
     let (proxy, stack) = counted_stack("secret-rotate", options).await;
     let at = now() - Duration::hours(1);
     for (id, customer) in [("t-key-a", "cus_key_a"), ("t-key-b", "cus_key_b")] {

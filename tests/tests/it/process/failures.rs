@@ -9,7 +9,9 @@ use super::*;
 /// batch's one usage read, so all three); the others are billed; the retries bill the rest,
 /// once.
 async fn transient_fault(label: &str, failed: usize, inject: impl Fn(&TestStack)) {
+    // Stripe v1: a fault concerns one event (the v2 stream's request carries them all).
     let options = StackOptions::default()
+        .var("STRIPE_API_MODE", "v1")
         .var("RETRY_BASE_SECONDS", 6)
         .var("RETRY_MAX_SECONDS", 10);
     let options = StackOptions {
@@ -132,7 +134,9 @@ async fn throttle(
     inject: impl Fn(&TestStack),
     release: impl Fn(&TestStack),
 ) {
+    // Stripe v1: a 429 concerns one event (the v2 stream's request carries them all).
     let options = StackOptions::default()
+        .var("STRIPE_API_MODE", "v1")
         .var("RETRY_BASE_SECONDS", 2)
         .var("RETRY_MAX_SECONDS", 8);
     let stack = TestStack::start_with(label, options).await.expect("stack");
@@ -272,7 +276,12 @@ async fn permanent_failures_are_recorded_with_their_reason_and_acknowledged() {
 
 #[tokio::test]
 async fn a_permanent_stripe_rejection_gives_the_budget_back() {
-    let stack = TestStack::start("reject").await.expect("stack");
+    // v1: Stripe refuses the event at once (the stream's refusals come later, as error
+    // reports: `stripe_errors` covers those).
+    let options = StackOptions::default().var("STRIPE_API_MODE", "v1");
+    let stack = TestStack::start_with("reject", options)
+        .await
+        .expect("stack");
     let at = now() - Duration::hours(1);
     stack
         .langfuse
