@@ -99,6 +99,7 @@ async fn skip_covered(
             }
             None => to_send.push(MeterMessage {
                 newest_observation: rules::newest_observation(&t.seen),
+                no_ledger_entry: !coverage.contains_key(&t.trace_id),
                 ..MeterMessage::new(t.trace_id)
             }),
         }

@@ -33,6 +33,10 @@ struct Parsed {
     /// The newest usage time ingest saw, per message (the latest of a trace's messages on
     /// its primary).
     newest: Vec<Option<DateTime<Utc>>>,
+    /// Per message (on its primary, for all of the trace's messages): ingest saw no ledger
+    /// entry, and this is the message's first delivery, not deferred: the trace is claimed
+    /// as new without reading the ledger (see [`is_first_sight`]).
+    new: Vec<bool>,
     /// The first message of each trace.
     primary: Vec<usize>,
     /// Later messages of a trace, with their primary: a trace is metered once.
@@ -127,6 +131,7 @@ fn parse(records: &[SqsMessage]) -> Parsed {
     let mut p = Parsed {
         traces: vec![String::new(); records.len()],
         newest: vec![None; records.len()],
+        new: vec![false; records.len()],
         ..Parsed::default()
     };
     let mut first: HashMap<String, usize> = HashMap::new();
@@ -135,15 +140,18 @@ fn parse(records: &[SqsMessage]) -> Parsed {
         let body = record.body.clone().unwrap_or_default();
         match MeterMessage::parse(&body) {
             Ok(m) => {
+                let new = is_first_sight(record, &m);
                 match first.get(&m.trace_id) {
                     Some(&primary) => {
                         p.duplicates.push((i, primary));
                         p.newest[primary] = p.newest[primary].max(m.newest_observation);
+                        p.new[primary] &= new;
                     }
                     None => {
                         first.insert(m.trace_id.clone(), i);
                         p.primary.push(i);
                         p.newest[i] = m.newest_observation;
+                        p.new[i] = new;
                     }
                 }
                 p.traces[i] = m.trace_id;
@@ -157,6 +165,22 @@ fn parse(records: &[SqsMessage]) -> Parsed {
         }
     }
     p
+}
+
+/// True when the trace can be claimed as new without a ledger read: ingest found no entry,
+/// and the message comes for the first time (not redelivered after a failure or a timeout,
+/// not put back by a deferral), so nothing of this pipeline has claimed it since. Should an
+/// entry exist all the same (a duplicate message, a stale read), the claim's condition
+/// refuses it and the trace is read strongly in the next round.
+fn is_first_sight(record: &SqsMessage, m: &MeterMessage) -> bool {
+    let first_receive = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .is_some_and(|n| n == "1");
+    let deferred = record
+        .message_attributes
+        .contains_key(tracemeter::domain::message::DEFERRALS_ATTRIBUTE);
+    m.no_ledger_entry && first_receive && !deferred
 }
 
 async fn record_malformed(
@@ -197,6 +221,7 @@ async fn claim_rounds(
                 index,
                 trace_id: parsed.traces[index].as_str(),
                 newest: parsed.newest[index],
+                new: parsed.new[index],
             })
             .collect();
         // The slice's entries in one batch read; a trace read again (its entry changed

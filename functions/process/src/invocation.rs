@@ -1,6 +1,7 @@
 //! Per-invocation state: the deadline, the receipt id, caches of budget policies and user
-//! mappings (each read at most once per invocation), and the budgets already checked again
-//! for redelivered messages.
+//! mappings (each read at most once per invocation, so one batch sees one policy per
+//! customer; below them the deployed function keeps both across invocations for a minute:
+//! `adapters::ledger_cache`), and the budgets already checked again for redelivered messages.
 
 use crate::Deps;
 use aws_lambda_events::event::sqs::SqsMessage;

@@ -9,6 +9,7 @@ use tracemeter::adapters::{
     credential::Credential,
     dynamo::{DynamoLedger, DynamoQuota, trace_key},
     langfuse::LangfuseClient,
+    ledger_cache::{LOOKUP_CACHE_TTL, LedgerCache},
     price_cache::{PRICE_CACHE_TTL, PriceCache},
     secrets::SecretsManagerSource,
     sqs::SqsRedelivery,
@@ -44,6 +45,9 @@ async fn main() -> Result<(), Error> {
     let meter = StripeClient::new(&config.stripe, stripe_key)?;
     // Price versions, read again after PRICE_CACHE_TTL (or for usage newer than the copy).
     let prices = PriceCache::new(ledger.clone(), Arc::new(SystemClock), PRICE_CACHE_TTL);
+    // Budget policies and user mappings, read again after LOOKUP_CACHE_TTL; budget events
+    // known to exist are not put again.
+    let ledger = LedgerCache::new(ledger, Arc::new(SystemClock), LOOKUP_CACHE_TTL);
     let deps = Deps {
         config: &config,
         usage: &usage,

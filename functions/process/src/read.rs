@@ -34,6 +34,9 @@ pub(crate) struct Wanted<'a> {
     pub(crate) index: usize,
     pub(crate) trace_id: &'a str,
     pub(crate) newest: Option<DateTime<Utc>>,
+    /// Known to have no ledger entry (ingest saw none, first delivery): left out of the
+    /// batch read and claimed as new.
+    pub(crate) new: bool,
 }
 
 /// What the ledger alone says of a trace.
@@ -175,10 +178,18 @@ fn answer_for(answers: &Result<UsageByTrace>, trace_id: &str) -> Result<Option<T
     }
 }
 
-/// The round's entries in one batch read; `None` when it failed (each trace is then read
+/// The round's entries in one batch read, leaving out the traces known to be new (absent
+/// from the answer, they are claimed as new); `None` when it failed (each trace is then read
 /// strongly on its own, and a real outage fails there with its trace named).
 async fn batch_entries(deps: &Deps<'_>, wanted: &[Wanted<'_>]) -> Option<BatchEntries> {
-    let ids: Vec<String> = wanted.iter().map(|w| w.trace_id.to_string()).collect();
+    let ids: Vec<String> = wanted
+        .iter()
+        .filter(|w| !w.new)
+        .map(|w| w.trace_id.to_string())
+        .collect();
+    if ids.is_empty() {
+        return Some(BatchEntries::new());
+    }
     match deps.ledger.entries(&ids).await {
         Ok(entries) => Some(entries),
         Err(e) => {

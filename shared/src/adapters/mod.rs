@@ -6,6 +6,7 @@ pub mod dynamo;
 pub mod http;
 pub mod ingest_store;
 pub mod langfuse;
+pub mod ledger_cache;
 pub mod price_cache;
 pub mod secrets;
 pub mod sqs;

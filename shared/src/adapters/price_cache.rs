@@ -26,6 +26,9 @@ pub struct PriceCache<B> {
     clock: Arc<dyn Clock>,
     ttl: Duration,
     copies: Mutex<HashMap<PriceScope, Held>>,
+    /// Held while a missing scope is read, so that the traces of a batch priced at once
+    /// make one read of the scope, not one each.
+    filling: tokio::sync::Mutex<()>,
 }
 
 impl<B: PriceBook> PriceCache<B> {
@@ -36,6 +39,7 @@ impl<B: PriceBook> PriceCache<B> {
             clock,
             ttl,
             copies: Mutex::new(HashMap::new()),
+            filling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -72,6 +76,10 @@ impl<B: PriceBook> PriceBook for PriceCache<B> {
         scope: &PriceScope,
         usage_at: DateTime<Utc>,
     ) -> Result<Vec<PriceVersion>> {
+        if let Some(v) = self.cached(scope, usage_at) {
+            return Ok(v);
+        }
+        let _filling = self.filling.lock().await;
         match self.cached(scope, usage_at) {
             Some(v) => Ok(v),
             None => self.versions(scope).await,

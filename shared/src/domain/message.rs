@@ -39,6 +39,11 @@ pub struct MeterMessage {
     /// The newest observation start time ingest saw for the trace (v2), as Langfuse sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_observation: Option<DateTime<Utc>>,
+    /// Ingest's coverage read found no ledger entry for the trace: on its first delivery the
+    /// processor claims it as new without reading the ledger again (the claim's condition,
+    /// `attribute_not_exists`, still refuses if an entry appeared since).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_ledger_entry: bool,
 }
 
 impl MeterMessage {
@@ -59,7 +64,7 @@ impl MeterMessage {
             check_trace_id(&msg.trace_id).map_err(|why| malformed(format!("traceId {why}")))?;
         Ok(MeterMessage {
             trace_id: id.to_string(),
-            newest_observation: msg.newest_observation,
+            ..msg
         })
     }
 
@@ -68,6 +73,7 @@ impl MeterMessage {
         MeterMessage {
             trace_id: trace_id.into(),
             newest_observation: None,
+            no_ledger_entry: false,
         }
     }
 
@@ -76,6 +82,9 @@ impl MeterMessage {
         let mut body = serde_json::json!({ "traceId": self.trace_id });
         if let Some(at) = self.newest_observation {
             body["newestObservation"] = at.to_rfc3339_opts(SecondsFormat::AutoSi, true).into();
+        }
+        if self.no_ledger_entry {
+            body["noLedgerEntry"] = true.into();
         }
         body.to_string()
     }
@@ -173,6 +182,21 @@ mod tests {
         };
         assert!(m.to_body().contains("10:00:00.123456Z"), "{}", m.to_body());
         assert_eq!(MeterMessage::parse(&m.to_body()).expect("round trip"), m);
+        assert!(!m.to_body().contains("noLedgerEntry"), "{}", m.to_body());
+        let new = MeterMessage {
+            no_ledger_entry: true,
+            ..m
+        };
+        assert!(
+            new.to_body().contains(r#""noLedgerEntry":true"#),
+            "{}",
+            new.to_body()
+        );
+        assert_eq!(
+            MeterMessage::parse(&new.to_body()).expect("round trip"),
+            new
+        );
+        assert!(MeterMessage::parse(r#"{"traceId":"a","noLedgerEntry":"yes"}"#).is_err());
         assert_eq!(
             MeterMessage::parse(r#"{"traceId":"old"}"#).expect("old body"),
             MeterMessage::new("old")

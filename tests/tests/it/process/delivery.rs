@@ -5,7 +5,9 @@ use super::*;
 
 #[tokio::test]
 async fn the_same_trace_three_times_is_billed_once() {
-    let stack = TestStack::start("dup3").await.expect("stack");
+    // v1, whose requests carry the idempotency key checked below.
+    let options = StackOptions::default().var("STRIPE_API_MODE", "v1");
+    let stack = TestStack::start_with("dup3", options).await.expect("stack");
     let at = now() - Duration::hours(1);
     stack
         .langfuse
@@ -346,4 +348,50 @@ async fn a_claim_without_a_receipt_is_resumed_and_marked_on_its_entry() {
         budget_used(&stack, "cus_nr", at, Period::Month).await,
         (C_0004, 0)
     );
+}
+
+/// Ingest's "no ledger entry" is a hint that saves the first delivery a ledger read, not a
+/// fact: a first-delivered message that says so of a trace already billed (a duplicate
+/// enqueue, a stale coverage read) is refused by the claim's `attribute_not_exists`, read
+/// again strongly and settled as billed. Nothing is sent or counted twice, and the trace
+/// claimed with it in the same customer transaction is billed.
+#[tokio::test]
+async fn a_wrong_no_ledger_entry_hint_bills_and_counts_nothing_twice() {
+    use tracemeter::domain::message::MeterMessage;
+    let stack = TestStack::start("hint").await.expect("stack");
+    let at = now() - Duration::hours(1);
+    for id in ["t-hint", "t-new"] {
+        stack.langfuse.add_trace(trace(id, "cus_hint", 0.01, 2, at));
+    }
+    stack.send_traces(&["t-hint"]).await.expect("send");
+    stack.drain(10).await.expect("drained");
+    assert_eq!(stack.stripe.events().len(), 1);
+
+    let hint = |id: &str| {
+        MeterMessage {
+            no_ledger_entry: true,
+            ..MeterMessage::new(id)
+        }
+        .to_body()
+    };
+    stack
+        .send_bodies(&[hint("t-hint"), hint("t-new")])
+        .await
+        .expect("send");
+    let reports = stack.drain(10).await.expect("drained");
+    assert!(reports.iter().all(|r| r.failed == 0), "{reports:?}");
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for id in ["t-hint", "t-new"] {
+        assert_eq!(entry(&stack, id).await.state, LedgerState::Metered, "{id}");
+        let sent = events.iter().filter(|e| e.identifier == identifier(id, 1));
+        assert_eq!(sent.count(), 1, "{id}: {events:?}");
+    }
+    let usage = stack
+        .ledger
+        .budget_usage("cus_hint", &Period::Month.key(at))
+        .await
+        .expect("counter");
+    assert_eq!(usage.used, 2 * C_001_2S, "each trace counted once");
+    assert_eq!(stack.dlq_depth().await.expect("dlq"), 0);
 }
