@@ -22,6 +22,10 @@ pub struct EventSourceMapping {
     pub batch_size: i32,
     /// Region put in each record.
     pub region: String,
+    /// How long a batch may wait for more messages once it has its first (the mapping's
+    /// `MaximumBatchingWindowInSeconds`). Zero (tests, `make run`): the batch closes as soon
+    /// as a receive finds nothing more visible; the benchmark plays the template's window.
+    pub batching_window: std::time::Duration,
 }
 
 /// What one poll did.
@@ -80,7 +84,7 @@ impl EventSourceMapping {
     /// SQS hands out at most 10 messages per `ReceiveMessage`; like Lambda's poller, the
     /// mapping keeps receiving until the batch is full. Lambda also waits up to
     /// `MaximumBatchingWindowInSeconds` for more; locally the batch closes as soon as a
-    /// receive finds nothing more visible, so tests and runs do not wait for the window.
+    /// receive finds nothing more visible unless `batching_window` is set (the benchmark).
     ///
     /// moto's long polling spins a CPU core for the whole wait, so this polls with
     /// `WaitTimeSeconds=0` and sleeps on the client side between empty receives, 100 ms at
@@ -104,13 +108,21 @@ impl EventSourceMapping {
         }
     }
 
-    /// Receives more until the batch holds `BatchSize` records or nothing more is visible.
+    /// Receives more until the batch holds `BatchSize` records, or nothing more is visible
+    /// and the batching window since the first record has passed.
     async fn fill(&self, mut records: Vec<SqsMessage>) -> Result<SqsEvent> {
         let size = usize::try_from(self.batch_size.max(1)).unwrap_or(10);
+        let window_ends = std::time::Instant::now() + self.batching_window;
         while records.len() < size {
             let more = self.receive_some((size - records.len()).min(10)).await?;
             if more.is_empty() {
-                break;
+                let now = std::time::Instant::now();
+                if now >= window_ends {
+                    break;
+                }
+                let pause = std::time::Duration::from_millis(250).min(window_ends - now);
+                tokio::time::sleep(pause).await;
+                continue;
             }
             records.extend(more);
         }

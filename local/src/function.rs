@@ -25,6 +25,8 @@ pub struct Function {
     spawned: Instant,
     /// Invocations so far.
     pub invocations: u64,
+    /// Messages handed to the invocations so far (every receive of a message counts).
+    pub records: u64,
     /// Summed invocation wall time.
     pub busy: Duration,
     /// What the function wrote to stdout (its log lines and metric documents), line by line.
@@ -80,6 +82,7 @@ impl Function {
             init_cpu: None,
             first_cpu: None,
             warm_records: 0,
+            records: 0,
             spawned,
             invocations: 0,
             busy: Duration::ZERO,
@@ -103,6 +106,7 @@ impl Function {
         let reply = self.api.invoke(event, timeout).await?;
         self.busy += started.elapsed();
         self.invocations += 1;
+        self.records += records;
         if self.first_cpu.is_none() {
             self.first_cpu = Some(self.usage()?.1);
         } else {

@@ -197,6 +197,7 @@ impl TestStack {
             queue_arn: resources.queue_arn.clone(),
             batch_size: resources.batch_size,
             region: "us-east-1".into(),
+            batching_window: std::time::Duration::ZERO,
         };
         Ok(TestStack {
             endpoint,

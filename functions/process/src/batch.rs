@@ -20,7 +20,7 @@ use tracing::warn;
 /// Traces per slice: each slice goes through every phase before the next one starts (a
 /// Langfuse batch read, a v2 stream request of up to 100 events), and no slice starts that
 /// the deadline would cut.
-const SLICE: usize = 100;
+pub(crate) const SLICE: usize = 100;
 
 /// Ledger rounds: a trace whose entry changes under a claim is read again, this many times.
 const MAX_LEDGER_ROUNDS: usize = 5;

@@ -81,7 +81,7 @@ pub(crate) async fn claim_group(
         period: first.period.clone(),
         policy: first.policy.clone(),
     };
-    let mut used = 0u64;
+    let mut used = counted(deps, &group).await;
     let mut conflicts = 0u32;
     for _ in 0..MAX_CLAIM_TRIES {
         if candidates.is_empty() {
@@ -117,6 +117,29 @@ pub(crate) async fn claim_group(
     );
     out.retry_all(candidates, &Outcome::retry(detail));
     out
+}
+
+/// The credits already counted in the group's period, for the first try: under a hard limit
+/// the counter is read (one strong read) so that the limit is shared out from what is
+/// really used; a first try that assumed 0 is refused by the limit's condition whenever the
+/// counter is within one batch of it, and a refused transaction costs the write units of
+/// all its items. A stale or failed read costs only that retry (the condition still holds
+/// the limit); without a hard limit nothing is shared out and nothing is read.
+async fn counted(deps: &Deps<'_>, group: &Group) -> u64 {
+    if group.policy.hard_limit().is_none() {
+        return 0;
+    }
+    match deps
+        .ledger
+        .budget_usage(&group.customer_id, &group.period)
+        .await
+    {
+        Ok(usage) => usage.used,
+        Err(e) => {
+            warn!(customer = %group.customer_id, error = %e, "could not read the budget counter; claiming as if unused");
+            0
+        }
+    }
 }
 
 /// The transaction for the candidates, given `used` credits already counted in the period.

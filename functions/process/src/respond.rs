@@ -8,10 +8,13 @@
 use crate::{Deps, Outcome, Tally};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use std::collections::HashSet;
+use std::time::Duration;
 use std::time::Instant;
+use tracemeter::config::LangfuseApi;
 use tracemeter::domain::deadline::UNREACHED_VISIBILITY_SECONDS;
 use tracemeter::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
-use tracemeter::domain::retry::Backoff;
+use tracemeter::domain::quota::RequestLimit;
+use tracemeter::domain::retry::{self, Backoff};
 use tracing::{info, warn};
 
 pub(crate) async fn respond(
@@ -66,31 +69,34 @@ async fn defer(
     records: &[SqsMessage],
     outcomes: &[Outcome],
 ) -> HashSet<String> {
-    let deferrals: Vec<Deferral> = records
+    let asked: Vec<(&SqsMessage, Duration, &str)> = records
         .iter()
         .zip(outcomes)
-        .filter_map(|(record, outcome)| {
-            let Outcome::Retry {
+        .filter_map(|(record, outcome)| match outcome {
+            Outcome::Retry {
                 after: Some(asked),
-                service: Some(_),
+                service: Some(service),
                 ..
-            } = outcome
-            else {
-                return None;
-            };
-            let message_id = record.message_id.clone()?;
-            let deferrals = deferred_before(record).saturating_add(1);
+            } => Some((record, *asked, *service)),
+            _ => None,
+        })
+        .collect();
+    if asked.is_empty() {
+        return HashSet::new();
+    }
+    let delays = delays(deps, backoff, &asked).await;
+    let deferrals: Vec<Deferral> = asked
+        .iter()
+        .zip(delays)
+        .filter_map(|((record, _, _), delay_seconds)| {
             Some(Deferral {
-                delay_seconds: backoff.deferral_seconds(&message_id, deferrals - 1, *asked),
+                delay_seconds,
                 body: record.body.clone()?,
-                message_id,
-                deferrals,
+                message_id: record.message_id.clone()?,
+                deferrals: deferred_before(record).saturating_add(1),
             })
         })
         .collect();
-    if deferrals.is_empty() {
-        return HashSet::new();
-    }
     let not_sent: HashSet<String> = match deps.redelivery.defer(&deferrals).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) => {
@@ -103,6 +109,42 @@ async fn defer(
         .map(|d| d.message_id)
         .filter(|id| !not_sent.contains(id))
         .collect()
+}
+
+/// Each deferral's delay. Under a Langfuse request budget they are spread behind the
+/// messages already waiting, at the pace the budget serves them (`retry::budget_delays`),
+/// so that each comes back once, when it can be read; otherwise (a 429 of a service without
+/// a budget here) the backoff schedule by deferral count.
+async fn delays(
+    deps: &Deps<'_>,
+    backoff: &Backoff,
+    asked: &[(&SqsMessage, Duration, &str)],
+) -> Vec<i32> {
+    let per_message = match deps.config.langfuse.api {
+        // One trace read per message.
+        LangfuseApi::Legacy => 1.0,
+        // One batch read per slice of messages.
+        LangfuseApi::V2 => 1.0 / crate::batch::SLICE as f64,
+    };
+    let budget = match deps.config.langfuse.requests {
+        RequestLimit::PerMinute(n) if asked.iter().all(|(_, _, s)| *s == "langfuse") => Some(n),
+        _ => None,
+    };
+    let Some(per_minute) = budget else {
+        return asked
+            .iter()
+            .map(|(record, wait, _)| {
+                let id = record.message_id.as_deref().unwrap_or_default();
+                backoff.deferral_seconds(id, deferred_before(record), *wait)
+            })
+            .collect();
+    };
+    let ahead = deps.redelivery.waiting().await.unwrap_or_else(|e| {
+        warn!(error = %e, "could not read how many messages wait; deferring from now");
+        0
+    });
+    let wait = asked.iter().map(|(_, w, _)| *w).max().unwrap_or_default();
+    retry::budget_delays(asked.len(), ahead, wait, per_minute, per_message)
 }
 
 /// The record's receive count (1 when SQS did not say).

@@ -7,8 +7,10 @@ use crate::claim::Claimed;
 use crate::{Deps, Outcome};
 use futures::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 use tracemeter::adapters::stripe::MAX_STREAM_EVENTS;
 use tracemeter::domain::meter::{Delivery, MeterEvent};
+use tracemeter::domain::retry;
 use tracemeter::{Error, Result};
 use tracing::{error, info, warn};
 
@@ -83,8 +85,9 @@ async fn send_one_by_one(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
     let sent: Vec<Vec<Sent>> = futures::stream::iter(by_customer.into_values())
         .map(|claims| async move {
             let mut out = Vec::with_capacity(claims.len());
+            let mut waited = Duration::ZERO;
             for c in claims {
-                let result = deps.meter.send(&MeterEvent::for_claim(&c.pending)).await;
+                let result = send_v1(deps, &c, &mut waited).await;
                 let settled = settle(deps, &c, result).await;
                 out.push((c, settled));
             }
@@ -94,6 +97,48 @@ async fn send_one_by_one(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
         .collect()
         .await;
     sent.into_iter().flatten().collect()
+}
+
+/// Tries per v1 event while Stripe asks for a short wait.
+const V1_TRIES: u32 = 3;
+/// The longest wait Stripe may ask for and have it sat out in-process (a 429 without
+/// `Retry-After` asks for 1 s).
+const V1_SHORT_WAIT: Duration = Duration::from_secs(1);
+/// The most one customer's lane of an invocation waits in-process in all; then a 429
+/// settles as a transient failure (the message is deferred), so a customer whose slot
+/// stays taken cannot hold the invocation.
+const V1_LANE_WAIT: Duration = Duration::from_secs(5);
+
+/// One v1 event. A 429 (another instance holds the customer's one concurrent slot for the
+/// ~100 ms of its request) is waited out in-process and the event sent again with the same
+/// idempotency key, up to [`V1_TRIES`] and [`V1_LANE_WAIT`]: cheaper than a deferral (a
+/// lease released, a redelivery, a take-over), and the slot is usually free again at once.
+async fn send_v1(deps: &Deps<'_>, c: &Claimed, waited: &mut Duration) -> Result<Delivery> {
+    let event = MeterEvent::for_claim(&c.pending);
+    let mut attempt = 1;
+    loop {
+        let result = deps.meter.send(&event).await;
+        let asked = match &result {
+            Err(
+                e @ Error::Transient {
+                    service: "stripe", ..
+                },
+            ) => e.retry_after().filter(|w| *w <= V1_SHORT_WAIT),
+            _ => None,
+        };
+        let Some(asked) = asked.filter(|_| attempt < V1_TRIES) else {
+            return result;
+        };
+        let pause = retry::short_wait(asked, &c.pending.identifier, attempt);
+        if *waited + pause > V1_LANE_WAIT {
+            return result;
+        }
+        *waited += pause;
+        info!(trace_id = %c.trace_id, pause_ms = pause.as_millis() as u64, attempt,
+              "Stripe asked to wait (another request of the customer in flight): trying again");
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
 }
 
 /// What Stripe's answer means for a claimed revision. `None`: Stripe has the event.

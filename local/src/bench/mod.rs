@@ -165,6 +165,15 @@ impl Bench {
         let esm = EventSourceMapping {
             sqs: aws_sdk_sqs::Client::new(&stack::sdk_config(&proxy.url()).await),
             batch_size: options.batch_size.unwrap_or(stack.esm.batch_size),
+            // The template's batching window, as Lambda's poller waits it.
+            batching_window: Duration::from_secs(
+                u64::try_from(
+                    Template::load()?
+                        .sqs_event_source(PROCESS_FUNCTION)?
+                        .maximum_batching_window_seconds,
+                )
+                .unwrap_or(0),
+            ),
             ..stack.esm.clone()
         };
         Ok(Bench {
@@ -350,10 +359,22 @@ impl Bench {
     }
 }
 
-/// The largest item in the ledger table, by DynamoDB's size rules (attribute names + values).
-async fn largest_item(stack: &TestStack) -> Result<usize> {
-    let mut largest = 0;
-    summary::scan_table(stack, |item| largest = largest.max(item_size(item))).await?;
+/// The largest item in the ledger table, by DynamoDB's size rules (attribute names + values),
+/// with its family (`TRACE#`, `RECEIPT#`, the partition key's prefix).
+async fn largest_item(stack: &TestStack) -> Result<(usize, String)> {
+    let mut largest = (0, String::new());
+    summary::scan_table(stack, |item| {
+        let size = item_size(item);
+        if size > largest.0 {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
+            let family = pk
+                .as_deref()
+                .and_then(|pk| pk.find('#').map(|i| pk[..=i].to_string()))
+                .unwrap_or_default();
+            largest = (size, family);
+        }
+    })
+    .await?;
     Ok(largest)
 }
 

@@ -32,6 +32,8 @@ pub struct FunctionFigures {
     pub instances: usize,
     /// Invocations.
     pub invocations: u64,
+    /// Messages handed to the invocations (each receive counts).
+    pub records: u64,
     /// Summed invocation wall time.
     pub busy: Duration,
     /// Largest peak RSS of an instance, KB.
@@ -72,6 +74,7 @@ impl FunctionFigures {
                 .map_or(Duration::ZERO, |c| cpu.saturating_sub(c));
             f.warm_records += func.warm_records;
             f.invocations += func.invocations;
+            f.records += func.records;
             f.busy += func.busy;
             f.init = f.init.max(func.init_time());
         }
@@ -134,7 +137,7 @@ pub struct BenchReport {
     /// DynamoDB calls by operation and the item families they touched.
     pub aws_families: Counts,
     /// Largest ledger table item, bytes (approximate, by DynamoDB's size rules).
-    pub largest_item: usize,
+    pub largest_item: (usize, String),
     /// Ingest figures.
     pub ingest: FunctionFigures,
     /// Process figures.
@@ -284,14 +287,15 @@ impl BenchReport {
         let mut lines = vec![
             "per metered trace:".to_string(),
             format!(
-                "  Langfuse requests {:.3} ({:.3} per trace processed: metered, capped or failed)   Stripe requests {:.3}   DynamoDB calls {:.2} (WCU {:.2}, RCU {:.2}; largest item {} B)   SQS requests {:.2} (+{:.0} empty receives of the local pollers, not counted)",
+                "  Langfuse requests {:.3} ({:.3} per trace processed: metered, capped or failed)   Stripe requests {:.3}   DynamoDB calls {:.2} (WCU {:.2}, RCU {:.2}; largest item {} B, a {} item; the units assume items within 1 KB written, 4 KB read)   SQS requests {:.2} (+{:.0} empty receives of the local pollers, not counted)",
                 d.langfuse_per,
                 d.langfuse_per_processed,
                 self.stripe_requests.0 as f64 / m,
                 ddb_calls / m,
                 d.wcu / m,
                 d.rcu / m,
-                self.largest_item,
+                self.largest_item.0,
+                self.largest_item.1,
                 d.sqs_requests / m,
                 sqs_empty
             ),
@@ -501,7 +505,23 @@ impl BenchReport {
         let (li, li429) = self.langfuse_ingest;
         let (lp, lp429) = self.langfuse_process;
         let done = self.metered + self.capped + self.failed;
+        let receives = self.process.records as f64 / self.enqueued.max(1) as f64;
+        let billed = (self.metered + self.capped).max(1) as f64;
+        let calls = self.aws_sum("DynamoDB", |c| c.calls as f64) / billed;
         vec![
+            (
+                format!(
+                    "backlog: <= 2 receives per message: {receives:.2} ({} messages handed to the process function for {} enqueued; a deferral comes back as a new message)",
+                    self.process.records, self.enqueued
+                ),
+                receives <= 2.0,
+            ),
+            (
+                format!(
+                    "backlog: <= 3 DynamoDB calls per billed trace: {calls:.2} (metered or capped)"
+                ),
+                calls <= 3.0,
+            ),
             (
                 format!(
                     "backlog: every trace processed, none dead-lettered: {done} of {} processed, {} left, DLQ {}",

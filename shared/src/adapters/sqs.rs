@@ -84,6 +84,23 @@ impl Redelivery for SqsRedelivery {
         }
         Ok(not_sent)
     }
+
+    async fn waiting(&self) -> Result<u64> {
+        let name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .map_err(|e| sqs_error("GetQueueAttributes", &e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
 }
 
 /// One deferral as a batch entry: the same body, the delay, the deferral count.

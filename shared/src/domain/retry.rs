@@ -47,6 +47,36 @@ impl Backoff {
     }
 }
 
+/// The delays of messages deferred together for lack of Langfuse request budget, so that
+/// each comes back when the budget can serve it rather than all at once (only to be deferred
+/// again): message `k` of the `n` waits what was `asked` (the next slot) plus the budget time
+/// of the `ahead + k` messages before it, plus a second. `ahead`: messages already deferred and waiting in
+/// the queue (other batches', served first). Each message takes `requests_per_message` of
+/// a budget of `per_minute` requests, which the shared count spends at 12/13 of its nominal
+/// rate ([`super::quota`]). At most SQS's 900 seconds, at least one.
+pub fn budget_delays(
+    n: usize,
+    ahead: u64,
+    asked: Duration,
+    per_minute: u32,
+    requests_per_message: f64,
+) -> Vec<i32> {
+    use super::quota::SLOTS_PER_WINDOW;
+    let rate = f64::from(per_minute.max(1)) * (SLOTS_PER_WINDOW - 1) as f64
+        / SLOTS_PER_WINDOW as f64
+        / 60.0;
+    let each = requests_per_message.max(0.0) / rate;
+    (0..n)
+        .map(|k| {
+            let before = (ahead as f64 + k as f64) * each;
+            // A second past what was asked, as for a retry: a slot boundary read on another
+            // instance's clock may lie a little later.
+            let secs = (asked.as_secs_f64() + 1.0 + before).ceil();
+            (secs as i32).min(MAX_DELAY_SECONDS)
+        })
+        .collect()
+}
+
 /// The pause before batch claim try `attempt` (1-based) after a transaction conflict:
 /// another writer's transaction holds the same items (a customer's budget counter, shared
 /// by every instance) for the few milliseconds it takes. 10 ms × `attempt`, at most 200 ms,
@@ -54,6 +84,15 @@ impl Backoff {
 /// instances that met do not meet again: 25 tries pause at most 3.1 s in all.
 pub fn conflict_pause(key: &str, attempt: u32) -> Duration {
     let full = (10 * u64::from(attempt.max(1))).min(200);
+    Duration::from_millis(full / 2 + jitter(key, attempt) % (full / 2 + 1))
+}
+
+/// The pause before trying a Stripe v1 event again in-process after Stripe asked to wait
+/// `asked` (a 429: another instance holds the customer's one concurrent slot for the ~100 ms
+/// of its request), jittered in [50 %, 100 %] by `key` (the identifier) and `attempt` so
+/// that two instances that met do not meet again at once.
+pub fn short_wait(asked: Duration, key: &str, attempt: u32) -> Duration {
+    let full = asked.as_millis() as u64;
     Duration::from_millis(full / 2 + jitter(key, attempt) % (full / 2 + 1))
 }
 
@@ -88,6 +127,40 @@ mod tests {
             base_seconds,
             max_seconds,
         }
+    }
+
+    #[test]
+    fn a_short_wait_is_half_to_all_of_what_was_asked_and_differs_by_key() {
+        let asked = Duration::from_secs(1);
+        for attempt in 1..=5 {
+            let w = short_wait(asked, "tm-t1-r1", attempt);
+            assert!((500..=1000).contains(&w.as_millis()), "{w:?}");
+        }
+        let waits = |key: &str| {
+            (1..=5)
+                .map(|a| short_wait(asked, key, a))
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(waits("tm-t1-r1"), waits("tm-t2-r1"));
+    }
+
+    #[test]
+    fn budget_deferrals_come_back_as_the_budget_can_serve_them() {
+        // Legacy reads, one request a message, 30 a minute: 13/12 x 2 s per message.
+        let d = budget_delays(5, 0, Duration::from_secs(3), 30, 1.0);
+        assert_eq!(d, vec![4, 7, 9, 11, 13]);
+        // Behind 100 waiting messages, the first comes back after their ~217 s.
+        let d = budget_delays(2, 100, Duration::from_secs(3), 30, 1.0);
+        assert_eq!(d, vec![221, 223]);
+        // v2 batch reads (a request per 100 messages): a whole batch back within 3 s.
+        let d = budget_delays(100, 0, Duration::from_secs(3), 30, 0.01);
+        assert!(d.iter().all(|&s| (4..=7).contains(&s)), "{d:?}");
+        // Never past SQS's longest delay, never zero.
+        assert_eq!(
+            budget_delays(1, 100_000, Duration::ZERO, 30, 1.0),
+            vec![900]
+        );
+        assert_eq!(budget_delays(1, 0, Duration::ZERO, 1000, 0.01), vec![1]);
     }
 
     #[test]

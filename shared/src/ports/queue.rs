@@ -13,6 +13,9 @@ pub trait Redelivery: Send + Sync {
     /// Sends each deferral to the queue as a new message; returns the message ids of those
     /// not sent (the caller returns them as failures instead).
     async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>>;
+    /// Messages deferred earlier and still waiting for their delay to pass (SQS's
+    /// `ApproximateNumberOfMessagesDelayed`): new deferrals queue behind them.
+    async fn waiting(&self) -> Result<u64>;
 }
 
 /// Sends messages to the meter queue.

@@ -56,6 +56,11 @@ impl Redelivery for MemoryQueue {
         lock(&self.state).deferred.extend_from_slice(items);
         Ok(Vec::new())
     }
+
+    /// Every message deferred so far still waits (nothing here takes them back).
+    async fn waiting(&self) -> Result<u64> {
+        Ok(lock(&self.state).deferred.len() as u64)
+    }
 }
 
 #[async_trait]

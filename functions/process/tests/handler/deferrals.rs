@@ -56,6 +56,10 @@ impl Redelivery for Refusing<'_> {
         self.queue.defer(&sent).await?;
         Ok(refused.into_iter().map(|d| d.message_id).collect())
     }
+
+    async fn waiting(&self) -> Result<u64> {
+        self.queue.waiting().await
+    }
 }
 
 impl World {
@@ -108,8 +112,12 @@ async fn a_throttled_read_defers_the_batch_instead_of_failing_it() {
 
 #[tokio::test]
 async fn a_message_deferred_many_times_waits_longer_and_never_grows_its_receive_count() {
-    // GIVEN a message deferred 6 times already (its attribute says so)
-    let world = World::new();
+    // GIVEN a self-hosted Langfuse (no request budget here) and a message deferred 6 times
+    // already (its attribute says so)
+    let world = World::with(
+        &[("LANGFUSE_REQUESTS_PER_MINUTE", "unlimited")],
+        StripeMode::V1,
+    );
     let mut event = event(&[body("t1")]);
     let mut count = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
     count.string_value = Some("6".into());
@@ -130,6 +138,43 @@ async fn a_message_deferred_many_times_waits_longer_and_never_grows_its_receive_
         (150..=300).contains(&deferred[0].delay_seconds),
         "{deferred:?}"
     );
+}
+
+#[tokio::test]
+async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
+    // GIVEN the legacy API (one read per message) on a budget of 30 requests a minute, ten
+    // messages deferred earlier still waiting, and Langfuse asking for 12 s
+    let world = World::with(
+        &[
+            ("LANGFUSE_API", "legacy"),
+            ("LANGFUSE_REQUESTS_PER_MINUTE", "30"),
+        ],
+        StripeMode::V1,
+    );
+    let earlier: Vec<Deferral> = (0..10)
+        .map(|i| Deferral {
+            message_id: format!("old{i}"),
+            body: body(&format!("old{i}")),
+            delay_seconds: 60,
+            deferrals: 1,
+        })
+        .collect();
+    world.queue.defer(&earlier).await.expect("earlier");
+
+    // WHEN a batch of three is throttled
+    let bodies: Vec<String> = ["t1", "t2", "t3"].iter().map(|id| body(id)).collect();
+    let response = world
+        .deliver_through(&Throttled, &world.queue, event(&bodies))
+        .await;
+
+    // THEN each is deferred behind the ten, ~2.2 s of budget apart (60 s / (30 x 12/13)),
+    // after the 12 s asked and a second: not all at once, to be deferred again
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let delays: Vec<i32> = world.queue.deferred()[10..]
+        .iter()
+        .map(|d| d.delay_seconds)
+        .collect();
+    assert_eq!(delays, vec![35, 37, 39], "12 + 1 + (10 + k) x 2.17 s");
 }
 
 #[tokio::test]

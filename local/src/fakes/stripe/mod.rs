@@ -233,6 +233,20 @@ impl StripeFake {
         lock(&self.state).fail_after_record = n;
     }
 
+    /// Takes `customer`'s one concurrent slot, as another caller's request in flight would:
+    /// every v1 meter event for the customer is answered 429 until
+    /// [`StripeFake::release_customer`].
+    pub fn hold_customer(&self, customer: &str) {
+        lock(&self.state)
+            .in_flight_customers
+            .insert(customer.to_string());
+    }
+
+    /// Gives back the slot [`StripeFake::hold_customer`] took.
+    pub fn release_customer(&self, customer: &str) {
+        lock(&self.state).in_flight_customers.remove(customer);
+    }
+
     /// How long a valid meter event request holds its customer's in-flight slot before being
     /// answered (Duration::ZERO: no wait, the default).
     pub fn set_latency(&self, latency: Duration) {

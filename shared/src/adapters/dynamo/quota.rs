@@ -22,6 +22,11 @@ pub struct DynamoQuota {
     table: String,
     service: String,
     per_minute: u32,
+    /// The slot in which a take was refused: every later take in it is refused here, without
+    /// a call (within a slot the room only shrinks: the earlier slots are fixed and the
+    /// slot's own count only grows). A batch of traces read one by one (the legacy API)
+    /// asks once per slot, not once per trace, while the budget is spent.
+    refused: std::sync::Mutex<Option<i64>>,
 }
 
 /// The key of one slot's counter (the slot zero-padded, so that keys sort as slots do).
@@ -44,6 +49,7 @@ impl DynamoQuota {
                 table: table.into(),
                 service: service.to_string(),
                 per_minute,
+                refused: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -95,8 +101,12 @@ impl DynamoQuota {
 impl RequestQuota for DynamoQuota {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
         let slot = slot_of(now);
+        if self.refused_in(slot) {
+            return Ok(Grant::Wait(wait_for_next_slot(now)));
+        }
         let cap = room(self.per_minute, self.earlier_sum(slot).await?);
         if cap == 0 {
+            self.refuse(slot);
             return Ok(Grant::Wait(wait_for_next_slot(now)));
         }
         let update = "SET #expires_at = :expires ADD #used :one";
@@ -120,7 +130,18 @@ impl RequestQuota for DynamoQuota {
         Ok(if condition_held("UpdateItem", result)? {
             Grant::Granted
         } else {
+            self.refuse(slot);
             Grant::Wait(wait_for_next_slot(now))
         })
+    }
+}
+
+impl DynamoQuota {
+    fn refused_in(&self, slot: i64) -> bool {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) == Some(slot)
+    }
+
+    fn refuse(&self, slot: i64) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
     }
 }

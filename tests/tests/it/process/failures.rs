@@ -82,9 +82,62 @@ async fn stripe_500_is_retried_without_failing_batch_mates() {
     transient_fault("s500", 1, |s| s.stripe.fail_next(1, 500)).await;
 }
 
+/// Another caller keeps cus_a's one concurrent slot past the in-process tries: its message
+/// is deferred, its batch mates billed, and it bills once when the slot is free.
 #[tokio::test]
 async fn stripe_429_defers_its_message_without_failing_batch_mates() {
-    throttle("s429", 1, |s| s.stripe.fail_next(1, 429), |_| ()).await;
+    throttle(
+        "s429",
+        1,
+        |s| s.stripe.hold_customer("cus_a"),
+        |s| s.stripe.release_customer("cus_a"),
+    )
+    .await;
+}
+
+/// A 429 for a customer slot that frees soon (another instance's request of ~100 ms) is
+/// waited out in-process: the event is sent again with the same idempotency key, nothing
+/// is deferred or failed, each trace is billed once.
+#[tokio::test]
+async fn a_short_stripe_429_is_waited_out_and_sent_again() {
+    let options = StackOptions::default().var("STRIPE_API_MODE", "v1");
+    let stack = TestStack::start_with("s429short", options)
+        .await
+        .expect("stack");
+    let at = now() - Duration::hours(1);
+    for (i, cus) in ["cus_a", "cus_b", "cus_c"].iter().enumerate() {
+        stack
+            .langfuse
+            .add_trace(trace(&format!("t{i}"), cus, 0.01, 2, at));
+    }
+    stack.send_traces(&["t0", "t1", "t2"]).await.expect("send");
+    let ev = receive_all(&stack, 3).await;
+    stack.stripe.hold_customer("cus_a");
+    let stripe = stack.stripe.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stripe.release_customer("cus_a");
+    });
+    let result = stack.invoke_with(&NoFaults, ev.clone()).await;
+    release.await.expect("release");
+    let response = result.as_ref().expect("no crash").clone();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let report = stack.esm.complete(&ev, &result).await.expect("complete");
+    assert_eq!(report.deleted, 3);
+    let events = stack.stripe.events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let requests = stack.stripe.requests();
+    let for_a: Vec<_> = requests
+        .iter()
+        .filter(|r| r.body.contains("cus_a"))
+        .collect();
+    assert!(for_a.len() >= 2, "a 429 then the retry: {for_a:?}");
+    assert_eq!(for_a[0].status, 429);
+    let keys: std::collections::HashSet<_> = for_a
+        .iter()
+        .map(|r| r.headers.get("idempotency-key"))
+        .collect();
+    assert_eq!(keys.len(), 1, "one idempotency key: {for_a:?}");
 }
 
 #[tokio::test]
