@@ -72,6 +72,9 @@ struct Bench {
     /// The event source mapping, through the proxy.
     esm: EventSourceMapping,
     seeded: usize,
+    /// Invocations that failed as a whole (no answer within the function's timeout: the
+    /// batch comes back after the visibility timeout), and messages answered as failures.
+    returned: std::sync::Mutex<(u64, u64)>,
 }
 
 /// What ingest did.
@@ -184,6 +187,7 @@ impl Bench {
             proxy,
             env,
             esm,
+            returned: std::sync::Mutex::new((0, 0)),
         })
     }
 
@@ -308,7 +312,7 @@ impl Bench {
             progress: Some(progress::bar(enqueued, "messages processed")),
             ..Drain::default()
         };
-        drain::drain(&self.esm, &options, |i, event| async move {
+        let drained = drain::drain(&self.esm, &options, |i, event| async move {
             let records = event.records.len() as u64;
             let reply = instances[i]
                 .lock()
@@ -318,6 +322,9 @@ impl Bench {
             Ok::<SqsBatchResponse, anyhow::Error>(serde_json::from_value(reply)?)
         })
         .await?;
+        let mut returned = self.returned.lock().unwrap_or_else(|e| e.into_inner());
+        returned.0 += drained.failed_invocations;
+        returned.1 += drained.retried;
         if let Some(bar) = &options.progress {
             bar.finish();
         }
@@ -350,6 +357,7 @@ impl Bench {
             stripe_requests: self.stripe_requests(),
             aws: self.proxy.counts(),
             aws_families: self.proxy.by_family(),
+            returned: *self.returned.lock().unwrap_or_else(|e| e.into_inner()),
             largest_item: largest_item(&self.stack).await?,
             ingest,
             process,

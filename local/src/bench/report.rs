@@ -136,6 +136,9 @@ pub struct BenchReport {
     pub aws: Counts,
     /// DynamoDB calls by operation and the item families they touched.
     pub aws_families: Counts,
+    /// Process invocations that failed as a whole (timeouts: their batch comes back after
+    /// the visibility timeout), and messages answered as batch item failures.
+    pub returned: (u64, u64),
     /// Largest ledger table item, bytes (approximate, by DynamoDB's size rules).
     pub largest_item: (usize, String),
     /// Ingest figures.
@@ -250,6 +253,10 @@ impl BenchReport {
                 self.left,
                 self.dlq,
                 if self.consistent { "yes" } else { "NO" }
+            ),
+            format!(
+                "process invocations: {}, of which {} failed as a whole (no answer within the function's timeout; the batch comes back after the visibility timeout); {} messages answered as batch item failures",
+                self.process.invocations, self.returned.0, self.returned.1
             ),
             format!(
                 "end to end: {:.1} s, {:.1} traces/s (ingest {:.1} s, processing {:.1} s)",

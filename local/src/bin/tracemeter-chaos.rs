@@ -4,7 +4,7 @@
 //! per boundary, default 0.1), `CHAOS_SEED` (42), `CHAOS_POLLERS` (4), `CHAOS_MINUTES`
 //! (time limit, 15), `CHAOS_INVOCATION_SECONDS` (each invocation's deadline, 10; the
 //! visibility timeout is 2 s more), `CHAOS_LOG` (log file, default `target/chaos.log`), `LANGFUSE_API`
-//! (`v2`, or `legacy`), `STRIPE_API_MODE` (`v1`, or `v2_stream`) and
+//! (`v2`, or `legacy`), `STRIPE_API_MODE` (`v2_stream`, the template's default, or `v1`) and
 //! `LANGFUSE_REQUESTS_PER_MINUTE` (the shared request budget, 30 as the template's
 //! default, or `unlimited`). Prints the
 //! figures and the invariants; exits 1 when one did not hold.

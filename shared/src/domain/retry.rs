@@ -47,13 +47,18 @@ impl Backoff {
     }
 }
 
+/// The span of budget whose deferred messages come back together (see [`budget_delays`]).
+const BUNCH_SECONDS: f64 = 10.0;
+
 /// The delays of messages deferred together for lack of Langfuse request budget, so that
 /// each comes back when the budget can serve it rather than all at once (only to be deferred
 /// again): message `k` of the `n` waits what was `asked` (the next slot) plus the budget time
 /// of the `ahead + k` messages before it, plus a second. `ahead`: messages already deferred and waiting in
 /// the queue (other batches', served first). Each message takes `requests_per_message` of
 /// a budget of `per_minute` requests, which the shared count spends at 12/13 of its nominal
-/// rate ([`super::quota`]). At most SQS's 900 seconds, at least one.
+/// rate ([`super::quota`]). They come back in bunches of what the budget serves in 10
+/// seconds, a bunch at the same second, so that one invocation takes a bunch. At most SQS's
+/// 900 seconds, at least one.
 pub fn budget_delays(
     n: usize,
     ahead: u64,
@@ -66,9 +71,16 @@ pub fn budget_delays(
         / SLOTS_PER_WINDOW as f64
         / 60.0;
     let each = requests_per_message.max(0.0) / rate;
+    // Messages come back in bunches of what the budget serves in BUNCH_SECONDS, all of a
+    // bunch at the same second, so that the poller hands them to one invocation together
+    // rather than one invocation each.
+    let per_bunch = (BUNCH_SECONDS / each.max(f64::MIN_POSITIVE))
+        .floor()
+        .max(1.0);
     (0..n)
         .map(|k| {
-            let before = (ahead as f64 + k as f64) * each;
+            let bunch = ((ahead as f64 + k as f64) / per_bunch).floor();
+            let before = bunch * per_bunch * each;
             // A second past what was asked, as for a retry: a slot boundary read on another
             // instance's clock may lie a little later.
             let secs = (asked.as_secs_f64() + 1.0 + before).ceil();
@@ -146,12 +158,14 @@ mod tests {
 
     #[test]
     fn budget_deferrals_come_back_as_the_budget_can_serve_them() {
-        // Legacy reads, one request a message, 30 a minute: 13/12 x 2 s per message.
-        let d = budget_delays(5, 0, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d, vec![4, 7, 9, 11, 13]);
-        // Behind 100 waiting messages, the first comes back after their ~217 s.
+        // Legacy reads, one request a message, 30 a minute: 13/12 x 2 s per message, so
+        // bunches of 4 (what 10 s of budget serve), 8.7 s apart, each a second past the 3 s
+        // asked.
+        let d = budget_delays(9, 0, Duration::from_secs(3), 30, 1.0);
+        assert_eq!(d, vec![4, 4, 4, 4, 13, 13, 13, 13, 22]);
+        // Behind 100 waiting messages (25 bunches), they come back after those ~217 s.
         let d = budget_delays(2, 100, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d, vec![221, 223]);
+        assert_eq!(d, vec![221, 221]);
         // v2 batch reads (a request per 100 messages): a whole batch back within 3 s.
         let d = budget_delays(100, 0, Duration::from_secs(3), 30, 0.01);
         assert!(d.iter().all(|&s| (4..=7).contains(&s)), "{d:?}");
