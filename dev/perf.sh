@@ -5,6 +5,7 @@
 # or user space, the shared objects, the top symbols (the release bootstraps are stripped,
 # so their own code is one `bootstrap` entry; the kernel's symbols are named).
 # Needs `perf` (linux-perf) and permission to profile the bench's processes.
+# PERF_NO_BUILD=1 profiles target/lambda/process/bootstrap as it is, without building.
 # Output: target/perf/process.data and the report on stdout.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +16,13 @@ mkdir -p "$out"
 export STRIPE_API_MODE="${STRIPE_API_MODE:-v2_stream}"
 bootstrap="$repo/target/lambda/process/bootstrap"
 
-make bench >"$out/bench.log" 2>&1 &
+if [ -n "${PERF_NO_BUILD:-}" ]; then
+  # Profile the bootstraps as they are (e.g. an older build copied in place).
+  # shellcheck source=dev/aws-env.sh
+  (. "$repo/dev/aws-env.sh" && RUST_LOG="${RUST_LOG:-error}" "$repo/target/debug/tracemeter-bench") >"$out/bench.log" 2>&1 &
+else
+  make bench >"$out/bench.log" 2>&1 &
+fi
 bench=$!
 # The instances start once ingest has run; wait for all of them (CONCURRENCY, 5).
 want="${CONCURRENCY:-5}"
