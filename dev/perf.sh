@@ -3,7 +3,7 @@
 # Stripe mode (STRIPE_API_MODE, default v2_stream) with `perf record` attached to the process
 # bootstraps while they drain the queue, then prints where their time went by share: kernel
 # or user space, the shared objects, the top symbols (the release bootstraps are stripped,
-# so their own code is one `bootstrap` entry; the kernel's symbols are named).
+# so their own code is one `bootstrap` entry; the kernel's and libc's symbols are named).
 # Needs `perf` (linux-perf) and permission to profile the bench's processes.
 # PERF_NO_BUILD=1 profiles target/lambda/process/bootstrap as it is, without building.
 # Output: target/perf/process.data and the report on stdout.
@@ -42,9 +42,7 @@ recorder=$!
 wait "$bench"
 wait "$recorder" || true
 grep -E "^process:|^\| |^traces" "$out/bench.log" || true
-echo "--- share of the process bootstraps' samples: kernel / user"
-perf report -i "$out/process.data" --stdio --no-children --sort cpumode 2>/dev/null | grep -E "^ +[0-9]" || true
-echo "--- by shared object"
-perf report -i "$out/process.data" --stdio --no-children --sort dso 2>/dev/null | grep -E "^ +[0-9]" | head -8 || true
+echo "--- the process bootstraps' samples by shared object (bootstrap: tracemeter's code and its crates)"
+perf report -i "$out/process.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -E "^ +[0-9]" | head -8 || true
 echo "--- top symbols"
-perf report -i "$out/process.data" --stdio --no-children --sort dso,sym 2>/dev/null | grep -E "^ +[0-9]" | head -15 || true
+perf report -i "$out/process.data" --stdio --no-children -g none --sort dso,sym 2>/dev/null | grep -E "^ +[0-9]" | head -15 || true

@@ -12,6 +12,7 @@ pub mod day;
 pub mod day_bench;
 pub mod enqueues;
 mod report;
+mod targets;
 
 pub use report::{BenchReport, FunctionFigures, prices, side_by_side};
 
@@ -339,6 +340,7 @@ impl Bench {
         end_to_end: Duration,
     ) -> Result<BenchReport> {
         let (langfuse_ingest, langfuse_process) = self.langfuse_requests();
+        let returned = *self.returned.lock().unwrap_or_else(|e| e.into_inner());
         let summary = summary::collect(&self.stack).await?;
         let state = |s: &str| summary.states.get(s).copied().unwrap_or(0);
         Ok(BenchReport {
@@ -357,7 +359,7 @@ impl Bench {
             stripe_requests: self.stripe_requests(),
             aws: self.proxy.counts(),
             aws_families: self.proxy.by_family(),
-            returned: *self.returned.lock().unwrap_or_else(|e| e.into_inner()),
+            returned,
             largest_item: largest_item(&self.stack).await?,
             ingest,
             process,

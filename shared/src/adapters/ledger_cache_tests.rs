@@ -81,39 +81,78 @@ async fn a_policy_is_read_once_per_ttl_and_a_change_shows_after_it() {
     let (cache, clock) = cached();
     *lock(&cache.ledger.limit) = Some(100);
     for _ in 0..5 {
-        let p = cache.budget_policy("cus_a").await.unwrap();
+        let p = cache
+            .budget_policy("cus_a")
+            .await
+            .expect("through the cache");
         assert_eq!(p.and_then(|p| p.limit), Some(100));
     }
     assert_eq!(cache.ledger.policy_reads.load(Ordering::SeqCst), 1);
     // An operator raises the limit: the cached copy holds until the TTL has passed.
     *lock(&cache.ledger.limit) = Some(500);
     clock.advance(LOOKUP_CACHE_TTL - Duration::seconds(1));
-    let p = cache.budget_policy("cus_a").await.unwrap();
+    let p = cache
+        .budget_policy("cus_a")
+        .await
+        .expect("through the cache");
     assert_eq!(p.and_then(|p| p.limit), Some(100));
     clock.advance(Duration::seconds(1));
-    let p = cache.budget_policy("cus_a").await.unwrap();
+    let p = cache
+        .budget_policy("cus_a")
+        .await
+        .expect("through the cache");
     assert_eq!(p.and_then(|p| p.limit), Some(500));
     assert_eq!(cache.ledger.policy_reads.load(Ordering::SeqCst), 2);
     // Each customer has its own copy.
-    cache.budget_policy("cus_b").await.unwrap();
+    cache
+        .budget_policy("cus_b")
+        .await
+        .expect("through the cache");
     assert_eq!(cache.ledger.policy_reads.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
 async fn no_policy_and_no_mapping_are_cached_too_but_errors_are_not() {
     let (cache, _) = cached();
-    assert_eq!(cache.budget_policy("cus_a").await.unwrap(), None);
-    assert_eq!(cache.budget_policy("cus_a").await.unwrap(), None);
+    assert_eq!(
+        cache
+            .budget_policy("cus_a")
+            .await
+            .expect("through the cache"),
+        None
+    );
+    assert_eq!(
+        cache
+            .budget_policy("cus_a")
+            .await
+            .expect("through the cache"),
+        None
+    );
     assert_eq!(cache.ledger.policy_reads.load(Ordering::SeqCst), 1);
-    assert_eq!(cache.customer_for_user("u1").await.unwrap(), None);
-    assert_eq!(cache.customer_for_user("u1").await.unwrap(), None);
+    assert_eq!(
+        cache
+            .customer_for_user("u1")
+            .await
+            .expect("through the cache"),
+        None
+    );
+    assert_eq!(
+        cache
+            .customer_for_user("u1")
+            .await
+            .expect("through the cache"),
+        None
+    );
     assert_eq!(cache.ledger.mapping_reads.load(Ordering::SeqCst), 1);
 
     *lock(&cache.ledger.fail_reads) = true;
     assert!(cache.budget_policy("cus_x").await.is_err());
     *lock(&cache.ledger.fail_reads) = false;
     *lock(&cache.ledger.limit) = Some(7);
-    let p = cache.budget_policy("cus_x").await.unwrap();
+    let p = cache
+        .budget_policy("cus_x")
+        .await
+        .expect("through the cache");
     assert_eq!(
         p.and_then(|p| p.limit),
         Some(7),
@@ -126,17 +165,29 @@ async fn a_mapping_change_takes_effect_after_the_ttl() {
     let (cache, clock) = cached();
     *lock(&cache.ledger.mapped) = Some("cus_old".into());
     assert_eq!(
-        cache.customer_for_user("u1").await.unwrap().as_deref(),
+        cache
+            .customer_for_user("u1")
+            .await
+            .expect("through the cache")
+            .as_deref(),
         Some("cus_old")
     );
     *lock(&cache.ledger.mapped) = Some("cus_new".into());
     assert_eq!(
-        cache.customer_for_user("u1").await.unwrap().as_deref(),
+        cache
+            .customer_for_user("u1")
+            .await
+            .expect("through the cache")
+            .as_deref(),
         Some("cus_old")
     );
     clock.advance(LOOKUP_CACHE_TTL);
     assert_eq!(
-        cache.customer_for_user("u1").await.unwrap().as_deref(),
+        cache
+            .customer_for_user("u1")
+            .await
+            .expect("through the cache")
+            .as_deref(),
         Some("cus_new")
     );
     assert_eq!(cache.ledger.mapping_reads.load(Ordering::SeqCst), 2);
@@ -145,12 +196,30 @@ async fn a_mapping_change_takes_effect_after_the_ttl() {
 #[tokio::test]
 async fn a_recorded_event_is_not_put_again_but_a_new_one_is() {
     let (cache, _) = cached();
-    assert!(cache.record_budget_event(&crossed(50, 0)).await.unwrap());
-    assert!(!cache.record_budget_event(&crossed(50, 0)).await.unwrap());
+    assert!(
+        cache
+            .record_budget_event(&crossed(50, 0))
+            .await
+            .expect("through the cache")
+    );
+    assert!(
+        !cache
+            .record_budget_event(&crossed(50, 0))
+            .await
+            .expect("through the cache")
+    );
     assert_eq!(cache.ledger.event_puts.load(Ordering::SeqCst), 1);
     // Another threshold, or the same one in a later limit episode, is its own event.
-    assert!(cache.record_budget_event(&crossed(100, 0)).await.unwrap());
-    cache.record_budget_event(&crossed(50, 1)).await.unwrap();
+    assert!(
+        cache
+            .record_budget_event(&crossed(100, 0))
+            .await
+            .expect("through the cache")
+    );
+    cache
+        .record_budget_event(&crossed(50, 1))
+        .await
+        .expect("through the cache");
     assert_eq!(cache.ledger.event_puts.load(Ordering::SeqCst), 3);
 }
 
@@ -158,7 +227,17 @@ async fn a_recorded_event_is_not_put_again_but_a_new_one_is() {
 async fn an_event_another_instance_recorded_is_remembered_after_one_refused_put() {
     let (cache, _) = cached();
     lock(&cache.ledger.events).insert(event_key(&crossed(50, 0)));
-    assert!(!cache.record_budget_event(&crossed(50, 0)).await.unwrap());
-    assert!(!cache.record_budget_event(&crossed(50, 0)).await.unwrap());
+    assert!(
+        !cache
+            .record_budget_event(&crossed(50, 0))
+            .await
+            .expect("through the cache")
+    );
+    assert!(
+        !cache
+            .record_budget_event(&crossed(50, 0))
+            .await
+            .expect("through the cache")
+    );
     assert_eq!(cache.ledger.event_puts.load(Ordering::SeqCst), 1);
 }
