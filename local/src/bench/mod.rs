@@ -376,11 +376,8 @@ async fn largest_item(stack: &TestStack) -> Result<(usize, String)> {
     summary::scan_table(stack, |item| {
         let size = item_size(item);
         if size > largest.0 {
-            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
-            let family = pk
-                .as_deref()
-                .and_then(|pk| pk.find('#').map(|i| pk[..=i].to_string()))
-                .unwrap_or_default();
+            let pk = item.get("pk").and_then(|v| v.as_s().ok());
+            let family = crate::counting_proxy::item_family(pk.map(String::as_str));
             largest = (size, family);
         }
     })

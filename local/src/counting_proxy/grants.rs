@@ -68,7 +68,9 @@ fn family(item: &Value) -> String {
     prefix(item[PK]["S"].as_str())
 }
 
-fn prefix(pk: Option<&str>) -> String {
+/// The item family of a partition key value: its prefix through the first `#` (`*` when
+/// there is none).
+pub fn prefix(pk: Option<&str>) -> String {
     match pk.and_then(|pk| pk.find('#').map(|i| &pk[..=i])) {
         Some(family) => family.to_string(),
         None => "*".to_string(),

@@ -13,7 +13,7 @@ mod capacity;
 mod grants;
 
 pub use capacity::capacity;
-pub use grants::table_grants;
+pub use grants::{prefix as item_family, table_grants};
 
 use crate::faults::Chaos;
 use anyhow::Result;
