@@ -31,6 +31,19 @@ pub async fn check(
     now: DateTime<Utc>,
 ) -> Result<Vec<BudgetEvent>> {
     let usage = store.budget_usage(customer_id, period).await?;
+    check_read(store, customer_id, period, policy, usage, now).await
+}
+
+/// [`check`] on a counter the caller just read strongly (several at once:
+/// [`BudgetStore::budget_usages`]).
+pub async fn check_read(
+    store: &dyn BudgetStore,
+    customer_id: &str,
+    period: &str,
+    policy: &BudgetPolicy,
+    usage: BudgetUsage,
+    now: DateTime<Utc>,
+) -> Result<Vec<BudgetEvent>> {
     let event = |kind| BudgetEvent {
         customer_id: customer_id.to_string(),
         period: period.to_string(),
@@ -43,6 +56,9 @@ pub async fn check(
     };
     let mut recorded = Vec::new();
     for percent in policy.thresholds_reached(usage.used) {
+        if usage.alerted.contains(&percent) {
+            continue;
+        }
         let crossed = event(BudgetEventKind::ThresholdCrossed { percent });
         if store.record_budget_event(&crossed).await? {
             recorded.push(logged(crossed));
@@ -51,7 +67,7 @@ pub async fn check(
     let hard_limit = policy.limit.filter(|_| policy.mode == BudgetMode::Hard);
     if hard_limit.is_some_and(|limit| usage.used >= limit) {
         let reached = event(BudgetEventKind::LimitReached);
-        if store.record_budget_event(&reached).await? {
+        if usage.reached != Some(usage.clears) && store.record_budget_event(&reached).await? {
             recorded.push(logged(reached));
         }
         raise_flag(store, &usage, customer_id, period, now).await?;

@@ -173,7 +173,7 @@ async fn show(ctx: &mut Ctx<'_, '_>, customer: &str, period: Option<&PeriodKey>)
     let period = shown_period(period, kind, now)?;
     let usage = ledger.budget_usage(customer, &period).await?;
     let alerts = ledger.budget_alerts(customer, &period).await?;
-    let mut value = counter_json(policy.as_ref(), &period, usage, &alerts);
+    let mut value = counter_json(policy.as_ref(), &period, usage.clone(), &alerts);
     value["customer_id"] = json!(customer);
     ctx.out.report(&value, || {
         let limit = policy.as_ref().and_then(|p| p.limit);
@@ -220,7 +220,7 @@ async fn list(ctx: &mut Ctx<'_, '_>) -> CliResult {
         let period = policy.period.key(now);
         let usage = ledger.budget_usage(&customer, &period).await?;
         let alerts = ledger.budget_alerts(&customer, &period).await?;
-        let mut value = counter_json(Some(&policy), &period, usage, &alerts);
+        let mut value = counter_json(Some(&policy), &period, usage.clone(), &alerts);
         value["customer_id"] = json!(customer);
         values.push(value);
         let remaining = policy.limit.map(|l| l.saturating_sub(usage.used));

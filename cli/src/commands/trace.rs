@@ -47,7 +47,7 @@ pub(super) async fn show(ctx: &mut Ctx<'_, '_>, id: &str) -> CliResult {
         })),
         "reason": entry.reason,
         "detail": entry.detail,
-        "budget_counter": counter.map(|u| json!({"used": u.used, "capped": u.capped, "exceeded": u.exceeded})),
+        "budget_counter": counter.as_ref().map(|u| json!({"used": u.used, "capped": u.capped, "exceeded": u.exceeded})),
     });
     ctx.out.report(&value, || {
         human(&entry, &identifiers, &customer, &period, counter)

@@ -279,8 +279,9 @@ async fn claim_all(
         }
         batches.push(group);
     }
+    let counted = &claim::counted_all(deps, &batches).await;
     futures::stream::iter(batches)
-        .map(|group| claim::claim_group(deps, inv, group))
+        .map(|group| claim::claim_group(deps, inv, group, counted))
         .buffer_unordered(deps.concurrency())
         .collect()
         .await

@@ -4,7 +4,7 @@
 use crate::Deps;
 use crate::invocation::Invocation;
 use tracemeter::Result;
-use tracemeter::domain::budget::BudgetPolicy;
+use tracemeter::domain::budget::{BudgetPolicy, BudgetUsage};
 
 /// Checks a customer's period after credits were counted in it.
 pub(crate) async fn check(
@@ -15,6 +15,20 @@ pub(crate) async fn check(
 ) -> Result<()> {
     let now = deps.clock.now();
     tracemeter::alerts::check(deps.ledger, customer_id, period, policy, now)
+        .await
+        .map(|_| ())
+}
+
+/// [`check`] on a counter read with others (`BudgetStore::budget_usages`).
+pub(crate) async fn check_read(
+    deps: &Deps<'_>,
+    customer_id: &str,
+    period: &str,
+    policy: &BudgetPolicy,
+    usage: BudgetUsage,
+) -> Result<()> {
+    let now = deps.clock.now();
+    tracemeter::alerts::check_read(deps.ledger, customer_id, period, policy, usage, now)
         .await
         .map(|_| ())
 }

@@ -6,7 +6,7 @@
 use crate::claim::{Claimed, CounterCheck};
 use crate::{Deps, Outcome, budget};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tracemeter::domain::budget::BudgetPolicy;
 use tracing::{info, warn};
 
@@ -143,12 +143,33 @@ impl Checks {
         entry.1.extend(index);
     }
 
-    /// Runs the checks; returns the messages whose check failed (they retry, and the
-    /// redelivery runs the check again).
+    /// Runs the checks on the counters, all read in one strong batch read (should that
+    /// fail, each check reads its own); returns the messages whose check failed (they
+    /// retry, and the redelivery runs the check again).
     async fn run(self, deps: &Deps<'_>) -> Vec<usize> {
+        let counters: Vec<(String, String)> = self.0.keys().cloned().collect();
+        let read = match counters.len() {
+            0 | 1 => HashMap::new(),
+            _ => deps
+                .ledger
+                .budget_usages(&counters)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(counters = counters.len(), error = %e, "could not read the budget counters at once; reading each");
+                    HashMap::new()
+                }),
+        };
+        let read = &read;
         let failed: Vec<Vec<usize>> = futures::stream::iter(self.0)
-            .map(|((customer, period), (policy, indices))| async move {
-                match budget::check(deps, &customer, &period, &policy).await {
+            .map(|(counter, (policy, indices))| async move {
+                let (customer, period) = &counter;
+                let checked = match read.get(&counter) {
+                    Some(usage) => {
+                        budget::check_read(deps, customer, period, &policy, usage.clone()).await
+                    }
+                    None => budget::check(deps, customer, period, &policy).await,
+                };
+                match checked {
                     Ok(()) => None,
                     Err(e) => {
                         warn!(customer = %customer, period = %period, error = %e,

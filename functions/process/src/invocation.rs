@@ -1,12 +1,12 @@
 //! Per-invocation state: the deadline, the receipt id, caches of budget policies and user
 //! mappings (each read at most once per invocation, so one batch sees one policy per
-//! customer; below them the deployed function keeps both across invocations for a minute:
+//! customer, and read for the whole batch at once: [`Invocation::look_up`]; below them the deployed function keeps both across invocations for a minute:
 //! `adapters::ledger_cache`), and the budgets already checked again for redelivered messages.
 
 use crate::Deps;
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tracemeter::Result;
@@ -14,6 +14,7 @@ use tracemeter::domain::budget::BudgetPolicy;
 use tracemeter::domain::ledger::receipt_id;
 use tracemeter::domain::usage::TraceUsage;
 use tracemeter::domain::{customer, deadline};
+use tracing::warn;
 
 /// Identifiers per receipt item: at most 100 characters each, so an item stays far below
 /// DynamoDB's 400 KB.
@@ -86,10 +87,15 @@ impl Invocation {
         if let Some(p) = lock(&self.policies).get(customer_id) {
             return Ok(p.clone());
         }
+        // The batch read of one (the same read unit as a `GetItem`): the processor reads
+        // policies and mappings only so, and its role grants no other read of them.
+        let one = [customer_id.to_string()];
         let policy = deps
             .ledger
-            .budget_policy(customer_id)
+            .budget_policies_of(&one)
             .await?
+            .remove(customer_id)
+            .flatten()
             .unwrap_or_else(|| deps.config.default_budget.clone());
         lock(&self.policies).insert(customer_id.to_string(), policy.clone());
         Ok(policy)
@@ -123,11 +129,76 @@ impl Invocation {
         )
     }
 
+    /// Reads the user mappings, then the budget policies, that pricing `usages` will ask
+    /// for, each in one batch read rather than one read per user and customer. Best effort:
+    /// what this could not read is read again per trace, where an error names its trace.
+    pub(crate) async fn look_up(&self, deps: &Deps<'_>, usages: &[&TraceUsage]) {
+        let keys = &deps.config.customers.metadata_keys;
+        let users: BTreeSet<String> = usages
+            .iter()
+            .filter_map(|u| customer::user_to_look_up(u, keys))
+            .filter(|user| !lock(&self.customers).contains_key(*user))
+            .map(str::to_string)
+            .collect();
+        if !users.is_empty() {
+            let users: Vec<String> = users.into_iter().collect();
+            match deps.ledger.customers_for_users(&users).await {
+                Ok(found) => lock(&self.customers).extend(found),
+                Err(e) => {
+                    warn!(users = users.len(), error = %e, "could not read the batch's user mappings at once")
+                }
+            }
+        }
+        let customers: BTreeSet<String> = usages
+            .iter()
+            .filter_map(|u| self.known_customer(deps, u))
+            .filter(|c| !lock(&self.policies).contains_key(c))
+            .collect();
+        if customers.is_empty() {
+            return;
+        }
+        let customers: Vec<String> = customers.into_iter().collect();
+        match deps.ledger.budget_policies_of(&customers).await {
+            Ok(found) => {
+                let default = &deps.config.default_budget;
+                lock(&self.policies).extend(
+                    found
+                        .into_iter()
+                        .map(|(c, p)| (c, p.unwrap_or_else(|| default.clone()))),
+                );
+            }
+            Err(e) => {
+                warn!(customers = customers.len(), error = %e, "could not read the batch's budget policies at once")
+            }
+        }
+    }
+
+    /// The trace's customer from what this invocation already knows, without a read.
+    fn known_customer(&self, deps: &Deps<'_>, usage: &TraceUsage) -> Option<String> {
+        let rules = &deps.config.customers;
+        let mapped = match customer::user_to_look_up(usage, &rules.metadata_keys) {
+            Some(user) => lock(&self.customers).get(user)?.clone(),
+            None => None,
+        };
+        customer::resolve(
+            usage,
+            &rules.metadata_keys,
+            mapped.as_deref(),
+            rules.default_customer.as_deref(),
+        )
+        .ok()
+    }
+
     async fn mapping(&self, deps: &Deps<'_>, user: &str) -> Result<Option<String>> {
         if let Some(m) = lock(&self.customers).get(user) {
             return Ok(m.clone());
         }
-        let m = deps.ledger.customer_for_user(user).await?;
+        let m = deps
+            .ledger
+            .customers_for_users(&[user.to_string()])
+            .await?
+            .remove(user)
+            .flatten();
         lock(&self.customers).insert(user.to_string(), m.clone());
         Ok(m)
     }

@@ -110,6 +110,11 @@ pub(crate) async fn read_round(
             (w, entry, usage)
         })
         .collect();
+    let known: Vec<&TraceUsage> = with_usage
+        .iter()
+        .filter_map(|(_, _, usage)| usage.as_ref().ok()?.as_ref())
+        .collect();
+    inv.look_up(deps, &known).await;
     let priced: Vec<(usize, Stage)> = futures::stream::iter(with_usage)
         .map(|(w, entry, usage)| async move {
             let stage = price_read(deps, inv, &w, entry.as_deref(), usage).await;

@@ -6,6 +6,9 @@
 //!   was refused because it exists) is not put again: a threshold reached stays reached for
 //!   the rest of the period, and every later check would otherwise spend a refused write.
 //!
+//! Many of them are read together when a batch asks for them at once (one `BatchGetItem`
+//! for all of a batch's users, one for their customers' policies).
+//!
 //! A `tracemeter budget set` or `tracemeter customer map` therefore takes effect for the
 //! processor within [`LOOKUP_CACHE_TTL`] (60 seconds). Everything else is passed through
 //! unchanged: entries, claims, counters and deliveries are never cached.
@@ -41,6 +44,38 @@ impl<V: Clone> Held<V> {
 
     fn put(&self, key: &str, read_at: DateTime<Utc>, value: V) {
         lock(&self.0).insert(key.to_string(), (read_at, value));
+    }
+
+    /// The values of `keys`: those held, and the rest read together by `read` (one batch
+    /// read) and held from `now`.
+    async fn many<F, Fut>(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+        ttl: Duration,
+        read: F,
+    ) -> Result<HashMap<String, V>>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<HashMap<String, V>>>,
+    {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        for key in keys {
+            match self.get(key, now, ttl) {
+                Some(v) => {
+                    out.insert(key.clone(), v);
+                }
+                None => missing.push(key.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            for (key, v) in read(missing).await? {
+                self.put(&key, now, v.clone());
+                out.insert(key, v);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -101,8 +136,27 @@ impl<L: BudgetStore> BudgetStore for LedgerCache<L> {
         Ok(policy)
     }
 
+    async fn budget_policies_of(
+        &self,
+        customer_ids: &[String],
+    ) -> Result<HashMap<String, Option<BudgetPolicy>>> {
+        let now = self.clock.now();
+        self.policies
+            .many(customer_ids, now, self.ttl, |missing| async move {
+                self.ledger.budget_policies_of(&missing).await
+            })
+            .await
+    }
+
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
         self.ledger.budget_usage(customer_id, period).await
+    }
+
+    async fn budget_usages(
+        &self,
+        counters: &[(String, String)],
+    ) -> Result<HashMap<(String, String), BudgetUsage>> {
+        self.ledger.budget_usages(counters).await
     }
 
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
@@ -146,6 +200,18 @@ impl<L: CustomerDirectory> CustomerDirectory for LedgerCache<L> {
         let customer = self.ledger.customer_for_user(user_id).await?;
         self.mappings.put(user_id, now, customer.clone());
         Ok(customer)
+    }
+
+    async fn customers_for_users(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, Option<String>>> {
+        let now = self.clock.now();
+        self.mappings
+            .many(user_ids, now, self.ttl, |missing| async move {
+                self.ledger.customers_for_users(&missing).await
+            })
+            .await
     }
 }
 

@@ -55,6 +55,45 @@ impl CustomerDirectory for Counting {
         self.mapping_reads.fetch_add(1, Ordering::SeqCst);
         Ok(lock(&self.mapped).clone())
     }
+
+    /// One read for all of them, as a batch read.
+    async fn customers_for_users(&self, ids: &[String]) -> Result<HashMap<String, Option<String>>> {
+        self.mapping_reads.fetch_add(1, Ordering::SeqCst);
+        let mapped = lock(&self.mapped).clone();
+        Ok(ids.iter().map(|u| (u.clone(), mapped.clone())).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_reads_what_is_not_held_in_one_read_and_holds_it() {
+    let (cache, clock) = cached();
+    *lock(&cache.ledger.mapped) = Some("cus_a".into());
+    let users = |v: &[&str]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+    cache.customer_for_user("u1").await.expect("one");
+    let all = cache
+        .customers_for_users(&users(&["u1", "u2", "u3"]))
+        .await
+        .expect("several");
+    assert_eq!(all.len(), 3);
+    assert!(all.values().all(|c| c.as_deref() == Some("cus_a")));
+    assert_eq!(
+        cache.ledger.mapping_reads.load(Ordering::SeqCst),
+        2,
+        "u2 and u3 in one read"
+    );
+    // Now all held: one by one or together, no read until the TTL has passed.
+    cache.customer_for_user("u3").await.expect("held");
+    cache
+        .customers_for_users(&users(&["u1", "u2"]))
+        .await
+        .expect("held");
+    assert_eq!(cache.ledger.mapping_reads.load(Ordering::SeqCst), 2);
+    clock.advance(LOOKUP_CACHE_TTL);
+    cache
+        .customers_for_users(&users(&["u1", "u2"]))
+        .await
+        .expect("read again");
+    assert_eq!(cache.ledger.mapping_reads.load(Ordering::SeqCst), 3);
 }
 
 fn cached() -> (LedgerCache<Counting>, Arc<OffsetClock>) {

@@ -215,7 +215,7 @@ impl BudgetPolicy {
 }
 
 /// A budget counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BudgetUsage {
     /// Credits billed in the period.
     pub used: u64,
@@ -227,6 +227,11 @@ pub struct BudgetUsage {
     /// episode now running (a reach and the clearing that ends it are one episode), which
     /// keys the `Budget Limit Reached` and `Budget Limit Cleared` events.
     pub clears: u64,
+    /// The thresholds whose `Budget Threshold Crossed` event is known to be recorded (marked
+    /// on the counter once recorded): a check does not put them again.
+    pub alerted: std::collections::BTreeSet<u32>,
+    /// The latest limit episode whose `Budget Limit Reached` event is known to be recorded.
+    pub reached: Option<u64>,
 }
 
 #[cfg(test)]

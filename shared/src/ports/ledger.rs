@@ -98,8 +98,34 @@ pub trait DeliveryStore: Send + Sync {
 pub trait BudgetStore: Send + Sync {
     /// The customer's own budget, if configured in the table.
     async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>>;
+    /// The own budgets of several customers (`None`: none configured), in as few reads as
+    /// the store allows. By default one [`budget_policy`](Self::budget_policy) each.
+    async fn budget_policies_of(
+        &self,
+        customer_ids: &[String],
+    ) -> Result<HashMap<String, Option<BudgetPolicy>>> {
+        let mut out = HashMap::new();
+        for c in customer_ids {
+            out.insert(c.clone(), self.budget_policy(c).await?);
+        }
+        Ok(out)
+    }
     /// A budget counter.
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage>;
+    /// Several budget counters, each `(customer, period)` read strongly (a counter not
+    /// written yet reads as unused), in as few reads as the store allows. By default one
+    /// [`budget_usage`](Self::budget_usage) each.
+    async fn budget_usages(
+        &self,
+        counters: &[(String, String)],
+    ) -> Result<HashMap<(String, String), BudgetUsage>> {
+        let mut out = HashMap::new();
+        for (customer, period) in counters {
+            let usage = self.budget_usage(customer, period).await?;
+            out.insert((customer.clone(), period.clone()), usage);
+        }
+        Ok(out)
+    }
     /// Records a budget event: one item per customer, period and event key (the threshold,
     /// or the limit episode), created by a conditional put. True only for the one caller
     /// that created it; the item is the event (the table's stream carries it on).
@@ -126,6 +152,18 @@ pub trait BudgetStore: Send + Sync {
 pub trait CustomerDirectory: Send + Sync {
     /// The customer mapped to a Langfuse user id, if any.
     async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>>;
+    /// The customers mapped to several users (`None`: not mapped), in as few reads as the
+    /// store allows. By default one [`customer_for_user`](Self::customer_for_user) each.
+    async fn customers_for_users(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, Option<String>>> {
+        let mut out = HashMap::new();
+        for u in user_ids {
+            out.insert(u.clone(), self.customer_for_user(u).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// The whole ledger, as the processing handler uses it.

@@ -23,4 +23,4 @@ pub use prices::{PriceBook, PutVersion};
 pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use quota::{RequestQuota, Unmetered};
 pub use secrets::SecretSource;
-pub use usage::{TraceLister, UsageByTrace, UsageSource};
+pub use usage::{TraceLister, UsageByTrace, UsageSource, read_each};

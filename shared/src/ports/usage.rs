@@ -35,11 +35,21 @@ pub trait UsageSource: Send + Sync {
 
 /// One [`UsageSource::trace_usage`] per trace, a few at a time; each trace's error is its own.
 pub async fn per_trace<S: UsageSource + ?Sized>(source: &S, trace_ids: &[String]) -> UsageByTrace {
+    read_each(trace_ids, |id| async move { source.trace_usage(&id).await }).await
+}
+
+/// `read` of each trace, a few at a time; each trace's error is its own, a trace read as
+/// `None` (Langfuse does not know it) is absent.
+pub async fn read_each<F, Fut>(trace_ids: &[String], read: F) -> UsageByTrace
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<TraceUsage>>>,
+{
     let answers: Vec<(String, Result<Option<TraceUsage>>)> =
         futures::stream::iter(trace_ids.iter().cloned())
-            .map(|id| async move {
-                let answer = source.trace_usage(&id).await;
-                (id, answer)
+            .map(|id| {
+                let answer = read(id.clone());
+                async move { (id, answer.await) }
             })
             .buffer_unordered(PER_TRACE_CONCURRENCY)
             .collect()

@@ -35,18 +35,24 @@ impl MemoryQuota {
 #[async_trait]
 impl RequestQuota for MemoryQuota {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
+        Ok(match self.take_up_to(now, 1).await? {
+            0 => Grant::Wait(wait_for_next_slot(now)),
+            _ => Grant::Granted,
+        })
+    }
+
+    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<u32> {
         let slot = slot_of(now);
         let mut slots = lock(&self.slots);
         let earlier: u64 = earlier_slots(slot)
             .map(|s| slots.get(&s).copied().unwrap_or(0))
             .sum();
         let used = slots.entry(slot).or_default();
-        if *used < room(self.per_minute, earlier) {
-            *used += 1;
-            Ok(Grant::Granted)
-        } else {
-            Ok(Grant::Wait(wait_for_next_slot(now)))
-        }
+        let granted = room(self.per_minute, earlier)
+            .saturating_sub(*used)
+            .min(u64::from(want));
+        *used += granted;
+        Ok(granted as u32)
     }
 }
 
@@ -60,6 +66,7 @@ mod tests {
     async fn the_memory_quota_keeps_the_contract() {
         quota::the_budget_is_never_exceeded(&MemoryQuota::new(CONTRACT_LIMIT)).await;
         quota::earlier_slots_count(&MemoryQuota::new(CONTRACT_LIMIT)).await;
+        quota::several_are_taken_at_once(&MemoryQuota::new(CONTRACT_LIMIT)).await;
         let shared = MemoryQuota::new(CONTRACT_LIMIT);
         quota::concurrent_takers_share_one_budget(&[&shared, &shared]).await;
     }

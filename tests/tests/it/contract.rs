@@ -44,6 +44,7 @@ mod quota {
         let stack = TestStack::start("quota-contract").await.expect("stack");
         quota::the_budget_is_never_exceeded(budget(&stack, "a").as_ref()).await;
         quota::earlier_slots_count(budget(&stack, "b").as_ref()).await;
+        quota::several_are_taken_at_once(budget(&stack, "d").as_ref()).await;
         let (a, b) = (budget(&stack, "c"), budget(&stack, "c"));
         quota::concurrent_takers_share_one_budget(&[a.as_ref(), b.as_ref()]).await;
     }

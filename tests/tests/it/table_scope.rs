@@ -277,7 +277,7 @@ fn over_broad_templates_are_refused(needed: &Scope) {
             let keys = &mut st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
             *keys = Value::Sequence(vec![Value::String("CUSTOMER#*".into())]);
         },
-        "dynamodb:GetItem on USER# items is missing",
+        "dynamodb:BatchGetItem on USER# items is missing",
     );
 }
 

@@ -92,3 +92,30 @@ async fn chunk(
         ),
     ))
 }
+
+impl super::DynamoLedger {
+    /// The items of `ids` under `key` (eventually consistent), each with its id: the part of
+    /// its partition key after `prefix`.
+    pub(super) async fn batch_by_key(
+        &self,
+        ids: &[String],
+        key: fn(&str) -> (String, String),
+        prefix: &str,
+    ) -> Result<Vec<(String, Item)>> {
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let keys = unique
+            .iter()
+            .map(|id| super::items::key_item(key(id)))
+            .collect();
+        let items = batch_get(&self.client, &self.table, keys, None, false).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                let id = super::items::get_s(&item, "pk")?
+                    .strip_prefix(prefix)?
+                    .to_string();
+                Some((id, item))
+            })
+            .collect())
+    }
+}

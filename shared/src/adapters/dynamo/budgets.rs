@@ -2,6 +2,7 @@
 //! (threshold crossed, limit reached, limit cleared), and the exceeded flag.
 
 use super::DynamoLedger;
+use super::batch_get::batch_get;
 use super::items::{
     Item, SERVICE, budget_event_key, budget_key, condition_held, get_s, get_u64, key_item, ms, n,
     policy_key, s,
@@ -41,11 +42,56 @@ impl BudgetStore for DynamoLedger {
         parse_policy(customer_id, &item).map(Some)
     }
 
+    /// One eventually consistent `BatchGetItem` per 100 customers.
+    async fn budget_policies_of(
+        &self,
+        customer_ids: &[String],
+    ) -> Result<HashMap<String, Option<BudgetPolicy>>> {
+        let mut out: HashMap<String, Option<BudgetPolicy>> =
+            customer_ids.iter().map(|c| (c.clone(), None)).collect();
+        for (customer, item) in self
+            .batch_by_key(customer_ids, policy_key, "CUSTOMER#")
+            .await?
+        {
+            let policy = parse_policy(&customer, &item)?;
+            out.insert(customer, Some(policy));
+        }
+        Ok(out)
+    }
+
     async fn budget_usage(&self, customer_id: &str, period: &str) -> Result<BudgetUsage> {
         let item = self.get(budget_key(customer_id, period), true).await?;
         Ok(item.as_ref().map(usage_of).unwrap_or_default())
     }
 
+    /// One strongly consistent `BatchGetItem` per 100 counters.
+    async fn budget_usages(
+        &self,
+        counters: &[(String, String)],
+    ) -> Result<HashMap<(String, String), BudgetUsage>> {
+        let by_key: HashMap<(String, String), &(String, String)> = counters
+            .iter()
+            .map(|c| (budget_key(&c.0, &c.1), c))
+            .collect();
+        let keys = by_key.keys().map(|k| key_item(k.clone())).collect();
+        let mut out: HashMap<(String, String), BudgetUsage> = counters
+            .iter()
+            .map(|c| (c.clone(), BudgetUsage::default()))
+            .collect();
+        for item in batch_get(&self.client, &self.table, keys, None, true).await? {
+            let key = (get_s(&item, "pk"), get_s(&item, "sk"));
+            if let (Some(pk), Some(sk)) = key
+                && let Some(counter) = by_key.get(&(pk.to_string(), sk.to_string()))
+            {
+                out.insert((*counter).clone(), usage_of(&item));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A conditional put of the event's item, then the mark on the counter that it is
+    /// recorded (whoever put it), so that a check reading the counter does not put it again.
+    /// Should the mark fail, the next check's put is refused and marks it.
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
         let result = self
             .client
@@ -56,7 +102,9 @@ impl BudgetStore for DynamoLedger {
             .expression_attribute_names("#pk", "pk")
             .send()
             .await;
-        condition_held("PutItem", result)
+        let created = condition_held("PutItem", result)?;
+        self.mark_recorded(event).await?;
+        Ok(created)
     }
 
     async fn clear_exceeded(&self, event: &BudgetEvent) -> Result<bool> {
@@ -122,6 +170,42 @@ pub(super) fn usage_of(item: &Item) -> BudgetUsage {
             .copied()
             .unwrap_or(false),
         clears: get_u64(item, "clears").unwrap_or(0),
+        alerted: item
+            .get("alerted")
+            .and_then(|v| v.as_ns().ok())
+            .map(|ns| ns.iter().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default(),
+        reached: get_u64(item, "reached"),
+    }
+}
+
+impl DynamoLedger {
+    /// Marks a recorded threshold or limit event on its period's counter (what
+    /// [`BudgetUsage::alerted`] and [`BudgetUsage::reached`] read).
+    async fn mark_recorded(&self, event: &BudgetEvent) -> Result<()> {
+        let (update, condition, value) = match event.kind {
+            BudgetEventKind::ThresholdCrossed { percent } => (
+                "ADD #alerted :mark",
+                None,
+                AttributeValue::Ns(vec![percent.to_string()]),
+            ),
+            // Episodes only grow: a later episode's mark is never set back.
+            BudgetEventKind::LimitReached => (
+                "SET #reached = :mark",
+                Some("attribute_not_exists(#reached) OR #reached < :mark"),
+                n(event.episode),
+            ),
+            BudgetEventKind::LimitCleared => return Ok(()),
+        };
+        let values = HashMap::from([(":mark".to_string(), value)]);
+        self.update(
+            budget_key(&event.customer_id, &event.period),
+            update,
+            condition,
+            values,
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -4,13 +4,15 @@
 //! `Query` over the key range: a query is billed by the bytes it reads (a dozen tiny items:
 //! 1 read unit), where a `BatchGetItem` is billed per item (12 read units).
 
-use super::items::{condition_held, get_u64, key_item, n, names, s, sdk_error};
+use super::items::{get_u64, key_item, n, names, s, sdk_error};
 use crate::domain::quota::{
     Grant, RequestLimit, earlier_slots, room, slot_expiry, slot_of, wait_for_next_slot,
 };
 use crate::error::Result;
 use crate::ports::RequestQuota;
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,21 +102,58 @@ impl DynamoQuota {
 #[async_trait]
 impl RequestQuota for DynamoQuota {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
+        Ok(match self.take_up_to(now, 1).await? {
+            0 => Grant::Wait(wait_for_next_slot(now)),
+            _ => Grant::Granted,
+        })
+    }
+
+    /// One strongly consistent `Query` of the window's earlier slots and ONE conditional add
+    /// of all that fits; when another instance took part of the room meanwhile, the refused
+    /// add returns the slot's count (`ReturnValuesOnConditionCheckFailure`) and what still
+    /// fits is added once more.
+    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<u32> {
         let slot = slot_of(now);
-        if self.refused_in(slot) {
-            return Ok(Grant::Wait(wait_for_next_slot(now)));
+        if want == 0 || self.refused_in(slot) {
+            return Ok(0);
         }
         let cap = room(self.per_minute, self.earlier_sum(slot).await?);
-        if cap == 0 {
-            self.refuse(slot);
-            return Ok(Grant::Wait(wait_for_next_slot(now)));
+        let mut used = 0;
+        for _ in 0..ADD_TRIES {
+            let take = cap.saturating_sub(used).min(u64::from(want));
+            if take == 0 {
+                break;
+            }
+            match self.add(slot, take, cap).await? {
+                None => {
+                    if take < u64::from(want) {
+                        // The slot's room is spent: later takes in it are refused here.
+                        self.refuse(slot);
+                    }
+                    return Ok(take as u32);
+                }
+                Some(now_used) => used = now_used,
+            }
         }
-        let update = "SET #expires_at = :expires ADD #used :one";
-        let condition = "attribute_not_exists(#used) OR #used < :cap";
+        self.refuse(slot);
+        Ok(0)
+    }
+}
+
+/// Conditional adds tried per take: each refusal follows another instance's take in the
+/// same slot, and tells how much room that left.
+const ADD_TRIES: usize = 8;
+
+impl DynamoQuota {
+    /// Adds `take` requests to `slot`'s count if it stays within `cap`; `None` when added,
+    /// else the count that refused it.
+    async fn add(&self, slot: i64, take: u64, cap: u64) -> Result<Option<u64>> {
+        let update = "SET #expires_at = :expires ADD #used :take";
+        let condition = "attribute_not_exists(#used) OR #used <= :most";
         let values = HashMap::from([
             (":expires".to_string(), n(slot_expiry(slot))),
-            (":one".to_string(), n(1)),
-            (":cap".to_string(), n(cap)),
+            (":take".to_string(), n(take)),
+            (":most".to_string(), n(cap - take)),
         ]);
         let result = self
             .client
@@ -125,14 +164,21 @@ impl RequestQuota for DynamoQuota {
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names(&[update, condition])))
             .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        Ok(if condition_held("UpdateItem", result)? {
-            Grant::Granted
-        } else {
-            self.refuse(slot);
-            Grant::Wait(wait_for_next_slot(now))
-        })
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => Ok(Some(
+                    refused
+                        .item()
+                        .and_then(|item| get_u64(item, "used"))
+                        .unwrap_or(cap),
+                )),
+                _ => Err(sdk_error("UpdateItem", &e)),
+            },
+        }
     }
 }
 

@@ -10,11 +10,13 @@
 
 use super::parse::{about, amount, cost_of, encode_path, object, seconds_between};
 use super::scan::{Fetched, iso, millisecond};
-use super::{LangfuseClient, LangfuseScanner};
+use super::{LangfuseClient, LangfuseScanner, budget_spent};
 use crate::domain::ingest::ListedUsage;
+use crate::domain::quota::wait_for_next_slot;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
 use crate::domain::usage::{ModelTokens, TraceUsage, decimal_from_f64};
 use crate::error::Result;
+use crate::ports::{UsageByTrace, read_each};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -125,13 +127,43 @@ pub fn usage_from_legacy(trace: LegacyTrace) -> Result<TraceUsage> {
 impl LangfuseClient {
     /// One trace's usage, with its observations and metrics.
     pub(super) async fn usage_legacy(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
+        self.conn.admit().await.map_err(|e| about(trace_id, e))?;
+        self.usage_legacy_granted(trace_id).await
+    }
+
+    /// One trace's read whose budget was taken.
+    async fn usage_legacy_granted(&self, trace_id: &str) -> Result<Option<TraceUsage>> {
         let path = format!("/api/public/traces/{}", encode_path(trace_id));
         let fields = [("fields", "core,io,observations,metrics".to_string())];
         let trace: Option<LegacyTrace> = self
-            .get_json(&path, &fields)
+            .get_json_granted(&path, &fields)
             .await
             .map_err(|e| about(trace_id, e))?;
         trace.map(usage_from_legacy).transpose()
+    }
+
+    /// Several traces, a request each (the legacy API has no batch read), their budget taken
+    /// together: one conditional add for all the budget covers, not a read and a write per
+    /// request. The traces it does not cover now answer the budget's wait; when it covers
+    /// none, that is the answer for all (a short wait the caller may sit out).
+    pub(super) async fn usage_legacy_batch(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
+        let now = Utc::now();
+        let want = u32::try_from(trace_ids.len()).unwrap_or(u32::MAX);
+        let granted = self.conn.quota.take_up_to(now, want).await? as usize;
+        let wait = wait_for_next_slot(now);
+        if granted == 0 && !trace_ids.is_empty() {
+            return Err(budget_spent(wait));
+        }
+        let (covered, uncovered) = trace_ids.split_at(granted.min(trace_ids.len()));
+        let mut out = read_each(
+            covered,
+            |id| async move { self.usage_legacy_granted(&id).await },
+        )
+        .await;
+        for id in uncovered {
+            out.insert(id.clone(), Err(about(id, budget_spent(wait))));
+        }
+        Ok(out)
     }
 }
 

@@ -35,7 +35,7 @@ use crate::domain::quota::Grant;
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
 use crate::ports::RequestQuota;
-use crate::ports::usage::{UsageByTrace, UsageSource, per_trace};
+use crate::ports::usage::{UsageByTrace, UsageSource};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
@@ -76,18 +76,8 @@ impl Connection {
     async fn admit(&self) -> Result<()> {
         match self.quota.take(Utc::now()).await? {
             Grant::Granted => Ok(()),
-            Grant::Wait(wait) => Err(Error::Transient {
-                service: SERVICE,
-                detail: "the shared Langfuse request budget (LANGFUSE_REQUESTS_PER_MINUTE) is spent for now".to_string(),
-                retry_after: Some(wait),
-            }),
+            Grant::Wait(wait) => Err(budget_spent(wait)),
         }
-    }
-
-    /// A `GET` of `path` with `query`, authenticated, within the budget.
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response> {
-        self.admit().await?;
-        self.get_granted(path, query).await
     }
 
     /// A `GET` whose budget the caller already took.
@@ -113,6 +103,17 @@ impl Connection {
             .field("base_url", &self.base_url)
             .field("api", &self.api)
             .finish_non_exhaustive()
+    }
+}
+
+/// The error of a request the shared budget does not cover now: wait `wait` and ask again.
+fn budget_spent(wait: Duration) -> Error {
+    Error::Transient {
+        service: SERVICE,
+        detail:
+            "the shared Langfuse request budget (LANGFUSE_REQUESTS_PER_MINUTE) is spent for now"
+                .to_string(),
+        retry_after: Some(wait),
     }
 }
 
@@ -174,7 +175,17 @@ impl LangfuseClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Option<T>> {
-        let response = self.conn.get(path, query).await?;
+        self.conn.admit().await?;
+        self.get_json_granted(path, query).await
+    }
+
+    /// GETs JSON whose budget the caller already took; `Ok(None)` on 404.
+    async fn get_json_granted<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<T>> {
+        let response = self.conn.get_granted(path, query).await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -199,7 +210,7 @@ impl UsageSource for LangfuseClient {
     async fn traces_usage(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
         match self.conn.api {
             LangfuseApi::V2 => self.usage_v2_batch(trace_ids).await,
-            LangfuseApi::Legacy => Ok(per_trace(self, trace_ids).await),
+            LangfuseApi::Legacy => self.usage_legacy_batch(trace_ids).await,
         }
     }
 

@@ -31,6 +31,15 @@ pub async fn alerts_are_recorded_once(ledger: &dyn Ledger) {
     assert!(alert("cus_k15", "2030-02", 50, 500).await, "another period");
     assert!(alert("cus_k15b", PERIOD, 50, 500).await, "another customer");
     assert!(!alert("cus_k15", PERIOD, 80, 900).await);
+    // The counter marks what is recorded, so that a check reading it puts nothing again.
+    let marked = ledger.budget_usage("cus_k15", PERIOD).await.expect("usage");
+    assert_eq!(marked.alerted.into_iter().collect::<Vec<_>>(), vec![50, 80]);
+    let other = ledger
+        .budget_usage("cus_k15", "2030-02")
+        .await
+        .expect("usage");
+    assert_eq!(other.alerted.into_iter().collect::<Vec<_>>(), vec![50]);
+    assert_eq!(other.reached, None);
 }
 
 /// `set_exceeded` raises the flag and keeps the counts, on an existing counter or a new
@@ -58,6 +67,32 @@ pub async fn set_exceeded_raises_the_flag(ledger: &dyn Ledger) {
         "the flag alone holds back nothing"
     );
     assert_eq!(usage(ledger, "cus_k16b").await.used, 100);
+
+    // Read together, the counters read as one by one; one never written reads as unused.
+    let counters: Vec<(String, String)> = ["cus_k16", "cus_k16b", "cus_k16-none"]
+        .iter()
+        .map(|c| (c.to_string(), PERIOD.to_string()))
+        .collect();
+    let read = ledger
+        .budget_usages(&counters)
+        .await
+        .expect("budget_usages");
+    assert_eq!(read.len(), 3);
+    for counter in &counters {
+        assert_eq!(
+            read[counter],
+            usage(ledger, &counter.0).await,
+            "{counter:?}"
+        );
+    }
+    assert_eq!(
+        read[&counters[2]],
+        crate::domain::budget::BudgetUsage::default()
+    );
+    assert_eq!(
+        (read[&counters[0]].used, read[&counters[0]].exceeded),
+        (100, true)
+    );
 }
 
 /// Policies and user mappings read as seeded; a limit of 0 reads as no limit; unknown ones
@@ -101,4 +136,28 @@ pub async fn policies_and_mappings_read_as_seeded(ledger: &dyn Ledger, seed: &dy
         .expect("seed");
     assert_eq!(user("u-k17").await.as_deref(), Some("cus_k17"));
     assert_eq!(user("u-k17-other").await, None);
+
+    // Read together, they read as one by one, the unknown ones as `None`.
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let customers = ids(&["cus_k17", "cus_k17b", "cus_k17c", "cus_k17-none", "cus_k17"]);
+    let policies = ledger
+        .budget_policies_of(&customers)
+        .await
+        .expect("budget_policies_of");
+    assert_eq!(policies.len(), 4, "one answer per customer: {policies:?}");
+    for c in &customers {
+        assert_eq!(policies[c], read_any(ledger, c).await, "{c}");
+    }
+    let users = ids(&["u-k17", "u-k17-other"]);
+    let mapped = ledger
+        .customers_for_users(&users)
+        .await
+        .expect("customers_for_users");
+    assert_eq!(mapped.len(), 2);
+    assert_eq!(mapped["u-k17"].as_deref(), Some("cus_k17"));
+    assert_eq!(mapped["u-k17-other"], None);
+}
+
+async fn read_any(ledger: &dyn Ledger, customer: &str) -> Option<BudgetPolicy> {
+    ledger.budget_policy(customer).await.expect("budget_policy")
 }

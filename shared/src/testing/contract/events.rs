@@ -55,6 +55,17 @@ pub async fn budget_events_are_recorded_once_per_key(ledger: &dyn Ledger) {
         "a threshold is another key"
     );
     assert!(!record(crossed, 200, 200, 1).await);
+    assert!(
+        !record(reached, 100, 100, 0).await,
+        "an older episode again"
+    );
+    let marked = ledger.budget_usage("cus_k30", PERIOD).await.expect("usage");
+    assert_eq!(
+        marked.reached,
+        Some(1),
+        "the latest episode recorded stays marked"
+    );
+    assert_eq!(marked.alerted.into_iter().collect::<Vec<_>>(), vec![100]);
     let cleared = budget_event("cus_k30", BudgetEventKind::LimitCleared, 0, 100, t);
     assert!(
         !ledger.clear_exceeded(&cleared).await.expect("clear"),

@@ -49,6 +49,28 @@ pub async fn earlier_slots_count(quota: &dyn RequestQuota) {
     );
 }
 
+/// Several requests are taken together, as many as fit and no more; what did not fit
+/// waits for the window to move on.
+pub async fn several_are_taken_at_once(quota: &dyn RequestQuota) {
+    assert_eq!(quota.take_up_to(t(1), 3).await.expect("take"), 3);
+    assert_eq!(
+        quota.take_up_to(t(2), 4).await.expect("take"),
+        CONTRACT_LIMIT - 3,
+        "the rest of the budget, not what was asked"
+    );
+    assert_eq!(quota.take_up_to(t(3), 2).await.expect("take"), 0);
+    assert!(matches!(
+        quota.take(t(3)).await.expect("take"),
+        Grant::Wait(_)
+    ));
+    assert_eq!(quota.take_up_to(t(65), 0).await.expect("take"), 0);
+    assert_eq!(
+        quota.take_up_to(t(65), 100).await.expect("take"),
+        CONTRACT_LIMIT,
+        "the first slot left the window: the whole budget is back"
+    );
+}
+
 /// Many instances asking at once never get more than the budget between them.
 pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
     let takes = quotas
@@ -64,6 +86,21 @@ pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
     assert_eq!(
         granted, CONTRACT_LIMIT as usize,
         "exactly the budget, across instances"
+    );
+    // Several at a time, in the next budget window.
+    let takes = quotas
+        .iter()
+        .cycle()
+        .take(quotas.len() * 3)
+        .map(|q| q.take_up_to(t(70), 2));
+    let granted: u32 = futures::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(|g| g.expect("take"))
+        .sum();
+    assert_eq!(
+        granted, CONTRACT_LIMIT,
+        "exactly the budget, taken several at a time across instances"
     );
 }
 

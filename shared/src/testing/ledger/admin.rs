@@ -177,6 +177,7 @@ impl LedgerTotals for MemoryLedger {
                     capped: read(c.capped),
                     exceeded: c.exceeded,
                     clears: c.clears,
+                    ..BudgetUsage::default()
                 };
                 (period.clone(), usage)
             })

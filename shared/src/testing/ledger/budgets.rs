@@ -3,7 +3,7 @@
 use super::{MemoryLedger, ms};
 use crate::adapters::dynamo::budget_event_key;
 use crate::domain::budget::{BudgetMode, BudgetPolicy, BudgetUsage};
-use crate::domain::budget_event::BudgetEvent;
+use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
 use crate::error::Result;
 use crate::ports::{BudgetStore, CustomerDirectory};
 use async_trait::async_trait;
@@ -27,15 +27,33 @@ impl BudgetStore for MemoryLedger {
         let key = (customer_id.to_string(), period.to_string());
         // A number that is no u64 (below zero) reads as 0, as `get_u64` reads it.
         let read = |v: Option<i128>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-        Ok(match self.state().counters.get(&key) {
+        let state = self.state();
+        let mut usage = match state.counters.get(&key) {
             Some(c) => BudgetUsage {
                 used: read(c.used),
                 capped: read(c.capped),
                 exceeded: c.exceeded,
                 clears: c.clears,
+                ..BudgetUsage::default()
             },
             None => BudgetUsage::default(),
-        })
+        };
+        // The events recorded, as the table marks them on the counter.
+        for e in state.events.values() {
+            if e.customer_id != customer_id || e.period != period {
+                continue;
+            }
+            match e.kind {
+                BudgetEventKind::ThresholdCrossed { percent } => {
+                    usage.alerted.insert(percent);
+                }
+                BudgetEventKind::LimitReached => {
+                    usage.reached = usage.reached.max(Some(e.episode));
+                }
+                BudgetEventKind::LimitCleared => {}
+            }
+        }
+        Ok(usage)
     }
 
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<bool> {
