@@ -48,7 +48,7 @@ impl Backoff {
 }
 
 /// The span of budget whose deferred messages come back together (see [`budget_delays`]).
-const BUNCH_SECONDS: f64 = 10.0;
+const BUNCH_SECONDS: f64 = 30.0;
 
 /// The delays of messages deferred together for lack of Langfuse request budget, so that
 /// each comes back when the budget can serve it rather than all at once (only to be deferred
@@ -56,8 +56,11 @@ const BUNCH_SECONDS: f64 = 10.0;
 /// of the `ahead + k` messages before it, plus a second. `ahead`: messages already deferred and waiting in
 /// the queue (other batches', served first). Each message takes `requests_per_message` of
 /// a budget of `per_minute` requests, which the shared count spends at 12/13 of its nominal
-/// rate ([`super::quota`]). They come back in bunches of what the budget serves in 10
-/// seconds, a bunch at the same second, so that one invocation takes a bunch. At most SQS's
+/// rate ([`super::quota`]). They come back in bunches of what the budget serves in 30
+/// seconds (13 messages at Hobby's 30 a minute, a request each), a bunch at the same
+/// second, so that one invocation takes a bunch: each invocation has its fixed DynamoDB
+/// calls (the batch's reads, a claim and a check per customer, a receipt), which bunches of
+/// 4 (10 seconds) paid four times as often. At most SQS's
 /// 900 seconds, at least one.
 pub fn budget_delays(
     n: usize,
@@ -159,13 +162,14 @@ mod tests {
     #[test]
     fn budget_deferrals_come_back_as_the_budget_can_serve_them() {
         // Legacy reads, one request a message, 30 a minute: 13/12 x 2 s per message, so
-        // bunches of 4 (what 10 s of budget serve), 8.7 s apart, each a second past the 3 s
-        // asked.
-        let d = budget_delays(9, 0, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d, vec![4, 4, 4, 4, 13, 13, 13, 13, 22]);
-        // Behind 100 waiting messages (25 bunches), they come back after those ~217 s.
+        // bunches of 13 (what 30 s of budget serve), 28.2 s apart, each a second past the
+        // 3 s asked.
+        let d = budget_delays(15, 0, Duration::from_secs(3), 30, 1.0);
+        assert_eq!(d[..13], [4; 13]);
+        assert_eq!(d[13..], [33, 33]);
+        // Behind 100 waiting messages (7 whole bunches), they come back after those ~197 s.
         let d = budget_delays(2, 100, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d, vec![221, 221]);
+        assert_eq!(d, vec![202, 202]);
         // v2 batch reads (a request per 100 messages): a whole batch back within 3 s.
         let d = budget_delays(100, 0, Duration::from_secs(3), 30, 0.01);
         assert!(d.iter().all(|&s| (4..=7).contains(&s)), "{d:?}");
