@@ -84,7 +84,7 @@ async fn defer(
     if asked.is_empty() {
         return HashSet::new();
     }
-    let delays = delays(deps, backoff, &asked, records.len()).await;
+    let delays = delays(deps, backoff, &asked).await;
     let deferrals: Vec<Deferral> = asked
         .iter()
         .zip(delays)
@@ -112,15 +112,13 @@ async fn defer(
 }
 
 /// Each deferral's delay. Under a Langfuse request budget they are spread behind the
-/// messages already waiting or in flight on other instances (`own`: the batch's own
-/// messages, in flight too), at the pace the budget serves them (`retry::budget_delays`),
+/// messages already waiting, at the pace the budget serves them (`retry::budget_delays`),
 /// so that each comes back once, when it can be read; otherwise (a 429 of a service without
 /// a budget here) the backoff schedule by deferral count.
 async fn delays(
     deps: &Deps<'_>,
     backoff: &Backoff,
     asked: &[(&SqsMessage, Duration, &str)],
-    own: usize,
 ) -> Vec<i32> {
     let per_message = match deps.config.langfuse.api {
         // One trace read per message.
@@ -141,16 +139,10 @@ async fn delays(
             })
             .collect();
     };
-    // Behind the messages deferred earlier, and behind those other instances hold now
-    // (under a spent budget they are being deferred too: counting them keeps two batches
-    // deferred at the same moment from spreading over the same seconds).
-    let ahead = match deps.redelivery.waiting().await {
-        Ok(w) => w.delayed + w.in_flight.saturating_sub(own as u64),
-        Err(e) => {
-            warn!(error = %e, "could not read how many messages wait; deferring from now");
-            0
-        }
-    };
+    let ahead = deps.redelivery.waiting().await.unwrap_or_else(|e| {
+        warn!(error = %e, "could not read how many messages wait; deferring from now");
+        0
+    });
     let wait = asked.iter().map(|(_, w, _)| *w).max().unwrap_or_default();
     retry::budget_delays(asked.len(), ahead, wait, per_minute, per_message)
 }

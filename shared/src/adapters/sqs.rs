@@ -3,7 +3,7 @@
 
 use crate::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
 use crate::error::{Error, Result};
-use crate::ports::{Redelivery, Waiting};
+use crate::ports::Redelivery;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
@@ -85,27 +85,21 @@ impl Redelivery for SqsRedelivery {
         Ok(not_sent)
     }
 
-    async fn waiting(&self) -> Result<Waiting> {
-        use aws_sdk_sqs::types::QueueAttributeName as Name;
+    async fn waiting(&self) -> Result<u64> {
+        let name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed;
         let out = self
             .client
             .get_queue_attributes()
             .queue_url(&self.queue_url)
-            .attribute_names(Name::ApproximateNumberOfMessagesDelayed)
-            .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(name.clone())
             .send()
             .await
             .map_err(|e| sqs_error("GetQueueAttributes", &e))?;
-        let count = |name: Name| {
-            out.attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(Waiting {
-            delayed: count(Name::ApproximateNumberOfMessagesDelayed),
-            in_flight: count(Name::ApproximateNumberOfMessagesNotVisible),
-        })
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 }
 

@@ -35,6 +35,15 @@ pub enum Grant {
     Wait(Duration),
 }
 
+/// The answer to a request for several requests' budget at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// How many were granted (send that many now).
+    pub granted: u32,
+    /// When fewer were granted than asked: how long until asking again is worth it.
+    pub wait: Duration,
+}
+
 /// The slot that holds `at`.
 pub fn slot_of(at: DateTime<Utc>) -> i64 {
     at.timestamp().div_euclid(SLOT_SECONDS)
@@ -56,6 +65,33 @@ pub fn room(limit: u32, earlier: u64) -> u64 {
 pub fn wait_for_next_slot(now: DateTime<Utc>) -> Duration {
     let next = (slot_of(now) + 1) * SLOT_SECONDS * 1000;
     let left = next - now.timestamp_millis();
+    Duration::from_millis(left.max(1) as u64)
+}
+
+/// How long, at `now`, until a take can be granted again, from the requests counted in the
+/// window's slots (`counts`, by slot; the current slot's as far as known): a take in slot `t`
+/// holds while the slots `t - 12 ..= t` stay under `limit`, and the slots after now hold
+/// nothing yet, so room comes back when enough of the oldest counted slots have left the
+/// window. At least until the next slot; at most until the window holds none of today's.
+/// A lower bound: counts only grow, so no room comes back earlier.
+pub fn wait_for_room(
+    limit: u32,
+    counts: &std::collections::BTreeMap<i64, u64>,
+    now: DateTime<Utc>,
+) -> Duration {
+    let slot = slot_of(now);
+    let mut t = slot + 1;
+    while t < slot + SLOTS_PER_WINDOW {
+        let in_window: u64 = counts
+            .range(t - (SLOTS_PER_WINDOW - 1)..=t)
+            .map(|(_, c)| c)
+            .sum();
+        if in_window < u64::from(limit) {
+            break;
+        }
+        t += 1;
+    }
+    let left = t * SLOT_SECONDS * 1000 - now.timestamp_millis();
     Duration::from_millis(left.max(1) as u64)
 }
 
@@ -90,6 +126,34 @@ mod tests {
         assert_eq!(room(30, 40), 0);
         assert_eq!(wait_for_next_slot(at(12_500)), Duration::from_millis(2_500));
         assert_eq!(wait_for_next_slot(at(20_000)), Duration::from_millis(5_000));
+    }
+
+    #[test]
+    fn room_comes_back_when_the_oldest_counted_slots_leave_the_window() {
+        use std::collections::BTreeMap;
+        // 30 a minute: 20 in slot 8, 10 in slot 14, asked at 75.5 s (slot 15).
+        let counts = BTreeMap::from([(8, 20), (14, 10)]);
+        // Slot 8 leaves the window of slot 21 (9..=21): at 105 s.
+        assert_eq!(
+            wait_for_room(30, &counts, at(75_500)),
+            Duration::from_millis(29_500)
+        );
+        // Room for one more as soon as the next slot starts, when the window is not full.
+        assert_eq!(
+            wait_for_room(31, &counts, at(75_500)),
+            Duration::from_millis(4_500)
+        );
+        // Everything in the current slot: room when it leaves the window, 65 s after it began.
+        let full = BTreeMap::from([(15, 30)]);
+        assert_eq!(
+            wait_for_room(30, &full, at(75_500)),
+            Duration::from_millis(64_500)
+        );
+        // Nothing counted (a refusal from a count not read): the next slot.
+        assert_eq!(
+            wait_for_room(30, &BTreeMap::new(), at(75_500)),
+            Duration::from_millis(4_500)
+        );
     }
 
     #[test]

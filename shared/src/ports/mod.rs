@@ -20,7 +20,7 @@ pub use ingest::IngestStore;
 pub use ledger::{BudgetStore, ClaimStore, CustomerDirectory, DeliveryStore, Ledger};
 pub use meter::{MeterErrorReports, MeterReports, MeterSink};
 pub use prices::{PriceBook, PutVersion};
-pub use queue::{DeadLetters, QueueSender, Redelivery, Waiting};
+pub use queue::{DeadLetters, QueueSender, Redelivery};
 pub use quota::{RequestQuota, Unmetered};
 pub use secrets::SecretSource;
 pub use usage::{TraceLister, UsageByTrace, UsageSource, read_each};

@@ -13,9 +13,9 @@ pub trait Redelivery: Send + Sync {
     /// Sends each deferral to the queue as a new message; returns the message ids of those
     /// not sent (the caller returns them as failures instead).
     async fn defer(&self, items: &[Deferral]) -> Result<Vec<String>>;
-    /// The messages new deferrals queue behind: those deferred earlier and still waiting
-    /// for their delay to pass, and those in flight (received, not yet deleted).
-    async fn waiting(&self) -> Result<Waiting>;
+    /// Messages deferred earlier and still waiting for their delay to pass (SQS's
+    /// `ApproximateNumberOfMessagesDelayed`): new deferrals queue behind them.
+    async fn waiting(&self) -> Result<u64>;
 }
 
 /// Sends messages to the meter queue.
@@ -36,16 +36,4 @@ pub trait DeadLetters: Send + Sync {
     /// Moves up to `max` messages to the meter queue (each sent before it is deleted, so a
     /// crash can only duplicate one, which the ledger makes harmless); how many moved.
     async fn redrive(&self, max: usize) -> Result<usize>;
-}
-
-/// What is in the queue ahead of a new deferral.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Waiting {
-    /// Deferred earlier, their delay not passed yet (SQS's
-    /// `ApproximateNumberOfMessagesDelayed`).
-    pub delayed: u64,
-    /// Received by an instance and not yet deleted (SQS's
-    /// `ApproximateNumberOfMessagesNotVisible`): the caller's own batch among them, and other
-    /// instances' batches, which under a spent budget are about to be deferred too.
-    pub in_flight: u64,
 }

@@ -1,9 +1,10 @@
 //! The deployment-wide Langfuse request budget (`domain::quota`).
 
-use crate::domain::quota::Grant;
+use crate::domain::quota::{Grant, Taken};
 use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 /// One request budget shared by every function instance of a deployment.
 #[async_trait]
@@ -13,16 +14,22 @@ pub trait RequestQuota: Send + Sync {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant>;
 
     /// Takes the budget for up to `want` requests about to be sent at `now`, together: how
-    /// many were granted (`0..=want`); the rest waits for the next slot
-    /// ([`crate::domain::quota::wait_for_next_slot`]). A budget kept in a table takes them
-    /// in one conditional add, where a take each would cost a read and a write per request.
-    /// By default, one [`take`](Self::take) at a time until one is refused.
-    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<u32> {
+    /// many were granted (`0..=want`), and when fewer, how long until asking again is worth
+    /// it. A budget kept in a table takes them in one conditional add, where a take each
+    /// would cost a read and a write per request. By default, one [`take`](Self::take) at a
+    /// time until one is refused.
+    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<Taken> {
         let mut granted = 0;
-        while granted < want && self.take(now).await? == Grant::Granted {
+        while granted < want {
+            if let Grant::Wait(wait) = self.take(now).await? {
+                return Ok(Taken { granted, wait });
+            }
             granted += 1;
         }
-        Ok(granted)
+        Ok(Taken {
+            granted,
+            wait: Duration::ZERO,
+        })
     }
 }
 
@@ -36,7 +43,10 @@ impl RequestQuota for Unmetered {
         Ok(Grant::Granted)
     }
 
-    async fn take_up_to(&self, _now: DateTime<Utc>, want: u32) -> Result<u32> {
-        Ok(want)
+    async fn take_up_to(&self, _now: DateTime<Utc>, want: u32) -> Result<Taken> {
+        Ok(Taken {
+            granted: want,
+            wait: Duration::ZERO,
+        })
     }
 }

@@ -3,7 +3,7 @@
 use super::lock;
 use crate::domain::message::{Deferral, OutgoingMessage, SendFailure};
 use crate::error::{Error, Result};
-use crate::ports::{QueueSender, Redelivery, Waiting};
+use crate::ports::{QueueSender, Redelivery};
 use async_trait::async_trait;
 use std::sync::Mutex;
 
@@ -57,13 +57,9 @@ impl Redelivery for MemoryQueue {
         Ok(Vec::new())
     }
 
-    /// Every message deferred so far still waits (nothing here takes them back); none is
-    /// in flight.
-    async fn waiting(&self) -> Result<Waiting> {
-        Ok(Waiting {
-            delayed: lock(&self.state).deferred.len() as u64,
-            in_flight: 0,
-        })
+    /// Every message deferred so far still waits (nothing here takes them back).
+    async fn waiting(&self) -> Result<u64> {
+        Ok(lock(&self.state).deferred.len() as u64)
     }
 }
 

@@ -2,13 +2,14 @@
 //! conditional add as [`crate::adapters::dynamo::DynamoQuota`].
 
 use super::lock;
-use crate::domain::quota::{Grant, earlier_slots, room, slot_of, wait_for_next_slot};
+use crate::domain::quota::{Grant, Taken, earlier_slots, room, slot_of, wait_for_room};
 use crate::error::Result;
 use crate::ports::RequestQuota;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// A request budget of `per_minute`, shared by whoever holds it.
 #[derive(Debug)]
@@ -35,13 +36,14 @@ impl MemoryQuota {
 #[async_trait]
 impl RequestQuota for MemoryQuota {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
-        Ok(match self.take_up_to(now, 1).await? {
-            0 => Grant::Wait(wait_for_next_slot(now)),
+        let taken = self.take_up_to(now, 1).await?;
+        Ok(match taken.granted {
+            0 => Grant::Wait(taken.wait),
             _ => Grant::Granted,
         })
     }
 
-    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<u32> {
+    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<Taken> {
         let slot = slot_of(now);
         let mut slots = lock(&self.slots);
         let earlier: u64 = earlier_slots(slot)
@@ -52,7 +54,15 @@ impl RequestQuota for MemoryQuota {
             .saturating_sub(*used)
             .min(u64::from(want));
         *used += granted;
-        Ok(granted as u32)
+        let wait = if granted < u64::from(want) {
+            wait_for_room(self.per_minute, &slots, now)
+        } else {
+            Duration::ZERO
+        };
+        Ok(Taken {
+            granted: granted as u32,
+            wait,
+        })
     }
 }
 

@@ -57,7 +57,7 @@ impl Redelivery for Refusing<'_> {
         Ok(refused.into_iter().map(|d| d.message_id).collect())
     }
 
-    async fn waiting(&self) -> Result<tracemeter::ports::Waiting> {
+    async fn waiting(&self) -> Result<u64> {
         self.queue.waiting().await
     }
 }

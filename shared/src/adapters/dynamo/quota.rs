@@ -4,9 +4,9 @@
 //! `Query` over the key range: a query is billed by the bytes it reads (a dozen tiny items:
 //! 1 read unit), where a `BatchGetItem` is billed per item (12 read units).
 
-use super::items::{get_u64, key_item, n, names, s, sdk_error};
+use super::items::{get_s, get_u64, key_item, n, names, s, sdk_error};
 use crate::domain::quota::{
-    Grant, RequestLimit, earlier_slots, room, slot_expiry, slot_of, wait_for_next_slot,
+    Grant, RequestLimit, Taken, earlier_slots, room, slot_expiry, slot_of, wait_for_room,
 };
 use crate::error::Result;
 use crate::ports::RequestQuota;
@@ -14,8 +14,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The budget of one outside service, shared by every instance that uses the table.
 #[derive(Debug)]
@@ -24,11 +26,10 @@ pub struct DynamoQuota {
     table: String,
     service: String,
     per_minute: u32,
-    /// The slot in which a take was refused: every later take in it is refused here, without
-    /// a call (within a slot the room only shrinks: the earlier slots are fixed and the
-    /// slot's own count only grows). A batch of traces read one by one (the legacy API)
-    /// asks once per slot, not once per trace, while the budget is spent.
-    refused: std::sync::Mutex<Option<i64>>,
+    /// Until when the budget has no room, as the last refusal computed it
+    /// ([`wait_for_room`]: a lower bound, counts only grow): every take before then is
+    /// refused here, without a call.
+    refused: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// The key of one slot's counter (the slot zero-padded, so that keys sort as slots do).
@@ -58,17 +59,17 @@ impl DynamoQuota {
 
     /// The sum of the earlier slots of `slot`'s window, read (strongly consistent) at each
     /// take: a request taken just before a slot ended may land in its counter just after,
-    /// so a sum remembered from the slot's start could miss it.
-    async fn earlier_sum(&self, slot: i64) -> Result<u64> {
+    /// so a sum remembered from the slot's start could miss it. By slot.
+    async fn earlier(&self, slot: i64) -> Result<BTreeMap<i64, u64>> {
         let mut earlier = earlier_slots(slot);
         let first = earlier.next();
+        let mut counts = BTreeMap::new();
         let (Some(first), Some(last)) = (first, earlier.last().or(first)) else {
-            return Ok(0);
+            return Ok(counts);
         };
         let (pk, from) = quota_key(&self.service, first);
         let (_, to) = quota_key(&self.service, last);
         let key = "#pk = :pk AND #sk BETWEEN :from AND :to";
-        let mut sum = 0;
         let mut start = None;
         loop {
             let page = self
@@ -76,7 +77,7 @@ impl DynamoQuota {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression(key)
-                .projection_expression("#used")
+                .projection_expression("#sk, #used")
                 .set_expression_attribute_names(Some(names(&[key, "#used"])))
                 .expression_attribute_values(":pk", s(&pk))
                 .expression_attribute_values(":from", s(&from))
@@ -86,14 +87,17 @@ impl DynamoQuota {
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", &e))?;
-            sum += page
-                .items()
-                .iter()
-                .filter_map(|i| get_u64(i, "used"))
-                .sum::<u64>();
+            for item in page.items() {
+                let slot = get_s(item, "sk")
+                    .and_then(|sk| sk.strip_prefix("SLOT#"))
+                    .and_then(|n| n.parse().ok());
+                if let (Some(slot), Some(used)) = (slot, get_u64(item, "used")) {
+                    counts.insert(slot, used);
+                }
+            }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(sum),
+                _ => return Ok(counts),
             }
         }
     }
@@ -102,8 +106,9 @@ impl DynamoQuota {
 #[async_trait]
 impl RequestQuota for DynamoQuota {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant> {
-        Ok(match self.take_up_to(now, 1).await? {
-            0 => Grant::Wait(wait_for_next_slot(now)),
+        let taken = self.take_up_to(now, 1).await?;
+        Ok(match taken.granted {
+            0 => Grant::Wait(taken.wait),
             _ => Grant::Granted,
         })
     }
@@ -111,14 +116,23 @@ impl RequestQuota for DynamoQuota {
     /// One strongly consistent `Query` of the window's earlier slots and ONE conditional add
     /// of all that fits; when another instance took part of the room meanwhile, the refused
     /// add returns the slot's count (`ReturnValuesOnConditionCheckFailure`) and what still
-    /// fits is added once more.
-    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<u32> {
-        let slot = slot_of(now);
-        if want == 0 || self.refused_in(slot) {
-            return Ok(0);
+    /// fits is added once more. When the room is spent, the wait is until the oldest counted
+    /// slots leave the window, and takes before then are refused without a call.
+    async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<Taken> {
+        if want == 0 {
+            return Ok(Taken {
+                granted: 0,
+                wait: Duration::ZERO,
+            });
         }
-        let cap = room(self.per_minute, self.earlier_sum(slot).await?);
+        if let Some(wait) = self.refused_for(now) {
+            return Ok(Taken { granted: 0, wait });
+        }
+        let slot = slot_of(now);
+        let mut counts = self.earlier(slot).await?;
+        let cap = room(self.per_minute, counts.values().sum());
         let mut used = 0;
+        let mut granted = 0;
         for _ in 0..ADD_TRIES {
             let take = cap.saturating_sub(used).min(u64::from(want));
             if take == 0 {
@@ -126,17 +140,27 @@ impl RequestQuota for DynamoQuota {
             }
             match self.add(slot, take, cap).await? {
                 None => {
-                    if take < u64::from(want) {
-                        // The slot's room is spent: later takes in it are refused here.
-                        self.refuse(slot);
-                    }
-                    return Ok(take as u32);
+                    granted = take;
+                    used += take;
+                    break;
                 }
                 Some(now_used) => used = now_used,
             }
         }
-        self.refuse(slot);
-        Ok(0)
+        if granted == u64::from(want) {
+            return Ok(Taken {
+                granted: want,
+                wait: Duration::ZERO,
+            });
+        }
+        // The room is spent (as far as read): until when.
+        counts.insert(slot, used.max(cap));
+        let wait = wait_for_room(self.per_minute, &counts, now);
+        self.refuse_until(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        Ok(Taken {
+            granted: granted as u32,
+            wait,
+        })
     }
 }
 
@@ -183,11 +207,13 @@ impl DynamoQuota {
 }
 
 impl DynamoQuota {
-    fn refused_in(&self, slot: i64) -> bool {
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) == Some(slot)
+    /// The wait left of the last refusal, if it has not passed.
+    fn refused_for(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let until = (*self.refused.lock().unwrap_or_else(|e| e.into_inner()))?;
+        (until - now).to_std().ok().filter(|w| !w.is_zero())
     }
 
-    fn refuse(&self, slot: i64) {
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+    fn refuse_until(&self, until: DateTime<Utc>) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 }

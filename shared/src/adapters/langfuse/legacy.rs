@@ -12,7 +12,6 @@ use super::parse::{about, amount, cost_of, encode_path, object, seconds_between}
 use super::scan::{Fetched, iso, millisecond};
 use super::{LangfuseClient, LangfuseScanner, budget_spent};
 use crate::domain::ingest::ListedUsage;
-use crate::domain::quota::wait_for_next_slot;
 use crate::domain::scan::{ListedTrace, PageOutcome, ScanPage, Walk};
 use crate::domain::usage::{ModelTokens, TraceUsage, decimal_from_f64};
 use crate::error::Result;
@@ -149,8 +148,8 @@ impl LangfuseClient {
     pub(super) async fn usage_legacy_batch(&self, trace_ids: &[String]) -> Result<UsageByTrace> {
         let now = Utc::now();
         let want = u32::try_from(trace_ids.len()).unwrap_or(u32::MAX);
-        let granted = self.conn.quota.take_up_to(now, want).await? as usize;
-        let wait = wait_for_next_slot(now);
+        let taken = self.conn.quota.take_up_to(now, want).await?;
+        let (granted, wait) = (taken.granted as usize, taken.wait);
         if granted == 0 && !trace_ids.is_empty() {
             return Err(budget_spent(wait));
         }

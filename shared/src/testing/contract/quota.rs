@@ -5,6 +5,7 @@
 use crate::domain::quota::{Grant, SLOT_SECONDS};
 use crate::ports::RequestQuota;
 use chrono::{DateTime, TimeZone, Utc};
+use std::time::Duration;
 
 /// The budget each check's quota must have.
 pub const CONTRACT_LIMIT: u32 = 5;
@@ -20,7 +21,11 @@ pub async fn the_budget_is_never_exceeded(quota: &dyn RequestQuota) {
         assert_eq!(grant, Grant::Granted, "request {i} is within the budget");
     }
     match quota.take(t(2)).await.expect("take") {
-        Grant::Wait(wait) => assert_eq!(wait.as_secs(), 3, "until the next slot starts"),
+        Grant::Wait(wait) => assert_eq!(
+            wait.as_secs(),
+            63,
+            "until the slot that holds the budget has left the window (65 s after it began)"
+        ),
         Grant::Granted => panic!("a request past the budget was granted"),
     }
     // 60 seconds later the first slot is still within the window (13 slots): nothing yet.
@@ -52,20 +57,24 @@ pub async fn earlier_slots_count(quota: &dyn RequestQuota) {
 /// Several requests are taken together, as many as fit and no more; what did not fit
 /// waits for the window to move on.
 pub async fn several_are_taken_at_once(quota: &dyn RequestQuota) {
-    assert_eq!(quota.take_up_to(t(1), 3).await.expect("take"), 3);
+    let taken = |at: i64, want: u32| async move {
+        let taken = quota.take_up_to(t(at), want).await.expect("take");
+        (taken.granted, taken.wait.as_secs())
+    };
+    assert_eq!(taken(1, 3).await, (3, 0));
     assert_eq!(
-        quota.take_up_to(t(2), 4).await.expect("take"),
-        CONTRACT_LIMIT - 3,
-        "the rest of the budget, not what was asked"
+        taken(2, 4).await,
+        (CONTRACT_LIMIT - 3, 63),
+        "the rest of the budget, not what was asked; the rest once the first slot left the window"
     );
-    assert_eq!(quota.take_up_to(t(3), 2).await.expect("take"), 0);
-    assert!(matches!(
-        quota.take(t(3)).await.expect("take"),
-        Grant::Wait(_)
-    ));
-    assert_eq!(quota.take_up_to(t(65), 0).await.expect("take"), 0);
+    assert_eq!(taken(3, 2).await, (0, 62));
     assert_eq!(
-        quota.take_up_to(t(65), 100).await.expect("take"),
+        quota.take(t(3)).await.expect("take"),
+        Grant::Wait(Duration::from_secs(62))
+    );
+    assert_eq!(taken(65, 0).await, (0, 0));
+    assert_eq!(
+        taken(65, 100).await.0,
         CONTRACT_LIMIT,
         "the first slot left the window: the whole budget is back"
     );
@@ -96,7 +105,7 @@ pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
     let granted: u32 = futures::future::join_all(takes)
         .await
         .into_iter()
-        .map(|g| g.expect("take"))
+        .map(|g| g.expect("take").granted)
         .sum();
     assert_eq!(
         granted, CONTRACT_LIMIT,
