@@ -60,14 +60,6 @@ pub fn room(limit: u32, earlier: u64) -> u64 {
     u64::from(limit).saturating_sub(earlier)
 }
 
-/// How long to wait, at `now` with the budget spent, before asking again: until the next
-/// slot starts (the oldest slot of the window then leaves it).
-pub fn wait_for_next_slot(now: DateTime<Utc>) -> Duration {
-    let next = (slot_of(now) + 1) * SLOT_SECONDS * 1000;
-    let left = next - now.timestamp_millis();
-    Duration::from_millis(left.max(1) as u64)
-}
-
 /// How long, at `now`, until a take can be granted again, from the requests counted in the
 /// window's slots (`counts`, by slot; the current slot's as far as known): a take in slot `t`
 /// holds while the slots `t - 12 ..= t` stay under `limit`, and the slots after now hold
@@ -124,8 +116,6 @@ mod tests {
         );
         assert_eq!(room(30, 25), 5);
         assert_eq!(room(30, 40), 0);
-        assert_eq!(wait_for_next_slot(at(12_500)), Duration::from_millis(2_500));
-        assert_eq!(wait_for_next_slot(at(20_000)), Duration::from_millis(5_000));
     }
 
     #[test]

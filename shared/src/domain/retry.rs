@@ -47,21 +47,20 @@ impl Backoff {
     }
 }
 
-/// The span of budget whose deferred messages come back together (see [`budget_delays`]).
-const BUNCH_SECONDS: f64 = 30.0;
-
 /// The delays of messages deferred together for lack of Langfuse request budget, so that
 /// each comes back when the budget can serve it rather than all at once (only to be deferred
-/// again): message `k` of the `n` waits what was `asked` (the next slot) plus the budget time
-/// of the `ahead + k` messages before it, plus a second. `ahead`: messages already deferred and waiting in
-/// the queue (other batches', served first). Each message takes `requests_per_message` of
-/// a budget of `per_minute` requests, which the shared count spends at 12/13 of its nominal
-/// rate ([`super::quota`]). They come back in bunches of what the budget serves in 30
-/// seconds (13 messages at Hobby's 30 a minute, a request each), a bunch at the same
-/// second, so that one invocation takes a bunch: each invocation has its fixed DynamoDB
-/// calls (the batch's reads, a claim and a check per customer, a receipt), which bunches of
-/// 4 (10 seconds) paid four times as often. At most SQS's
-/// 900 seconds, at least one.
+/// again). They come back in bunches of a whole window's budget: the `per_minute` requests
+/// the shared count lets through in any 13 slots ([`super::quota`]: 65 seconds), each
+/// message taking `requests_per_message` of them (30 legacy messages at Hobby's 30 a
+/// minute), the bunches one window apart, all of a bunch at the same second. A bunch so
+/// spaced never shares a window with the next, so each finds the whole budget (smaller
+/// bunches closer together would: three bunches of 13 every 30 s meet in one 65 s window
+/// and the third is refused), and one invocation takes a bunch, paying its fixed DynamoDB
+/// calls (the batch's reads, a claim and a check per customer, a receipt) once per window.
+/// Message `k` of the `n` waits what was `asked` (until the budget has room:
+/// [`super::quota::wait_for_room`]), a second, and one window per bunch before its own;
+/// `ahead`: messages already deferred and waiting in the queue (other batches', served
+/// first). At most SQS's 900 seconds, at least one.
 pub fn budget_delays(
     n: usize,
     ahead: u64,
@@ -69,24 +68,17 @@ pub fn budget_delays(
     per_minute: u32,
     requests_per_message: f64,
 ) -> Vec<i32> {
-    use super::quota::SLOTS_PER_WINDOW;
-    let rate = f64::from(per_minute.max(1)) * (SLOTS_PER_WINDOW - 1) as f64
-        / SLOTS_PER_WINDOW as f64
-        / 60.0;
-    let each = requests_per_message.max(0.0) / rate;
-    // Messages come back in bunches of what the budget serves in BUNCH_SECONDS, all of a
-    // bunch at the same second, so that the poller hands them to one invocation together
-    // rather than one invocation each.
-    let per_bunch = (BUNCH_SECONDS / each.max(f64::MIN_POSITIVE))
+    use super::quota::{SLOT_SECONDS, SLOTS_PER_WINDOW};
+    let window = (SLOTS_PER_WINDOW * SLOT_SECONDS) as f64;
+    let per_bunch = (f64::from(per_minute.max(1)) / requests_per_message.max(f64::MIN_POSITIVE))
         .floor()
         .max(1.0);
     (0..n)
         .map(|k| {
             let bunch = ((ahead as f64 + k as f64) / per_bunch).floor();
-            let before = bunch * per_bunch * each;
             // A second past what was asked, as for a retry: a slot boundary read on another
             // instance's clock may lie a little later.
-            let secs = (asked.as_secs_f64() + 1.0 + before).ceil();
+            let secs = (asked.as_secs_f64() + 1.0 + bunch * window).ceil();
             (secs as i32).min(MAX_DELAY_SECONDS)
         })
         .collect()
@@ -161,15 +153,14 @@ mod tests {
 
     #[test]
     fn budget_deferrals_come_back_as_the_budget_can_serve_them() {
-        // Legacy reads, one request a message, 30 a minute: 13/12 x 2 s per message, so
-        // bunches of 13 (what 30 s of budget serve), 28.2 s apart, each a second past the
-        // 3 s asked.
-        let d = budget_delays(15, 0, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d[..13], [4; 13]);
-        assert_eq!(d[13..], [33, 33]);
-        // Behind 100 waiting messages (7 whole bunches), they come back after those ~197 s.
+        // Legacy reads, one request a message, 30 a minute: bunches of 30 (a window's
+        // budget), 65 s apart, each a second past the 3 s asked.
+        let d = budget_delays(32, 0, Duration::from_secs(3), 30, 1.0);
+        assert_eq!(d[..30], [4; 30]);
+        assert_eq!(d[30..], [69, 69]);
+        // Behind 100 waiting messages (3 whole bunches), they come back after those 195 s.
         let d = budget_delays(2, 100, Duration::from_secs(3), 30, 1.0);
-        assert_eq!(d, vec![202, 202]);
+        assert_eq!(d, vec![199, 199]);
         // v2 batch reads (a request per 100 messages): a whole batch back within 3 s.
         let d = budget_delays(100, 0, Duration::from_secs(3), 30, 0.01);
         assert!(d.iter().all(|&s| (4..=7).contains(&s)), "{d:?}");

@@ -142,7 +142,7 @@ async fn a_message_deferred_many_times_waits_longer_and_never_grows_its_receive_
 
 #[tokio::test]
 async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
-    // GIVEN the legacy API (one read per message) on a budget of 30 requests a minute, 25
+    // GIVEN the legacy API (one read per message) on a budget of 30 requests a minute, 58
     // messages deferred earlier still waiting, and Langfuse asking for 12 s
     let world = World::with(
         &[
@@ -151,7 +151,7 @@ async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
         ],
         StripeMode::V1,
     );
-    let earlier: Vec<Deferral> = (0..25)
+    let earlier: Vec<Deferral> = (0..58)
         .map(|i| Deferral {
             message_id: format!("old{i}"),
             body: body(&format!("old{i}")),
@@ -167,16 +167,15 @@ async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
         .deliver_through(&Throttled, &world.queue, event(&bodies))
         .await;
 
-    // THEN they come back behind the 25, at the budget's pace (60 s / (30 x 12/13) = 2.2 s
-    // a message) in bunches of thirteen (30 s of budget), after the 12 s asked and a
-    // second: the first with the second bunch, the others with the third; not all at once,
-    // to be deferred again
+    // THEN they come back behind the 58, in bunches of a window's budget (30 messages,
+    // 65 s apart), after the 12 s asked and a second: the first two with the second bunch,
+    // the third with the third; not all at once, to be deferred again
     assert!(failures(&response).is_empty(), "{response:?}");
-    let delays: Vec<i32> = world.queue.deferred()[25..]
+    let delays: Vec<i32> = world.queue.deferred()[58..]
         .iter()
         .map(|d| d.delay_seconds)
         .collect();
-    assert_eq!(delays, vec![42, 70, 70], "12 + 1 + bunch x 13 x 2.17 s");
+    assert_eq!(delays, vec![78, 78, 143], "12 + 1 + bunch x 65 s");
 }
 
 #[tokio::test]
