@@ -60,25 +60,28 @@ pub fn room(limit: u32, earlier: u64) -> u64 {
     u64::from(limit).saturating_sub(earlier)
 }
 
-/// How long, at `now`, until a take can be granted again, from the requests counted in the
-/// window's slots (`counts`, by slot; the current slot's as far as known): a take in slot `t`
-/// holds while the slots `t - 12 ..= t` stay under `limit`, and the slots after now hold
-/// nothing yet, so room comes back when enough of the oldest counted slots have left the
-/// window. At least until the next slot; at most until the window holds none of today's.
-/// A lower bound: counts only grow, so no room comes back earlier.
+/// How long, at `now`, until the budget has room for `need` requests again (at most the
+/// whole `limit`), from the requests counted in the window's slots (`counts`, by slot; the
+/// current slot's as far as known): a take in slot `t` holds while the slots `t - 12 ..= t`
+/// stay within `limit`, and the slots after now hold nothing yet, so room comes back as
+/// the oldest counted slots leave the window. At least until the next slot; at most until
+/// the window holds none of the counted slots. A lower bound: counts only grow, so no room
+/// comes back earlier.
 pub fn wait_for_room(
     limit: u32,
+    need: u32,
     counts: &std::collections::BTreeMap<i64, u64>,
     now: DateTime<Utc>,
 ) -> Duration {
     let slot = slot_of(now);
+    let need = u64::from(need.clamp(1, limit.max(1)));
     let mut t = slot + 1;
     while t < slot + SLOTS_PER_WINDOW {
         let in_window: u64 = counts
             .range(t - (SLOTS_PER_WINDOW - 1)..=t)
             .map(|(_, c)| c)
             .sum();
-        if in_window < u64::from(limit) {
+        if in_window + need <= u64::from(limit) {
             break;
         }
         t += 1;
@@ -121,29 +124,24 @@ mod tests {
     #[test]
     fn room_comes_back_when_the_oldest_counted_slots_leave_the_window() {
         use std::collections::BTreeMap;
+        let wait = |limit, need, counts: &BTreeMap<i64, u64>| {
+            wait_for_room(limit, need, counts, at(75_500)).as_millis()
+        };
         // 30 a minute: 20 in slot 8, 10 in slot 14, asked at 75.5 s (slot 15).
         let counts = BTreeMap::from([(8, 20), (14, 10)]);
         // Slot 8 leaves the window of slot 21 (9..=21): at 105 s.
-        assert_eq!(
-            wait_for_room(30, &counts, at(75_500)),
-            Duration::from_millis(29_500)
-        );
+        assert_eq!(wait(30, 1, &counts), 29_500);
+        // Room for 20 then too; room for 21 or more (the whole budget at most) only when
+        // slot 14 has left as well (the window of slot 27): at 135 s.
+        assert_eq!(wait(30, 20, &counts), 29_500);
+        assert_eq!(wait(30, 21, &counts), 59_500);
+        assert_eq!(wait(30, 100, &counts), 59_500);
         // Room for one more as soon as the next slot starts, when the window is not full.
-        assert_eq!(
-            wait_for_room(31, &counts, at(75_500)),
-            Duration::from_millis(4_500)
-        );
+        assert_eq!(wait(31, 1, &counts), 4_500);
         // Everything in the current slot: room when it leaves the window, 65 s after it began.
-        let full = BTreeMap::from([(15, 30)]);
-        assert_eq!(
-            wait_for_room(30, &full, at(75_500)),
-            Duration::from_millis(64_500)
-        );
+        assert_eq!(wait(30, 1, &BTreeMap::from([(15, 30)])), 64_500);
         // Nothing counted (a refusal from a count not read): the next slot.
-        assert_eq!(
-            wait_for_room(30, &BTreeMap::new(), at(75_500)),
-            Duration::from_millis(4_500)
-        );
+        assert_eq!(wait(30, 1, &BTreeMap::new()), 4_500);
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub trait RequestQuota: Send + Sync {
     async fn take(&self, now: DateTime<Utc>) -> Result<Grant>;
 
     /// Takes the budget for up to `want` requests about to be sent at `now`, together: how
-    /// many were granted (`0..=want`), and when fewer, how long until asking again is worth
-    /// it. A budget kept in a table takes them in one conditional add, where a take each
+    /// many were granted (`0..=want`), and when fewer, how long until the budget has room
+    /// for the rest (or the whole budget, if the rest is more). A budget kept in a table takes them in one conditional add, where a take each
     /// would cost a read and a write per request. By default, one [`take`](Self::take) at a
     /// time until one is refused.
     async fn take_up_to(&self, now: DateTime<Utc>, want: u32) -> Result<Taken> {

@@ -55,7 +55,8 @@ impl RequestQuota for MemoryQuota {
             .min(u64::from(want));
         *used += granted;
         let wait = if granted < u64::from(want) {
-            wait_for_room(self.per_minute, &slots, now)
+            let rest = want - granted as u32;
+            wait_for_room(self.per_minute, rest, &slots, now)
         } else {
             Duration::ZERO
         };

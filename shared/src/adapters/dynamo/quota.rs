@@ -29,7 +29,14 @@ pub struct DynamoQuota {
     /// Until when the budget has no room, as the last refusal computed it
     /// ([`wait_for_room`]: a lower bound, counts only grow): every take before then is
     /// refused here, without a call.
-    refused: std::sync::Mutex<Option<DateTime<Utc>>>,
+    refused: std::sync::Mutex<Option<Refused>>,
+}
+
+/// The last refusal: until when no take has room, and the counts it was computed from.
+#[derive(Debug)]
+struct Refused {
+    until: DateTime<Utc>,
+    counts: BTreeMap<i64, u64>,
 }
 
 /// The key of one slot's counter (the slot zero-padded, so that keys sort as slots do).
@@ -125,7 +132,7 @@ impl RequestQuota for DynamoQuota {
                 wait: Duration::ZERO,
             });
         }
-        if let Some(wait) = self.refused_for(now) {
+        if let Some(wait) = self.refused_for(now, want) {
             return Ok(Taken { granted: 0, wait });
         }
         let slot = slot_of(now);
@@ -153,10 +160,14 @@ impl RequestQuota for DynamoQuota {
                 wait: Duration::ZERO,
             });
         }
-        // The room is spent (as far as read): until when.
+        // The room is spent (as far as read): no take is worth asking before there is room
+        // for one, and the rest asked for is worth asking again when there is room for it.
         counts.insert(slot, used.max(cap));
-        let wait = wait_for_room(self.per_minute, &counts, now);
-        self.refuse_until(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        let for_one = wait_for_room(self.per_minute, 1, &counts, now);
+        let rest = want - granted as u32;
+        let wait = wait_for_room(self.per_minute, rest, &counts, now);
+        let until = now + chrono::Duration::from_std(for_one).unwrap_or_default();
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refused { until, counts });
         Ok(Taken {
             granted: granted as u32,
             wait,
@@ -207,13 +218,11 @@ impl DynamoQuota {
 }
 
 impl DynamoQuota {
-    /// The wait left of the last refusal, if it has not passed.
-    fn refused_for(&self, now: DateTime<Utc>) -> Option<Duration> {
-        let until = (*self.refused.lock().unwrap_or_else(|e| e.into_inner()))?;
-        (until - now).to_std().ok().filter(|w| !w.is_zero())
-    }
-
-    fn refuse_until(&self, until: DateTime<Utc>) {
-        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    /// Before the last refusal's time has passed: the wait for room for `want`, from the
+    /// counts it read.
+    fn refused_for(&self, now: DateTime<Utc>, want: u32) -> Option<Duration> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let r = refused.as_ref().filter(|r| now < r.until)?;
+        Some(wait_for_room(self.per_minute, want, &r.counts, now))
     }
 }
