@@ -116,17 +116,12 @@ impl Invocation {
 
     /// The Stripe customer who pays for the trace (order: `domain::customer::resolve`).
     pub(crate) async fn customer(&self, deps: &Deps<'_>, usage: &TraceUsage) -> Result<String> {
-        let rules = &deps.config.customers;
-        let mapped = match customer::user_to_look_up(usage, &rules.metadata_keys) {
+        let keys = &deps.config.customers.metadata_keys;
+        let mapped = match customer::user_to_look_up(usage, keys) {
             Some(user) => self.mapping(deps, user).await?,
             None => None,
         };
-        customer::resolve(
-            usage,
-            &rules.metadata_keys,
-            mapped.as_deref(),
-            rules.default_customer.as_deref(),
-        )
+        resolve(deps, usage, mapped.as_deref())
     }
 
     /// Reads the user mappings, then the budget policies, that pricing `usages` will ask
@@ -175,18 +170,12 @@ impl Invocation {
 
     /// The trace's customer from what this invocation already knows, without a read.
     fn known_customer(&self, deps: &Deps<'_>, usage: &TraceUsage) -> Option<String> {
-        let rules = &deps.config.customers;
-        let mapped = match customer::user_to_look_up(usage, &rules.metadata_keys) {
+        let keys = &deps.config.customers.metadata_keys;
+        let mapped = match customer::user_to_look_up(usage, keys) {
             Some(user) => lock(&self.customers).get(user)?.clone(),
             None => None,
         };
-        customer::resolve(
-            usage,
-            &rules.metadata_keys,
-            mapped.as_deref(),
-            rules.default_customer.as_deref(),
-        )
-        .ok()
+        resolve(deps, usage, mapped.as_deref()).ok()
     }
 
     async fn mapping(&self, deps: &Deps<'_>, user: &str) -> Result<Option<String>> {
@@ -202,6 +191,17 @@ impl Invocation {
         lock(&self.customers).insert(user.to_string(), m.clone());
         Ok(m)
     }
+}
+
+/// The trace's customer by the configured rules, given its user's mapping.
+fn resolve(deps: &Deps<'_>, usage: &TraceUsage, mapped: Option<&str>) -> Result<String> {
+    let rules = &deps.config.customers;
+    customer::resolve(
+        usage,
+        &rules.metadata_keys,
+        mapped,
+        rules.default_customer.as_deref(),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -103,7 +103,11 @@ impl BudgetStore for DynamoLedger {
             .send()
             .await;
         let created = condition_held("PutItem", result)?;
-        self.mark_recorded(event).await?;
+        if let Err(e) = self.mark_recorded(event).await {
+            // The event exists either way; a later check's put is refused and marks it.
+            tracing::warn!(customer = %event.customer_id, period = %event.period, error = %e,
+                           "could not mark the budget event on its counter");
+        }
         Ok(created)
     }
 
