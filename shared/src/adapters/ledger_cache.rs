@@ -48,11 +48,14 @@ impl<V: Clone> Held<V> {
 
     /// The values of `keys`: those held, and the rest read together by `read` (one batch
     /// read) and held from `now`.
+    /// Held while missing values are read (`filling`, shared by the cache's maps), so that
+    /// the traces of a batch that all miss at once make one read, not one each.
     async fn many<F, Fut>(
         &self,
         keys: &[String],
-        now: DateTime<Utc>,
+        clock: &dyn Clock,
         ttl: Duration,
+        filling: &tokio::sync::Mutex<()>,
         read: F,
     ) -> Result<HashMap<String, V>>
     where
@@ -60,6 +63,30 @@ impl<V: Clone> Held<V> {
         Fut: std::future::Future<Output = Result<HashMap<String, V>>>,
     {
         let mut out = HashMap::new();
+        let mut missing = self.split(keys, clock.now(), ttl, &mut out);
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let _filling = filling.lock().await;
+        let now = clock.now();
+        missing = self.split(&missing, now, ttl, &mut out);
+        if !missing.is_empty() {
+            for (key, v) in read(missing).await? {
+                self.put(&key, now, v.clone());
+                out.insert(key, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves the held values of `keys` into `out`; the keys not held.
+    fn split(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+        ttl: Duration,
+        out: &mut HashMap<String, V>,
+    ) -> Vec<String> {
         let mut missing = Vec::new();
         for key in keys {
             match self.get(key, now, ttl) {
@@ -69,13 +96,7 @@ impl<V: Clone> Held<V> {
                 None => missing.push(key.clone()),
             }
         }
-        if !missing.is_empty() {
-            for (key, v) in read(missing).await? {
-                self.put(&key, now, v.clone());
-                out.insert(key, v);
-            }
-        }
-        Ok(out)
+        missing
     }
 }
 
@@ -123,28 +144,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[async_trait]
 impl<L: BudgetStore> BudgetStore for LedgerCache<L> {
     async fn budget_policy(&self, customer_id: &str) -> Result<Option<BudgetPolicy>> {
-        if let Some(policy) = self.policies.get(customer_id, self.clock.now(), self.ttl) {
-            return Ok(policy);
-        }
-        let _filling = self.filling.lock().await;
-        let now = self.clock.now();
-        if let Some(policy) = self.policies.get(customer_id, now, self.ttl) {
-            return Ok(policy);
-        }
-        let policy = self.ledger.budget_policy(customer_id).await?;
-        self.policies.put(customer_id, now, policy.clone());
-        Ok(policy)
+        let one = [customer_id.to_string()];
+        Ok(self
+            .budget_policies_of(&one)
+            .await?
+            .remove(customer_id)
+            .flatten())
     }
 
     async fn budget_policies_of(
         &self,
         customer_ids: &[String],
     ) -> Result<HashMap<String, Option<BudgetPolicy>>> {
-        let now = self.clock.now();
+        let (clock, filling) = (self.clock.as_ref(), &self.filling);
         self.policies
-            .many(customer_ids, now, self.ttl, |missing| async move {
-                self.ledger.budget_policies_of(&missing).await
-            })
+            .many(
+                customer_ids,
+                clock,
+                self.ttl,
+                filling,
+                |missing| async move { self.ledger.budget_policies_of(&missing).await },
+            )
             .await
     }
 
@@ -189,26 +209,21 @@ impl<L: BudgetStore> BudgetStore for LedgerCache<L> {
 #[async_trait]
 impl<L: CustomerDirectory> CustomerDirectory for LedgerCache<L> {
     async fn customer_for_user(&self, user_id: &str) -> Result<Option<String>> {
-        if let Some(customer) = self.mappings.get(user_id, self.clock.now(), self.ttl) {
-            return Ok(customer);
-        }
-        let _filling = self.filling.lock().await;
-        let now = self.clock.now();
-        if let Some(customer) = self.mappings.get(user_id, now, self.ttl) {
-            return Ok(customer);
-        }
-        let customer = self.ledger.customer_for_user(user_id).await?;
-        self.mappings.put(user_id, now, customer.clone());
-        Ok(customer)
+        let one = [user_id.to_string()];
+        Ok(self
+            .customers_for_users(&one)
+            .await?
+            .remove(user_id)
+            .flatten())
     }
 
     async fn customers_for_users(
         &self,
         user_ids: &[String],
     ) -> Result<HashMap<String, Option<String>>> {
-        let now = self.clock.now();
+        let (clock, filling) = (self.clock.as_ref(), &self.filling);
         self.mappings
-            .many(user_ids, now, self.ttl, |missing| async move {
+            .many(user_ids, clock, self.ttl, filling, |missing| async move {
                 self.ledger.customers_for_users(&missing).await
             })
             .await
