@@ -288,6 +288,10 @@ pub enum PriceCommand {
         #[arg(long, value_parser = Flag(parse::customer_id))]
         customer: Option<String>,
     },
+    /// Builds the index of customers with prices of their own (one scan of the table's
+    /// price versions), so the process function reads only their books; run once after
+    /// the first deploy or an upgrade from a release without the index.
+    Index,
 }
 
 /// `price set`.

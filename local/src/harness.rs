@@ -26,7 +26,7 @@ use tracemeter::adapters::sqs::SqsSender;
 use tracemeter::adapters::stripe::StripeClient;
 use tracemeter::clock::{OffsetClock, SystemClock};
 use tracemeter::config::{IngestConfig, LangfuseKeys, ProcessConfig, StripeKey};
-use tracemeter::ports::QueueSender;
+use tracemeter::ports::{PriceBook, QueueSender};
 
 /// Langfuse public key used by the fakes.
 pub const LANGFUSE_PUBLIC_KEY: &str = "pk-lf-local-0000";
@@ -189,6 +189,8 @@ impl TestStack {
                 .build(),
         );
         let ledger = DynamoLedger::new(dynamo.clone(), &resources.table_name);
+        // What the deploy guide has the operator run once: `tracemeter price index`.
+        ledger.build_index(chrono::Utc::now()).await?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let redelivery = SqsRedelivery::new(sqs.clone(), &resources.queue_url);
         let esm = EventSourceMapping {

@@ -1,4 +1,5 @@
-//! `price set`, `price show`, `price list`: the price book's versions (see docs/pricing.md).
+//! `price set`, `price show`, `price list`: the price book's versions; `price index`: the
+//! index of customers with versions of their own (see docs/pricing.md).
 //!
 //! A customer is known when it has a budget policy, a budget counter (it was billed) or price
 //! versions;
@@ -24,6 +25,7 @@ pub(super) async fn run(ctx: &mut Ctx<'_, '_>, command: &PriceCommand) -> CliRes
         PriceCommand::Set(args) => set(ctx, args).await,
         PriceCommand::Show { customer, at } => show(ctx, customer.as_deref(), *at).await,
         PriceCommand::List { customer } => list(ctx, customer.as_deref()).await,
+        PriceCommand::Index => index(ctx).await,
     }
 }
 
@@ -260,6 +262,28 @@ async fn list(ctx: &mut Ctx<'_, '_>, customer: Option<&str>) -> CliResult {
             "{}{} version(s); {note}",
             table(&headers, &rows),
             versions.len()
+        )
+    })
+}
+
+async fn index(ctx: &mut Ctx<'_, '_>) -> CliResult {
+    ctx.approve(
+        "will scan the table once for price versions and mark the index of customers with prices of their own complete",
+    )?;
+    let book: &dyn PriceBook = ctx.deps.ledger;
+    let found = book.build_index(ctx.deps.clock.now()).await?;
+    let value = json!({"complete": true, "customers": found});
+    ctx.out.report(&value, || {
+        format!(
+            "the price index is complete: {} customer(s) with prices of their own{}\n",
+            found.len(),
+            match found.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " ({})",
+                    found.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            }
         )
     })
 }

@@ -43,6 +43,41 @@ impl PriceScope {
     }
 }
 
+/// Which customers hold versions of their own, as the price book's index says.
+///
+/// `price set` adds a customer to the index before it stores the customer's version, so a
+/// complete index read at time `t` names every customer with a version that can apply to
+/// usage before `t` (`--backdate` aside, as for any cached copy). The index is complete once
+/// `tracemeter price index` has found the versions stored before the index existed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ScopeIndex {
+    /// Not built on this table yet: any customer may hold versions (each is read).
+    #[default]
+    Unknown,
+    /// Every customer with at least one version of its own.
+    Complete(BTreeSet<String>),
+}
+
+impl ScopeIndex {
+    /// Whether `customer` may hold versions of its own (read its scope), `false` only when a
+    /// complete index does not name it.
+    pub fn may_hold(&self, customer: &str) -> bool {
+        match self {
+            ScopeIndex::Unknown => true,
+            ScopeIndex::Complete(names) => names.contains(customer),
+        }
+    }
+}
+
+/// The default book's versions and the index, read together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DefaultBook {
+    /// The default scope's versions, oldest first.
+    pub versions: Vec<PriceVersion>,
+    /// Which customers hold versions of their own.
+    pub index: ScopeIndex,
+}
+
 /// What a version does with token usage that has no cost and no token price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnpricedRule {

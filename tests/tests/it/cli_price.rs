@@ -1,4 +1,4 @@
-//! `tracemeter price set|show|list` on the local stack (DynamoDB on moto).
+//! `tracemeter price set|show|list|index` on the local stack (DynamoDB on moto).
 
 use super::*;
 
@@ -164,7 +164,21 @@ async fn price_set_show_list_and_their_refusals() {
     let now_default = cli.json(&["price", "show"]).await;
     assert_eq!(now_default["from_variables"], true, "{now_default}");
     let table = cli.run(&["price", "list"]).await;
-    assert!(table.out.contains("1 version(s)"), "{}", table.out);
+    assert!(table.out.contains("1 version(s)"), "{}", table.out); // The index names the customer with a plan; building it again changes nothing.
+    let index = cli.json(&["price", "index", "--yes"]).await;
+    assert_eq!(
+        index,
+        serde_json::json!({"complete": true, "customers": ["cus_new"]})
+    );
+    let text = cli.run(&["price", "index", "--yes"]).await;
+    assert!(
+        text.out.ends_with(
+            "\nthe price index is complete: 1 customer(s) with prices of their own (cus_new)\n"
+        ),
+        "{}{}",
+        text.out,
+        text.err
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ async fn a_deployment_as_the_template_makes_it_passes() {
         "dynamodb.index",
         "dynamodb.stream",
         "dynamodb.ttl",
+        "dynamodb.price_index",
         "sqs.dlq",
         "sqs.visibility_timeout",
     ];
@@ -79,7 +80,7 @@ async fn a_deployment_as_the_template_makes_it_passes() {
     let unchecked = ["lambda.event_source_mapping", "schedule.ingest"];
     assert_eq!(by_status("WARN"), unchecked, "{text}");
     assert!(text.contains("a TEST mode key"), "{text}");
-    assert!(text.ends_with("doctor: 18 OK, 2 WARN, 0 FAIL\n"), "{text}");
+    assert!(text.ends_with("doctor: 19 OK, 2 WARN, 0 FAIL\n"), "{text}");
 }
 
 #[tokio::test]
@@ -246,6 +247,41 @@ async fn a_table_without_its_stream_fails() {
 }
 
 #[tokio::test]
+async fn a_price_book_without_its_index_warns_until_tracemeter_price_index() {
+    let stack = deployed("doctor-prices").await;
+    // A table from a release before the index: no index item.
+    let key = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    stack
+        .dynamo
+        .delete_item()
+        .table_name(&stack.resources.table_name)
+        .key("pk", key("PRICE#default"))
+        .key("sk", key("SCOPES"))
+        .send()
+        .await
+        .expect("delete the index");
+    let env = operator_env(&stack);
+    let price_index = |all: Vec<Check>| {
+        let found = all.into_iter().find(|c| c.check == "dynamodb.price_index");
+        found.expect("the price index check")
+    };
+    let warned = price_index(checks(&stack, &env).await);
+    assert_eq!(warned.status, Status::Warn, "{warned:?}");
+    assert_eq!(
+        warned.fix.as_deref(),
+        Some("tracemeter price index (once, after the first deploy or an upgrade)")
+    );
+    use tracemeter::ports::PriceBook;
+    stack
+        .ledger
+        .build_index(chrono::Utc::now())
+        .await
+        .expect("index");
+    let ok = price_index(checks(&stack, &env).await);
+    assert_eq!(ok.status, Status::Ok, "{ok:?}");
+}
+
+#[tokio::test]
 async fn the_guides_doctor_and_first_reconcile_pass_on_the_local_stack() {
     let binary = function_binary("tracemeter");
     let stack = deployed("doctor-guide").await;
@@ -272,7 +308,7 @@ async fn the_guides_doctor_and_first_reconcile_pass_on_the_local_stack() {
     let out = String::from_utf8_lossy(&run.stdout);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{script}\n{out}\n{err}");
-    assert!(out.contains("doctor: 18 OK, 2 WARN, 0 FAIL\n"), "{out}");
+    assert!(out.contains("doctor: 19 OK, 2 WARN, 0 FAIL\n"), "{out}");
     assert!(out.contains("no drift beyond 0 credits"), "{out}");
 }
 

@@ -1,10 +1,14 @@
-//! The ledger table: it exists, its keys, its `attention` index, its stream and its TTL.
+//! The ledger table: it exists, its keys, its `attention` index, its stream, its TTL and
+//! the price book's index.
 
 use super::report::Check;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, StreamViewType, TableDescription, TimeToLiveStatus,
 };
+use tracemeter::adapters::dynamo::DynamoLedger;
+use tracemeter::domain::price_book::ScopeIndex;
+use tracemeter::ports::PriceBook;
 
 /// The index `failures list` and `ambiguous list` query.
 const INDEX: &str = "attention";
@@ -44,7 +48,36 @@ pub(super) async fn check(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec
     checks.push(index(t));
     checks.push(stream(t, table));
     checks.push(ttl(client, table).await);
+    checks.push(price_index(client, table).await);
     checks
+}
+
+/// The price book's index: complete, or a WARN (the processor then reads every customer's
+/// prices, one `Query` per customer and instance a minute: correct, more calls).
+async fn price_index(client: &aws_sdk_dynamodb::Client, table: &str) -> Check {
+    let ledger = DynamoLedger::new(client.clone(), table);
+    let fix = "tracemeter price index (once, after the first deploy or an upgrade)";
+    match ledger.default_book().await {
+        Ok(book) => match book.index {
+            ScopeIndex::Complete(names) => Check::ok(
+                "dynamodb.price_index",
+                format!(
+                    "the price index is complete: {} customer(s) with prices of their own",
+                    names.len()
+                ),
+            ),
+            ScopeIndex::Unknown => Check::warn(
+                "dynamodb.price_index",
+                "the price index is not built: the process function reads every customer's prices separately",
+                fix,
+            ),
+        },
+        Err(e) => Check::fail(
+            "dynamodb.price_index",
+            format!("cannot read the price book: {e}"),
+            "grant dynamodb:Query on the table to the operator",
+        ),
+    }
 }
 
 /// `name (HASH), name (RANGE)`.

@@ -13,6 +13,7 @@
 //! | delivery receipt | `RECEIPT#<receipt id>` | `RECEIPT` |
 //! | request budget slot | `QUOTA#<service>` | `SLOT#<5-second slot, 12 digits>` |
 //! | price version | `PRICE#default` or `PRICE#<customer>` | `FROM#<effective from, RFC 3339 ms>` |
+//! | price book index (`scopes`: customers with versions, `complete`) | `PRICE#default` | `SCOPES` |
 //!
 //! A batch claim stores its receipt id on each claimed entry (`p_receipt`); once Stripe has
 //! the events, ONE write adds their identifiers to the receipt's `delivered` set instead of
@@ -207,7 +208,6 @@ impl DynamoLedger {
         }
     }
 
-    /// An unconditional put of a whole item (operator items: policies, mappings).
     /// Every item that passes `filter` (with `values`), page by page: a full table scan, for
     /// the operator's occasional reads only (never on the billing path).
     async fn scan_all(
@@ -237,6 +237,7 @@ impl DynamoLedger {
         }
     }
 
+    /// An unconditional put of a whole item (operator items: policies, mappings).
     async fn put(&self, item: Item) -> Result<()> {
         put_item(&self.client, &self.table, item, "PutItem").await
     }

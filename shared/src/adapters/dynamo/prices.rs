@@ -1,9 +1,18 @@
 //! `PriceBook`: price versions as `PRICE#<scope>` / `FROM#<RFC 3339 ms>` items, written with
-//! a conditional put (`attribute_not_exists(pk)`), read with one consistent `Query`.
+//! a conditional put (`attribute_not_exists(pk)`), read with one consistent `Query` a scope.
+//!
+//! The index, `PRICE#default` / `SCOPES`, sits in the default scope's partition so that one
+//! `Query` reads the default versions and the customers that hold versions of their own
+//! (`scopes`, a string set). `put_version` adds a customer to it BEFORE storing the version,
+//! so the index never misses a stored version; `complete` is set by `build_index` (one
+//! filtered `Scan`), which finds the versions stored before the index existed. Until then a
+//! reader cannot trust the index and reads every customer's scope.
 
 use super::DynamoLedger;
 use super::items::{Item, SERVICE, condition_held, get_s, get_time, key_item, ms, n, names, s};
-use crate::domain::price_book::{PriceScope, PriceVersion, TokenPrice, UnpricedRule};
+use crate::domain::price_book::{
+    DefaultBook, PriceScope, PriceVersion, ScopeIndex, TokenPrice, UnpricedRule,
+};
 use crate::error::{Error, Result};
 use crate::ports::{PriceBook, PutVersion};
 use async_trait::async_trait;
@@ -11,7 +20,30 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+/// The index's sort key in the default scope's partition.
+const INDEX_SK: &str = "SCOPES";
+
+/// The index's key.
+fn index_key() -> (String, String) {
+    (
+        format!("PRICE#{}", PriceScope::Default.key()),
+        INDEX_SK.to_string(),
+    )
+}
+
+/// The index as read: complete only once `build_index` has run.
+fn parse_index(item: &Item) -> ScopeIndex {
+    if !matches!(item.get("complete"), Some(AttributeValue::Bool(true))) {
+        return ScopeIndex::Unknown;
+    }
+    let names = match item.get("scopes") {
+        Some(AttributeValue::Ss(names)) => names.iter().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    ScopeIndex::Complete(names)
+}
 
 /// The key of a scope's version from `from`.
 pub fn price_key(scope: &PriceScope, from: DateTime<Utc>) -> (String, String) {
@@ -99,6 +131,53 @@ fn malformed(item: &Item) -> Error {
     )
 }
 
+impl DynamoLedger {
+    /// Adds customers to the index (`ADD` to a string set: concurrent writers all land),
+    /// marking it complete when `complete`.
+    async fn index_scopes(&self, customers: &BTreeSet<String>, complete: bool) -> Result<()> {
+        let mut parts = Vec::new();
+        let mut values = HashMap::new();
+        if !customers.is_empty() {
+            parts.push("ADD #scopes :scopes");
+            values.insert(
+                ":scopes".to_string(),
+                AttributeValue::Ss(customers.iter().cloned().collect()),
+            );
+        }
+        if complete {
+            parts.push("SET #complete = :complete");
+            values.insert(":complete".to_string(), AttributeValue::Bool(true));
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        self.update(index_key(), &parts.join(" "), None, values)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a version with the conditional put alone, without touching the index (what a
+    /// release before the index did): the index's contract check plants such versions.
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn put_version_unindexed(
+        &self,
+        version: &PriceVersion,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let condition = "attribute_not_exists(#pk)";
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_of(version, now)))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names(&[condition])))
+            .send()
+            .await;
+        condition_held("PutItem", result).map(|_| ())
+    }
+}
+
 #[async_trait]
 impl PriceBook for DynamoLedger {
     async fn versions(&self, scope: &PriceScope) -> Result<Vec<PriceVersion>> {
@@ -116,7 +195,48 @@ impl PriceBook for DynamoLedger {
         Ok(out)
     }
 
+    async fn default_book(&self) -> Result<DefaultBook> {
+        let condition = "#pk = :pk";
+        let values = HashMap::from([(":pk".to_string(), s(index_key().0))]);
+        let mut book = DefaultBook::default();
+        for item in self.query_all(None, condition, values, true).await? {
+            match get_s(&item, "sk") {
+                Some(INDEX_SK) => book.index = parse_index(&item),
+                Some(sk) if sk.starts_with("FROM#") => book
+                    .versions
+                    .push(parse_version(&item).ok_or_else(|| malformed(&item))?),
+                _ => {}
+            }
+        }
+        book.versions.sort_by_key(|v| v.effective_from);
+        Ok(book)
+    }
+
+    async fn build_index(&self, _now: DateTime<Utc>) -> Result<BTreeSet<String>> {
+        let filter = "begins_with(#pk, :price) AND begins_with(#sk, :from)";
+        let values = HashMap::from([
+            (":price".to_string(), s("PRICE#")),
+            (":from".to_string(), s("FROM#")),
+        ]);
+        let found: BTreeSet<String> = self
+            .scan_all(filter, values)
+            .await?
+            .iter()
+            .filter_map(|item| get_s(item, "pk")?.strip_prefix("PRICE#"))
+            .filter_map(|key| match PriceScope::parse(key) {
+                PriceScope::Customer(c) => Some(c),
+                PriceScope::Default => None,
+            })
+            .collect();
+        self.index_scopes(&found, true).await?;
+        Ok(found)
+    }
+
     async fn put_version(&self, version: &PriceVersion, now: DateTime<Utc>) -> Result<PutVersion> {
+        if let PriceScope::Customer(c) = &version.scope {
+            self.index_scopes(&BTreeSet::from([c.clone()]), false)
+                .await?;
+        }
         let condition = "attribute_not_exists(#pk)";
         let item = item_of(version, now);
         let result = self

@@ -38,6 +38,7 @@ pub use events::{
 };
 pub use prices::{
     concurrent_price_sets_store_one_version, price_versions_are_written_once_and_read_in_order,
+    the_price_index_names_every_customer_with_versions,
 };
 pub use receipts::{entries_read_a_batch_as_entry_reads_each, settling_a_claim_sees_its_receipt};
 pub use rejections::stripe_rejections_give_the_budget_back_once;
@@ -53,6 +54,7 @@ use crate::domain::budget::{BudgetPolicy, BudgetUsage};
 use crate::domain::claim::{BilledUsage, Claim, ClaimBatch, ClaimResult, Expect, Settled};
 use crate::domain::ledger::{LedgerEntry, PendingClaim};
 use crate::domain::meter::identifier;
+use crate::domain::price_book::PriceVersion;
 use crate::error::Result;
 use crate::ports::Ledger;
 use crate::testing::MemoryLedger;
@@ -66,6 +68,8 @@ pub trait Seeding: Send + Sync {
     async fn seed_budget_policy(&self, customer: &str, policy: &BudgetPolicy) -> Result<()>;
     /// A Langfuse user id mapped to a Stripe customer.
     async fn seed_user_mapping(&self, user_id: &str, customer: &str) -> Result<()>;
+    /// A price version stored as a release before the price book's index did: not indexed.
+    async fn seed_unindexed_price(&self, version: &PriceVersion) -> Result<()>;
 }
 
 #[async_trait]
@@ -79,6 +83,11 @@ impl Seeding for MemoryLedger {
         self.put_user_mapping(user_id, customer);
         Ok(())
     }
+
+    async fn seed_unindexed_price(&self, version: &PriceVersion) -> Result<()> {
+        self.put_version_unindexed(version);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -89,6 +98,10 @@ impl Seeding for DynamoLedger {
 
     async fn seed_user_mapping(&self, user_id: &str, customer: &str) -> Result<()> {
         self.put_user_mapping(user_id, customer).await
+    }
+
+    async fn seed_unindexed_price(&self, version: &PriceVersion) -> Result<()> {
+        self.put_version_unindexed(version, now()).await
     }
 }
 
@@ -138,6 +151,7 @@ macro_rules! ledger_contract_tests {
         $crate::ledger_contract_tests!(@seeded $fresh;
             policies_and_mappings_read_as_seeded,
             a_claim_stores_the_coverage_ingest_reads_back,
+            the_price_index_names_every_customer_with_versions,
         );
     };
     (@plain $fresh:expr; $($check:ident),* $(,)?) => {$(

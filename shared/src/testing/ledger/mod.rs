@@ -47,6 +47,9 @@ struct State {
     users: BTreeMap<String, String>,
     /// Price versions (`PRICE#<scope>` / `FROM#<time>`).
     prices: BTreeMap<(PriceScope, DateTime<Utc>), PriceVersion>,
+    /// The price book's index (`PRICE#default` / `SCOPES`): the customers added, and
+    /// whether `build_index` has marked it complete.
+    price_index: (BTreeSet<String>, bool),
 }
 
 /// A trace's ledger item as stored (`TRACE#<id>` / `LEDGER`): a claimed entry stays claimed
