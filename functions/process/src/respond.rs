@@ -111,10 +111,13 @@ async fn defer(
         .collect()
 }
 
-/// Each deferral's delay. Under a Langfuse request budget they are spread behind the
-/// messages already waiting, at the pace the budget serves them (`retry::budget_delays`),
-/// so that each comes back once, when it can be read; otherwise (a 429 of a service without
-/// a budget here) the backoff schedule by deferral count.
+/// Each deferral's delay. Under a Langfuse request budget they are booked on the budget's
+/// return schedule, shared by every instance (`domain::returns`: bunches of a window's
+/// budget, one window apart, behind the bunches already booked), so that each comes back
+/// once, when it can be read; without the schedule (it failed) they are spread behind the
+/// messages already waiting (`retry::budget_delays`, from the queue's approximate count).
+/// Otherwise (a 429 of a service without a budget here) the backoff schedule by deferral
+/// count.
 async fn delays(
     deps: &Deps<'_>,
     backoff: &Backoff,
@@ -139,12 +142,40 @@ async fn delays(
             })
             .collect();
     };
+    // A second past what was asked, as for a retry: a slot boundary read on another
+    // instance's clock may lie a little later.
+    let wait = asked.iter().map(|(_, w, _)| *w).max().unwrap_or_default();
+    let now = deps.clock.now();
+    let earliest =
+        now + chrono::Duration::from_std(wait).unwrap_or_default() + chrono::Duration::seconds(1);
+    let latest = now + chrono::Duration::seconds(i64::from(retry::MAX_DELAY_SECONDS));
+    let booked = deps
+        .usage
+        .book_returns(earliest, latest, asked.len(), per_message)
+        .await;
+    match booked {
+        Ok(Some(returns)) => return returns.iter().map(|r| until(now, *r)).collect(),
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "could not book the returns; spreading them behind those waiting")
+        }
+    }
     let ahead = deps.redelivery.waiting().await.unwrap_or_else(|e| {
         warn!(error = %e, "could not read how many messages wait; deferring from now");
         0
     });
-    let wait = asked.iter().map(|(_, w, _)| *w).max().unwrap_or_default();
     retry::budget_delays(asked.len(), ahead, wait, per_minute, per_message)
+}
+
+/// The delay until a booked return (whole seconds, rounded up, within SQS's 1..=900); SQS's
+/// longest when not booked.
+fn until(now: chrono::DateTime<chrono::Utc>, at: Option<chrono::DateTime<chrono::Utc>>) -> i32 {
+    let Some(at) = at else {
+        return retry::MAX_DELAY_SECONDS;
+    };
+    let ms = (at - now).num_milliseconds();
+    let secs = (ms + 999).div_euclid(1000);
+    secs.clamp(1, i64::from(retry::MAX_DELAY_SECONDS)) as i32
 }
 
 /// The record's receive count (1 when SQS did not say).

@@ -17,6 +17,7 @@ pub mod quota;
 pub mod reconcile;
 pub mod rescan;
 pub mod retry;
+pub mod returns;
 pub mod scan;
 pub mod usage;
 

@@ -1,6 +1,7 @@
 //! The deployment-wide Langfuse request budget (`domain::quota`).
 
 use crate::domain::quota::{Grant, Taken};
+use crate::domain::returns::Returns;
 use crate::error::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,6 +31,21 @@ pub trait RequestQuota: Send + Sync {
             granted,
             wait: Duration::ZERO,
         })
+    }
+
+    /// Books the return of `n` messages deferred for lack of this budget, each needing
+    /// `requests_per_message` requests, none before `earliest` nor after `latest`, on the
+    /// schedule every instance shares ([`crate::domain::returns`]): each one's return time.
+    /// `None` when the budget keeps no schedule (the caller spreads them by itself).
+    async fn book_returns(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        let _ = (earliest, latest, n, requests_per_message);
+        Ok(None)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Langfuse, either API generation: reading traces' usage, listing usage in time ranges.
 
 use crate::domain::ingest::Direction;
+use crate::domain::returns::Returns;
 use crate::domain::scan::{PageOutcome, Walk};
 use crate::domain::usage::TraceUsage;
 use crate::error::Result;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -31,6 +33,20 @@ pub trait UsageSource: Send + Sync {
 
     /// Marks a billed trace in Langfuse (a score with a deterministic id, so it upserts).
     async fn record_billed(&self, trace_id: &str, identifier: &str, credits: u64) -> Result<()>;
+
+    /// Books the return of `n` messages deferred for lack of request budget on the
+    /// budget's shared schedule ([`crate::ports::RequestQuota::book_returns`]); `None`
+    /// without one (by default).
+    async fn book_returns(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        let _ = (earliest, latest, n, requests_per_message);
+        Ok(None)
+    }
 }
 
 /// One [`UsageSource::trace_usage`] per trace, a few at a time; each trace's error is its own.

@@ -3,6 +3,7 @@
 
 use super::lock;
 use crate::domain::quota::{Grant, Taken, earlier_slots, room, slot_of, wait_for_room};
+use crate::domain::returns::{self, Bunch, Returns};
 use crate::error::Result;
 use crate::ports::RequestQuota;
 use async_trait::async_trait;
@@ -16,6 +17,8 @@ use std::time::Duration;
 pub struct MemoryQuota {
     per_minute: u32,
     slots: Mutex<BTreeMap<i64, u64>>,
+    /// The returns schedule's open bunch.
+    schedule: Mutex<Option<Bunch>>,
 }
 
 impl MemoryQuota {
@@ -24,6 +27,7 @@ impl MemoryQuota {
         MemoryQuota {
             per_minute,
             slots: Mutex::new(BTreeMap::new()),
+            schedule: Mutex::new(None),
         }
     }
 
@@ -65,6 +69,20 @@ impl RequestQuota for MemoryQuota {
             wait,
         })
     }
+
+    async fn book_returns(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        let per_bunch = returns::per_bunch(self.per_minute, requests_per_message);
+        let mut open = lock(&self.schedule);
+        let booking = returns::book(*open, earliest, n, per_bunch, latest);
+        *open = booking.open;
+        Ok(Some(booking.returns))
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +98,8 @@ mod tests {
         quota::several_are_taken_at_once(&MemoryQuota::new(CONTRACT_LIMIT)).await;
         let shared = MemoryQuota::new(CONTRACT_LIMIT);
         quota::concurrent_takers_share_one_budget(&[&shared, &shared]).await;
+        let shared = MemoryQuota::new(CONTRACT_LIMIT);
+        quota::concurrent_bookings_share_one_schedule(&[&shared, &shared]).await;
     }
 
     /// `MemoryQuota`'s answers at these times (ms), from a fresh budget of `limit`.

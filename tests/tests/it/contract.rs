@@ -47,6 +47,13 @@ mod quota {
         quota::several_are_taken_at_once(budget(&stack, "d").as_ref()).await;
         let (a, b) = (budget(&stack, "c"), budget(&stack, "c"));
         quota::concurrent_takers_share_one_budget(&[a.as_ref(), b.as_ref()]).await;
+        let (a, b, c) = (
+            budget(&stack, "e"),
+            budget(&stack, "e"),
+            budget(&stack, "e"),
+        );
+        let instances = [a.as_ref(), b.as_ref(), c.as_ref()];
+        quota::concurrent_bookings_share_one_schedule(&instances).await;
     }
 
     /// The budget's property on `DynamoQuota` itself (the memory adapter runs it with many

@@ -5,8 +5,10 @@
 use super::*;
 use async_trait::async_trait;
 use tracemeter::domain::message::{DEFERRALS_ATTRIBUTE, Deferral};
+use tracemeter::domain::returns::Returns;
 use tracemeter::ports::usage::UsageByTrace;
 use tracemeter::ports::{Redelivery, UsageSource};
+use tracemeter::testing::MemoryQuota;
 use tracemeter::{Error, Result};
 
 /// Langfuse answering every read with a 429 that asks for 12 seconds (longer than a read
@@ -176,6 +178,78 @@ async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
         .map(|d| d.delay_seconds)
         .collect();
     assert_eq!(delays, vec![78, 78, 143], "12 + 1 + bunch x 65 s");
+}
+
+/// Langfuse throttling every read, on a request budget that keeps the return schedule
+/// (`MemoryQuota`, shared by the instances as the table's is).
+struct ThrottledOnSchedule<'a>(&'a MemoryQuota);
+
+#[async_trait]
+impl UsageSource for ThrottledOnSchedule<'_> {
+    async fn trace_usage(&self, _trace_id: &str) -> Result<Option<TraceUsage>> {
+        Err(throttled())
+    }
+
+    async fn record_billed(&self, _: &str, _: &str, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    async fn book_returns(
+        &self,
+        earliest: chrono::DateTime<chrono::Utc>,
+        latest: chrono::DateTime<chrono::Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        use tracemeter::ports::RequestQuota;
+        self.0
+            .book_returns(earliest, latest, n, requests_per_message)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn batches_deferred_at_once_come_back_on_one_schedule_not_into_one_window() {
+    // GIVEN the legacy API (one read per message) on a budget of 30 requests a minute, its
+    // return schedule shared by the instances, 58 older deferrals in the queue (the
+    // schedule, not the queue's approximate count, says what is booked), and Langfuse
+    // asking for 12 s
+    let world = World::with(
+        &[
+            ("LANGFUSE_API", "legacy"),
+            ("LANGFUSE_REQUESTS_PER_MINUTE", "30"),
+        ],
+        StripeMode::V1,
+    );
+    let earlier: Vec<Deferral> = (0..58)
+        .map(|i| Deferral {
+            message_id: format!("old{i}"),
+            body: body(&format!("old{i}")),
+            delay_seconds: 60,
+            deferrals: 1,
+        })
+        .collect();
+    world.queue.defer(&earlier).await.expect("earlier");
+    let quota = MemoryQuota::new(30);
+
+    // WHEN two instances defer a batch of 20 each at the same moment
+    for batch in ["a", "b"] {
+        let bodies: Vec<String> = (0..20).map(|i| body(&format!("{batch}{i}"))).collect();
+        let response = world
+            .deliver_through(&ThrottledOnSchedule(&quota), &world.queue, event(&bodies))
+            .await;
+        assert!(failures(&response).is_empty(), "{response:?}");
+    }
+
+    // THEN the 40 come back in bunches of a window's budget (30) one window (65 s) apart,
+    // the first 12 + 1 s from now: the second batch fills the first's bunch, then the next
+    let delays: Vec<i32> = world.queue.deferred()[58..]
+        .iter()
+        .map(|d| d.delay_seconds)
+        .collect();
+    let mut expected = vec![13; 30];
+    expected.extend([78; 10]);
+    assert_eq!(delays, expected);
 }
 
 #[tokio::test]

@@ -3,16 +3,22 @@
 //! (`domain::quota`). The earlier slots of a window are read with ONE strongly consistent
 //! `Query` over the key range: a query is billed by the bytes it reads (a dozen tiny items:
 //! 1 read unit), where a `BatchGetItem` is billed per item (12 read units).
+//!
+//! The schedule of deferred messages' returns (`domain::returns`) is one item beside the
+//! slots (`QUOTA#<service>` / `RETURNS`: the open bunch's `at`, in ms, and `booked`), written
+//! with a condition on the bunch the writer booked after; a refused write returns the item
+//! (`ReturnValuesOnConditionCheckFailure`) and the booking is made again after it.
 
 use super::items::{get_s, get_u64, key_item, n, names, s, sdk_error};
 use crate::domain::quota::{
     Grant, RequestLimit, Taken, earlier_slots, room, slot_expiry, slot_of, wait_for_room,
 };
+use crate::domain::returns::{self, Bunch, Returns};
 use crate::error::Result;
 use crate::ports::RequestQuota;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -30,6 +36,9 @@ pub struct DynamoQuota {
     /// ([`wait_for_room`]: a lower bound, counts only grow): every take before then is
     /// refused here, without a call.
     refused: std::sync::Mutex<Option<Refused>>,
+    /// The returns schedule's open bunch as last written or read here: the first booking
+    /// is tried after it (a stale one is refused, and the refusal says the current one).
+    schedule: std::sync::Mutex<Option<Bunch>>,
 }
 
 /// The last refusal: until when no take has room, and the counts it was computed from.
@@ -60,6 +69,7 @@ impl DynamoQuota {
                 service: service.to_string(),
                 per_minute,
                 refused: std::sync::Mutex::new(None),
+                schedule: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -173,6 +183,40 @@ impl RequestQuota for DynamoQuota {
             wait,
         })
     }
+
+    /// The open bunch as known here, then as each refused write says, until a write holds
+    /// (at most [`ADD_TRIES`]: each refusal is another instance's booking).
+    async fn book_returns(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        let per_bunch = returns::per_bunch(self.per_minute, requests_per_message);
+        let mut known = *self.schedule.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..ADD_TRIES {
+            let booking = returns::book(known, earliest, n, per_bunch, latest);
+            let written = match booking.open.filter(|open| Some(*open) != known) {
+                None => Ok(()),
+                Some(open) => self.write_schedule(known, open).await?,
+            };
+            match written {
+                Ok(()) => {
+                    *self.schedule.lock().unwrap_or_else(|e| e.into_inner()) = booking.open;
+                    return Ok(Some(booking.returns));
+                }
+                Err(current) => known = current,
+            }
+        }
+        Err(crate::error::Error::transient(
+            "dynamodb",
+            format!(
+                "the {} returns schedule changed under {ADD_TRIES} bookings",
+                self.service
+            ),
+        ))
+    }
 }
 
 /// Conditional adds tried per take: each refusal follows another instance's take in the
@@ -217,7 +261,64 @@ impl DynamoQuota {
     }
 }
 
+/// The returns schedule's key.
+fn schedule_key(service: &str) -> (String, String) {
+    (format!("QUOTA#{service}"), "RETURNS".to_string())
+}
+
+/// The open bunch an item holds (`None`: no item, or an unreadable one).
+fn bunch_of(item: &HashMap<String, AttributeValue>) -> Option<Bunch> {
+    Some(Bunch {
+        at: DateTime::from_timestamp_millis(get_u64(item, "at")? as i64)?,
+        booked: get_u64(item, "booked")?,
+    })
+}
+
 impl DynamoQuota {
+    /// Writes `open` as the schedule's bunch if it still is `known`; else the bunch it is.
+    async fn write_schedule(
+        &self,
+        known: Option<Bunch>,
+        open: Bunch,
+    ) -> Result<std::result::Result<(), Option<Bunch>>> {
+        let update = "SET #at = :at, #booked = :booked, #expires_at = :expires";
+        let mut values = HashMap::from([
+            (":at".to_string(), n(open.at.timestamp_millis())),
+            (":booked".to_string(), n(open.booked)),
+            // Kept a day after its returns: the next booking after an idle day starts again.
+            (":expires".to_string(), n(open.at.timestamp() + 86_400)),
+        ]);
+        let condition = match known {
+            None => "attribute_not_exists(#at)",
+            Some(k) => {
+                values.insert(":was_at".to_string(), n(k.at.timestamp_millis()));
+                values.insert(":was_booked".to_string(), n(k.booked));
+                "#at = :was_at AND #booked = :was_booked"
+            }
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(schedule_key(&self.service))))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names(&[update, condition])))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                    Ok(Err(refused.item().and_then(bunch_of)))
+                }
+                _ => Err(sdk_error("UpdateItem", &e)),
+            },
+        }
+    }
+
     /// Before the last refusal's time has passed: the wait for room for `want`, from the
     /// counts it read.
     fn refused_for(&self, now: DateTime<Utc>, want: u32) -> Option<Duration> {

@@ -32,12 +32,13 @@ use super::credential::{self, Credential};
 use super::http;
 use crate::config::{LangfuseApi, LangfuseConfig, LangfuseKeys};
 use crate::domain::quota::Grant;
+use crate::domain::returns::Returns;
 use crate::domain::usage::TraceUsage;
 use crate::error::{Error, Result};
 use crate::ports::RequestQuota;
 use crate::ports::usage::{UsageByTrace, UsageSource};
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,5 +231,18 @@ impl UsageSource for LangfuseClient {
         } else {
             Err(status_error(path, response).await)
         }
+    }
+
+    async fn book_returns(
+        &self,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        n: usize,
+        requests_per_message: f64,
+    ) -> Result<Option<Returns>> {
+        self.conn
+            .quota
+            .book_returns(earliest, latest, n, requests_per_message)
+            .await
     }
 }

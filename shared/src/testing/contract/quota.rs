@@ -113,6 +113,44 @@ pub async fn concurrent_takers_share_one_budget(quotas: &[&dyn RequestQuota]) {
     );
 }
 
+/// Instances deferring at once book their messages' returns on one schedule: a bunch holds
+/// at most a window's budget of messages, the rest go one window later, and a booking never
+/// lands in the window of the bunch before it; none is booked past the latest time.
+pub async fn concurrent_bookings_share_one_schedule(quotas: &[&dyn RequestQuota]) {
+    use std::collections::BTreeMap;
+    let limit = CONTRACT_LIMIT as usize;
+    let latest = t(1_000);
+    let bookings = quotas
+        .iter()
+        .map(|q| q.book_returns(t(60), latest, limit - 1, 1.0));
+    let mut at: BTreeMap<i64, usize> = BTreeMap::new();
+    for booked in futures::future::join_all(bookings).await {
+        let booked = booked
+            .expect("book")
+            .expect("a budget in a table keeps a schedule");
+        for r in booked {
+            let r = r.expect("within the latest time");
+            *at.entry((r - t(0)).num_seconds()).or_default() += 1;
+        }
+    }
+    let n = quotas.len() * (limit - 1);
+    let mut expected = BTreeMap::new();
+    for k in 0..n {
+        *expected.entry(60 + 65 * (k / limit) as i64).or_default() += 1;
+    }
+    assert_eq!(at, expected, "a window's budget a bunch, one window apart");
+    // Asked for later, but within the last bunch's window: the bunch after it.
+    let last = *expected.keys().last().expect("booked");
+    let next = quotas[0].book_returns(t(last + 10), latest, limit, 1.0);
+    let next = next.await.expect("book").expect("a schedule");
+    assert!(next.iter().all(|r| *r == Some(t(last + 65))), "{next:?}");
+    // Past the latest time: not booked.
+    let far = quotas[0].book_returns(t(900), t(950), 2 * limit, 1.0);
+    let far = far.await.expect("book").expect("a schedule");
+    let booked = far.iter().filter(|r| r.is_some()).count();
+    assert_eq!(booked, limit, "{far:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // The budget's property, for a property test to drive on a real adapter with arbitrary
 // arrival times (`MemoryQuota` in `testing::quota`, `DynamoQuota` in
