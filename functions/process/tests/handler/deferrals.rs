@@ -65,6 +65,19 @@ impl Redelivery for Refusing<'_> {
 }
 
 impl World {
+    /// `n` messages deferred earlier, waiting in the queue.
+    async fn deferred_earlier(&self, n: usize) {
+        let earlier: Vec<Deferral> = (0..n)
+            .map(|i| Deferral {
+                message_id: format!("old{i}"),
+                body: body(&format!("old{i}")),
+                delay_seconds: 60,
+                deferrals: 1,
+            })
+            .collect();
+        self.queue.defer(&earlier).await.expect("earlier");
+    }
+
     /// Runs the handler on one batch, reading usage from `usage` and answering SQS through
     /// `redelivery`.
     async fn deliver_through(
@@ -153,15 +166,7 @@ async fn budget_deferrals_come_back_one_after_the_other_behind_those_waiting() {
         ],
         StripeMode::V1,
     );
-    let earlier: Vec<Deferral> = (0..58)
-        .map(|i| Deferral {
-            message_id: format!("old{i}"),
-            body: body(&format!("old{i}")),
-            delay_seconds: 60,
-            deferrals: 1,
-        })
-        .collect();
-    world.queue.defer(&earlier).await.expect("earlier");
+    world.deferred_earlier(58).await;
 
     // WHEN a batch of three is throttled
     let bodies: Vec<String> = ["t1", "t2", "t3"].iter().map(|id| body(id)).collect();
@@ -221,15 +226,7 @@ async fn batches_deferred_at_once_come_back_on_one_schedule_not_into_one_window(
         ],
         StripeMode::V1,
     );
-    let earlier: Vec<Deferral> = (0..58)
-        .map(|i| Deferral {
-            message_id: format!("old{i}"),
-            body: body(&format!("old{i}")),
-            delay_seconds: 60,
-            deferrals: 1,
-        })
-        .collect();
-    world.queue.defer(&earlier).await.expect("earlier");
+    world.deferred_earlier(58).await;
     let quota = MemoryQuota::new(30);
 
     // WHEN two instances defer a batch of 20 each at the same moment

@@ -234,11 +234,28 @@ impl DynamoQuota {
             (":take".to_string(), n(take)),
             (":most".to_string(), n(cap - take)),
         ]);
+        let refused = self
+            .update_or_refused(quota_key(&self.service, slot), update, condition, values)
+            .await?;
+        Ok(refused.map(|item| item.and_then(|i| get_u64(&i, "used")).unwrap_or(cap)))
+    }
+}
+
+impl DynamoQuota {
+    /// A conditional update of `key`: `None` when it held, else the item that refused it
+    /// (`ReturnValuesOnConditionCheckFailure`; `None` inside when there is no item).
+    async fn update_or_refused(
+        &self,
+        key: (String, String),
+        update: &str,
+        condition: &str,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<Option<Option<HashMap<String, AttributeValue>>>> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key_item(quota_key(&self.service, slot))))
+            .set_key(Some(key_item(key)))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names(&[update, condition])))
@@ -249,12 +266,9 @@ impl DynamoQuota {
         match result {
             Ok(_) => Ok(None),
             Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => Ok(Some(
-                    refused
-                        .item()
-                        .and_then(|item| get_u64(item, "used"))
-                        .unwrap_or(cap),
-                )),
+                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                    Ok(Some(refused.item().cloned()))
+                }
                 _ => Err(sdk_error("UpdateItem", &e)),
             },
         }
@@ -296,27 +310,13 @@ impl DynamoQuota {
                 "#at = :was_at AND #booked = :was_booked"
             }
         };
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_item(schedule_key(&self.service))))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names(&[update, condition])))
-            .set_expression_attribute_values(Some(values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
-                    Ok(Err(refused.item().and_then(bunch_of)))
-                }
-                _ => Err(sdk_error("UpdateItem", &e)),
-            },
-        }
+        let refused = self
+            .update_or_refused(schedule_key(&self.service), update, condition, values)
+            .await?;
+        Ok(match refused {
+            None => Ok(()),
+            Some(item) => Err(item.as_ref().and_then(bunch_of)),
+        })
     }
 
     /// Before the last refusal's time has passed: the wait for room for `want`, from the
