@@ -26,6 +26,9 @@ pub struct Chaos {
     seed: u64,
     draws: AtomicU64,
     calls: AtomicU64,
+    /// The first calls that draw a fault whatever the rate (while the boundary is on), so
+    /// that a short run meets the boundary's faults at least this often.
+    minimum: AtomicU64,
     counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -53,6 +56,7 @@ impl Chaos {
             seed: mix(seed ^ boundary.len() as u64 ^ (boundary.as_bytes()[0] as u64) << 8),
             draws: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            minimum: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
         };
         chaos.set_rate(rate);
@@ -68,6 +72,13 @@ impl Chaos {
     pub fn set_rate(&self, rate: f64) {
         let ppm = (rate.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
         self.rate_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// The first `n` calls that draw (while the boundary is on) inject a fault, whatever the
+    /// rate: a boundary that sees few calls in a short run (the process handler's
+    /// invocations: a handful at batch 100) still meets its faults.
+    pub fn set_minimum(&self, n: u64) {
+        self.minimum.store(n, Ordering::Relaxed);
     }
 
     /// The current rate.
@@ -87,10 +98,10 @@ impl Chaos {
         if ppm == 0 || self.kinds.is_empty() {
             return None;
         }
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let i = self.draws.fetch_add(1, Ordering::Relaxed);
         let r = mix(self.seed ^ mix(i));
-        if r % 1_000_000 >= ppm {
+        if r % 1_000_000 >= ppm && call >= self.minimum.load(Ordering::Relaxed) {
             return None;
         }
         let kind = (r / 1_000_000) % self.kinds.len() as u64;
@@ -336,6 +347,19 @@ mod tests {
         chaos.set_rate(0.0);
         assert!((0..1000).all(|_| chaos.draw().is_none()));
         assert_eq!(chaos.injected(), total);
+    }
+
+    #[test]
+    fn the_minimum_draws_a_fault_on_the_first_calls_whatever_the_rate() {
+        let chaos = Chaos::new("process", PROCESS_KINDS, 0.000_001, 3);
+        chaos.set_minimum(3);
+        let first: Vec<bool> = (0..3).map(|_| chaos.draw().is_some()).collect();
+        assert_eq!(first, vec![true; 3]);
+        assert!((0..1000).filter(|_| chaos.draw().is_some()).count() < 3);
+        // Switched off, the minimum does not apply.
+        let off = Chaos::new("process", PROCESS_KINDS, 0.0, 3);
+        off.set_minimum(3);
+        assert!(off.draw().is_none());
     }
 
     #[test]

@@ -105,11 +105,15 @@ struct Boundaries {
 
 impl Boundaries {
     fn new(rate: f64, seed: u64) -> Boundaries {
+        let process = Chaos::new("process", PROCESS_KINDS, rate, seed);
+        // At batch 100 a short run has a handful of invocations: a rate alone could abort
+        // none of them. The first three abort, wherever the draw lands.
+        process.set_minimum(PROCESS_KINDS.len() as u64);
         Boundaries {
             langfuse: Chaos::new("langfuse", LANGFUSE_KINDS, rate, seed),
             stripe: Chaos::new("stripe", STRIPE_KINDS, rate, seed),
             aws: Chaos::new("aws", AWS_KINDS, rate, seed),
-            process: Chaos::new("process", PROCESS_KINDS, rate, seed),
+            process,
         }
     }
 
