@@ -209,7 +209,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "RETRY_BASE_SECONDS",
         "`30`",
-        "visibility delay after a transient failure: base × 2^(receives−1), jitter 50–100 %, at least the service's `Retry-After`; a deferral's delay follows the same schedule by its deferral count, except under the Langfuse request budget, where deferrals are spread at the budget's pace behind the messages already waiting",
+        "visibility delay after a transient failure: base × 2^(receives−1), jitter 50–100 %, at least the service's `Retry-After`; a deferral's delay follows the same schedule by its deferral count, except under the Langfuse request budget, where deferrals are booked on the budget's return schedule (bunches of a window's budget, 65 s apart, shared by the instances)",
     ),
     var("RETRY_MAX_SECONDS", "`900`", "the cap of that delay"),
     var(
