@@ -104,7 +104,7 @@ async fn run_slice(
 ) {
     let claims = claim_rounds(deps, inv, parsed, slice, outcomes).await;
     let (mut delivered, mut given_back) = (Vec::new(), Vec::new());
-    for (c, result) in send::send_claims(deps, inv, claims.to_send).await {
+    for (c, result) in send::send_claims(deps, claims.to_send).await {
         match result {
             Some(o) => {
                 if matches!(o, Outcome::Permanent(_)) {

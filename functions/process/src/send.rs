@@ -4,11 +4,10 @@
 //! for one bad event is split until the bad event is found, and the rest is billed.
 
 use crate::claim::Claimed;
-use crate::invocation::Invocation;
 use crate::{Deps, Outcome};
 use futures::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracemeter::adapters::stripe::MAX_STREAM_EVENTS;
 use tracemeter::domain::meter::{Delivery, MeterEvent};
 use tracemeter::domain::retry;
@@ -19,17 +18,13 @@ use tracing::{error, info, warn};
 pub(crate) type Sent = (Claimed, Option<Outcome>);
 
 /// Sends the claimed events.
-pub(crate) async fn send_claims(
-    deps: &Deps<'_>,
-    inv: &Invocation,
-    claims: Vec<Claimed>,
-) -> Vec<Sent> {
+pub(crate) async fn send_claims(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
     if claims.is_empty() {
         Vec::new()
     } else if deps.meter.batches() {
         send_stream(deps, claims).await
     } else {
-        send_one_by_one(deps, inv, claims).await
+        send_one_by_one(deps, claims).await
     }
 }
 
@@ -79,11 +74,7 @@ fn refused_as_a_whole(results: &[Result<Delivery>]) -> bool {
             .all(|r| matches!(r, Err(Error::Permanent { .. })))
 }
 
-/// v1: one lane per customer, its events one after the other. A lane sends no event that
-/// its slowest one so far says would end past the deadline's margin (a large customer's
-/// 100 events at a few hundred milliseconds each could outlast the function): the rest are
-/// released and deferred, as after a 429, so the invocation answers in time.
-async fn send_one_by_one(deps: &Deps<'_>, inv: &Invocation, claims: Vec<Claimed>) -> Vec<Sent> {
+async fn send_one_by_one(deps: &Deps<'_>, claims: Vec<Claimed>) -> Vec<Sent> {
     let mut by_customer: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
     for c in claims {
         by_customer
@@ -94,18 +85,9 @@ async fn send_one_by_one(deps: &Deps<'_>, inv: &Invocation, claims: Vec<Claimed>
     let sent: Vec<Vec<Sent>> = futures::stream::iter(by_customer.into_values())
         .map(|claims| async move {
             let mut out = Vec::with_capacity(claims.len());
-            let (mut waited, mut slowest) = (Duration::ZERO, Duration::ZERO);
+            let mut waited = Duration::ZERO;
             for c in claims {
-                let result = if inv.can_start(deps, slowest) {
-                    let started = Instant::now();
-                    let result = send_v1(deps, &c, &mut waited).await;
-                    slowest = slowest.max(started.elapsed());
-                    result
-                } else {
-                    warn!(trace_id = %c.trace_id, customer = %c.pending.customer_id,
-                          "the deadline is too near to send this customer's next event: released and deferred");
-                    Err(out_of_time())
-                };
+                let result = send_v1(deps, &c, &mut waited).await;
                 let settled = settle(deps, &c, result).await;
                 out.push((c, settled));
             }
@@ -115,17 +97,6 @@ async fn send_one_by_one(deps: &Deps<'_>, inv: &Invocation, claims: Vec<Claimed>
         .collect()
         .await;
     sent.into_iter().flatten().collect()
-}
-
-/// An event not sent for lack of time: deferred like a throttled one (a new message, a
-/// short delay, its receive count not grown), its claim released.
-fn out_of_time() -> Error {
-    Error::Transient {
-        service: "stripe",
-        detail: "not sent: the invocation's deadline is too near for the customer's next event"
-            .into(),
-        retry_after: Some(Duration::from_secs(1)),
-    }
 }
 
 /// Tries per v1 event while Stripe asks for a short wait.
