@@ -190,7 +190,7 @@ impl TestStack {
         );
         let ledger = DynamoLedger::new(dynamo.clone(), &resources.table_name);
         // What the deploy guide has the operator run once: `tracemeter price index`.
-        ledger.build_index(chrono::Utc::now()).await?;
+        ledger.build_index().await?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let redelivery = SqsRedelivery::new(sqs.clone(), &resources.queue_url);
         let esm = EventSourceMapping {

@@ -271,7 +271,7 @@ async fn index(ctx: &mut Ctx<'_, '_>) -> CliResult {
         "will scan the table once for price versions and mark the index of customers with prices of their own complete",
     )?;
     let book: &dyn PriceBook = ctx.deps.ledger;
-    let found = book.build_index(ctx.deps.clock.now()).await?;
+    let found = book.build_index().await?;
     let value = json!({"complete": true, "customers": found});
     ctx.out.report(&value, || {
         format!(

@@ -143,8 +143,8 @@ impl<B: PriceBook> PriceBook for PriceCache<B> {
         Ok(put)
     }
 
-    async fn build_index(&self, now: DateTime<Utc>) -> Result<BTreeSet<String>> {
-        let found = self.book.build_index(now).await?;
+    async fn build_index(&self) -> Result<BTreeSet<String>> {
+        let found = self.book.build_index().await?;
         self.copies().index = None;
         Ok(found)
     }
@@ -185,7 +185,7 @@ mod tests {
         async fn put_version(&self, _v: &PriceVersion, _now: DateTime<Utc>) -> Result<PutVersion> {
             Ok(PutVersion::Written)
         }
-        async fn build_index(&self, _now: DateTime<Utc>) -> Result<BTreeSet<String>> {
+        async fn build_index(&self) -> Result<BTreeSet<String>> {
             Ok(BTreeSet::new())
         }
     }

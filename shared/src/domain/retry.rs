@@ -47,7 +47,8 @@ impl Backoff {
     }
 }
 
-/// The delays of messages deferred together for lack of Langfuse request budget, so that
+/// The delays of messages deferred together for lack of Langfuse request budget, when the
+/// budget's shared return schedule ([`super::returns`]) could not be booked, so that
 /// each comes back when the budget can serve it rather than all at once (only to be deferred
 /// again). They come back in bunches of a whole window's budget: the `per_minute` requests
 /// the shared count lets through in any 13 slots ([`super::quota`]: 65 seconds), each
@@ -68,11 +69,9 @@ pub fn budget_delays(
     per_minute: u32,
     requests_per_message: f64,
 ) -> Vec<i32> {
-    use super::quota::{SLOT_SECONDS, SLOTS_PER_WINDOW};
-    let window = (SLOTS_PER_WINDOW * SLOT_SECONDS) as f64;
-    let per_bunch = (f64::from(per_minute.max(1)) / requests_per_message.max(f64::MIN_POSITIVE))
-        .floor()
-        .max(1.0);
+    use super::returns::{SPACING, per_bunch};
+    let window = SPACING.num_seconds() as f64;
+    let per_bunch = per_bunch(per_minute, requests_per_message) as f64;
     (0..n)
         .map(|k| {
             let bunch = ((ahead as f64 + k as f64) / per_bunch).floor();

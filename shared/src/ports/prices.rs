@@ -48,5 +48,5 @@ pub trait PriceBook: Send + Sync {
     /// Adds every customer scope found among the stored versions to the index and marks it
     /// complete (versions stored before the index existed are found this way); the customers
     /// found.
-    async fn build_index(&self, now: DateTime<Utc>) -> Result<BTreeSet<String>>;
+    async fn build_index(&self) -> Result<BTreeSet<String>>;
 }

@@ -272,11 +272,7 @@ async fn a_price_book_without_its_index_warns_until_tracemeter_price_index() {
         Some("tracemeter price index (once, after the first deploy or an upgrade)")
     );
     use tracemeter::ports::PriceBook;
-    stack
-        .ledger
-        .build_index(chrono::Utc::now())
-        .await
-        .expect("index");
+    stack.ledger.build_index().await.expect("index");
     let ok = price_index(checks(&stack, &env).await);
     assert_eq!(ok.status, Status::Ok, "{ok:?}");
 }

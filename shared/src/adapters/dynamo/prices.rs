@@ -164,17 +164,40 @@ impl DynamoLedger {
         version: &PriceVersion,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.store_version(version, now).await.map(|_| ())
+    }
+
+    /// The conditional put of a version; when refused, whether the stored one is the same.
+    async fn store_version(
+        &self,
+        version: &PriceVersion,
+        now: DateTime<Utc>,
+    ) -> Result<PutVersion> {
         let condition = "attribute_not_exists(#pk)";
+        let item = item_of(version, now);
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item_of(version, now)))
+            .set_item(Some(item.clone()))
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names(&[condition])))
             .send()
             .await;
-        condition_held("PutItem", result).map(|_| ())
+        if condition_held("PutItem", result)? {
+            return Ok(PutVersion::Written);
+        }
+        let key = price_key(&version.scope, version.effective_from);
+        let stored = self.get(key, true).await?.ok_or_else(|| {
+            Error::transient(SERVICE, "a price version vanished after a refused put")
+        })?;
+        let existing = parse_version(&stored).ok_or_else(|| malformed(&stored))?;
+        let wanted = parse_version(&item).ok_or_else(|| malformed(&item))?;
+        Ok(if existing == wanted {
+            PutVersion::Unchanged
+        } else {
+            PutVersion::Conflict(Box::new(existing))
+        })
     }
 }
 
@@ -212,7 +235,7 @@ impl PriceBook for DynamoLedger {
         Ok(book)
     }
 
-    async fn build_index(&self, _now: DateTime<Utc>) -> Result<BTreeSet<String>> {
+    async fn build_index(&self) -> Result<BTreeSet<String>> {
         let filter = "begins_with(#pk, :price) AND begins_with(#sk, :from)";
         let values = HashMap::from([
             (":price".to_string(), s("PRICE#")),
@@ -237,30 +260,6 @@ impl PriceBook for DynamoLedger {
             self.index_scopes(&BTreeSet::from([c.clone()]), false)
                 .await?;
         }
-        let condition = "attribute_not_exists(#pk)";
-        let item = item_of(version, now);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item.clone()))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names(&[condition])))
-            .send()
-            .await;
-        if condition_held("PutItem", result)? {
-            return Ok(PutVersion::Written);
-        }
-        let key = price_key(&version.scope, version.effective_from);
-        let stored = self.get(key, true).await?.ok_or_else(|| {
-            Error::transient(SERVICE, "a price version vanished after a refused put")
-        })?;
-        let existing = parse_version(&stored).ok_or_else(|| malformed(&stored))?;
-        let wanted = parse_version(&item).ok_or_else(|| malformed(&item))?;
-        Ok(if existing == wanted {
-            PutVersion::Unchanged
-        } else {
-            PutVersion::Conflict(Box::new(existing))
-        })
+        self.store_version(version, now).await
     }
 }

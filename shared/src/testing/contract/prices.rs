@@ -99,7 +99,7 @@ pub async fn the_price_index_names_every_customer_with_versions(
         complete => !complete.may_hold("cus_index_old"),
     };
     assert!(missed, "{:?}", before.index);
-    let found = book.build_index(t0).await.expect("build");
+    let found = book.build_index().await.expect("build");
     assert_eq!(found, BTreeSet::from(["cus_index_old".to_string()]));
     book.put_version(&version(&new, t0 - Duration::days(1), 4), t0)
         .await
@@ -110,7 +110,7 @@ pub async fn the_price_index_names_every_customer_with_versions(
     assert_eq!(after.index, ScopeIndex::Complete(named));
     assert!(!after.index.may_hold("cus_index_none"));
     assert_eq!(
-        book.build_index(t0).await.expect("again"),
+        book.build_index().await.expect("again"),
         BTreeSet::from(["cus_index_new".to_string(), "cus_index_old".to_string()]),
         "building again finds every customer and changes nothing"
     );

@@ -59,7 +59,7 @@ impl PriceBook for MemoryLedger {
         Ok(self.put_version_unindexed(version))
     }
 
-    async fn build_index(&self, _now: DateTime<Utc>) -> Result<BTreeSet<String>> {
+    async fn build_index(&self) -> Result<BTreeSet<String>> {
         let mut state = self.state();
         let found: BTreeSet<String> = state
             .prices
